@@ -1,0 +1,45 @@
+"""Pieces shared by the method modules: data preparation and initial estimates."""
+
+from __future__ import annotations
+
+import torch
+
+from asirp.blur import BlurOperator
+
+
+def non_negative(data: torch.Tensor) -> torch.Tensor:
+    """Counts for the Poisson methods: negative values (from dark subtraction) are set to zero."""
+    return data.clamp_min(0.0)
+
+
+def smooth_initial_estimate(
+    operator: BlurOperator, data: torch.Tensor, normaliser: torch.Tensor
+) -> torch.Tensor:
+    """A positive starting object: the data spread by the PSF's adjoint, on the object grid.
+
+    Unlike the raw data it has no zero pixels (which multiplicative updates could never leave)
+    and it continues smoothly past the edges of the map for ``boundary="extend"``.
+
+    Parameters
+    ----------
+    operator : BlurOperator
+        The blur between object and data grids.
+    data : torch.Tensor
+        Non-negative maps ``(B, H, W)``.
+    normaliser : torch.Tensor
+        ``H^T 1`` on the object grid (positive).
+
+    Returns
+    -------
+    torch.Tensor
+        ``(B, *operator.object_shape)``, strictly positive.
+    """
+    estimate = operator.adjoint(data) / normaliser
+    floor = 1e-3 * data.mean(dim=(-2, -1), keepdim=True).clamp_min(1e-12)
+    return torch.maximum(estimate, floor)
+
+
+def adjoint_of_ones(operator: BlurOperator, data: torch.Tensor) -> torch.Tensor:
+    """``H^T 1`` on the object grid ``(1, *object_shape)``, floored to stay positive."""
+    ones = torch.ones((1, *operator.data_shape), dtype=data.dtype, device=data.device)
+    return operator.adjoint(ones).clamp_min(1e-6)

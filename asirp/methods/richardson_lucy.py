@@ -1,0 +1,164 @@
+r"""Richardson-Lucy deconvolution for Poisson counts, with total variation and acceleration.
+
+The maximum-likelihood estimate for Poisson data :math:`y \sim \mathcal{P}(Hx + b)` is found by
+the multiplicative iteration (Richardson 1972, Lucy 1974)
+
+.. math:: x_{k+1} = \frac{x_k}{H^T 1 - \lambda \, \mathrm{div}(\nabla x_k / |\nabla x_k|)}
+          \; H^T \frac{y}{H x_k + b}
+
+with the optional total-variation term of weight :math:`\lambda` (Dey et al. 2006) that damps
+noise in flat regions while keeping edges. The estimate stays non-negative. Biggs-Andrews vector
+extrapolation (1997) predicts each step from the last two and typically halves the number of
+iterations needed for the same likelihood.
+
+Input policy: the data are counts. Negative values (after a dark subtraction) are set to zero
+before iterating, and a known constant background ``b`` (counts per pixel) is part of the
+forward model instead of being subtracted.
+
+References
+----------
+.. [1] W. H. Richardson, "Bayesian-based iterative method of image restoration", JOSA 62,
+   55-59 (1972); L. B. Lucy, AJ 79, 745-754 (1974).
+.. [2] D. S. C. Biggs and M. Andrews, "Acceleration of iterative image restoration
+   algorithms", Applied Optics 36, 1766-1775 (1997).
+.. [3] N. Dey et al., "Richardson-Lucy algorithm with total variation regularization for 3D
+   confocal microscope deconvolution", Microsc. Res. Tech. 69, 260-266 (2006).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from asirp.blur import BlurOperator
+from asirp.iteration import IterationControl
+from asirp.methods._common import adjoint_of_ones, non_negative, smooth_initial_estimate
+from asirp.registry import (
+    BACKGROUND,
+    ITERATIVE_BOUNDARY,
+    MethodOutput,
+    MethodSpec,
+    Parameter,
+    Problem,
+    iterations_parameter,
+    no_grad,
+    register_method,
+    stopping_parameters,
+)
+
+MAX_EXTRAPOLATION = 0.99
+"""Upper bound of the Biggs-Andrews extrapolation factor (it must stay below 1)."""
+
+
+def total_variation_divergence(image: torch.Tensor, epsilon: float) -> torch.Tensor:
+    r"""Divergence of the normalised gradient, :math:`\mathrm{div}(\nabla x / |\nabla x|)`.
+
+    Forward differences for the gradient, backward differences for the divergence, so the
+    operator is the negative adjoint of the gradient (a discrete curvature).
+
+    Parameters
+    ----------
+    image : torch.Tensor
+        ``(B, H, W)``.
+    epsilon : float
+        Smoothing of :math:`|\nabla x|` (same unit as ``image``).
+
+    Returns
+    -------
+    torch.Tensor
+        ``(B, H, W)``, dimensionless.
+    """
+    grad_y = torch.zeros_like(image)
+    grad_x = torch.zeros_like(image)
+    grad_y[..., :-1, :] = image[..., 1:, :] - image[..., :-1, :]
+    grad_x[..., :, :-1] = image[..., :, 1:] - image[..., :, :-1]
+    magnitude = torch.sqrt(grad_y**2 + grad_x**2 + epsilon**2)
+    unit_y, unit_x = grad_y / magnitude, grad_x / magnitude
+    divergence = unit_y.clone()
+    divergence[..., 1:, :] -= unit_y[..., :-1, :]
+    divergence += unit_x
+    divergence[..., :, 1:] -= unit_x[..., :, :-1]
+    return divergence
+
+
+@no_grad
+def run(problem: Problem, params: dict[str, Any]) -> MethodOutput:
+    """Richardson-Lucy on ``(B, H, W)`` counts; see the module notes."""
+    assert problem.psf is not None  # guaranteed by needs_psf
+    data = non_negative(problem.data)
+    background = params["background"]
+    operator = BlurOperator(problem.psf, tuple(data.shape[-2:]), params["boundary"])
+    normaliser = adjoint_of_ones(operator, data)
+    if params["initial"] == "flat":
+        mean = data.mean(dim=(-2, -1), keepdim=True).clamp_min(1e-12)
+        estimate = mean.expand(-1, *operator.object_shape).clone()
+    else:
+        estimate = smooth_initial_estimate(operator, data, normaliser)
+    tv_weight = params["tv_weight"]
+    tv_epsilon = 1e-3 * float(data.mean().clamp_min(1e-12))
+    accelerate = params["acceleration"]
+
+    control = IterationControl(problem, params)
+    previous: torch.Tensor | None = None
+    previous_step: torch.Tensor | None = None
+    alpha = torch.zeros((data.shape[0], 1, 1), dtype=data.dtype, device=data.device)
+    for _ in control:
+        if accelerate and previous is not None:
+            point = (estimate + alpha * (estimate - previous)).clamp_min(0.0)
+        else:
+            point = estimate
+        prediction = operator.forward(point) + background
+        correction = operator.adjoint(data / prediction.clamp_min(1e-12))
+        denominator = normaliser
+        if tv_weight > 0:
+            curvature = total_variation_divergence(point, tv_epsilon)
+            denominator = (normaliser - tv_weight * curvature).clamp_min(0.1 * normaliser)
+        updated = point * correction / denominator
+        if accelerate:
+            step = updated - point
+            if previous_step is not None:
+                numerator = (step * previous_step).sum(dim=(-2, -1), keepdim=True)
+                energy = (previous_step * previous_step).sum(dim=(-2, -1), keepdim=True)
+                alpha = (numerator / energy.clamp_min(1e-30)).clamp(0.0, MAX_EXTRAPOLATION)
+            previous_step = step
+            previous = estimate
+        estimate = control.step(point, updated, data, prediction)
+        alpha = alpha * control.active.view(-1, 1, 1)  # stopped images stay where they stopped
+    return MethodOutput(operator.crop(estimate), problem.psf, control.info())
+
+
+SPEC = register_method(
+    MethodSpec(
+        name="richardson_lucy",
+        family="non-blind",
+        needs_psf=True,
+        scale=1,
+        summary="Poisson maximum likelihood (multiplicative, stays non-negative); TV optional",
+        parameters=(
+            iterations_parameter(100),
+            *stopping_parameters("discrepancy"),
+            Parameter(
+                "acceleration", bool, True, "Biggs-Andrews vector extrapolation of the iterates"
+            ),
+            Parameter(
+                "tv_weight",
+                float,
+                0.0,
+                "total-variation weight (dimensionless; 0 = off, 0.002-0.02 typical)",
+                minimum=0.0,
+                maximum=0.5,
+            ),
+            BACKGROUND,
+            ITERATIVE_BOUNDARY,
+            Parameter(
+                "initial",
+                str,
+                "smooth",
+                "starting estimate: 'smooth' (PSF-spread data) or 'flat' (data mean)",
+                choices=("smooth", "flat"),
+            ),
+        ),
+        run=run,
+    )
+)

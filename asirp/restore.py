@@ -1,0 +1,250 @@
+"""The engine's entry point: :func:`restore` and its :class:`Restoration` result."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from asirp._version import __version__
+from asirp.auto import choose_method
+from asirp.backend import resolve_device, to_numpy, to_tensor
+from asirp.iteration import estimate_counts_gain
+from asirp.metrics import summary
+from asirp.psf import resolve_psf
+from asirp.registry import MethodOutput, Problem, get_method
+from asirp.validation import as_image_stack
+
+CHUNK_PIXELS = 1 << 23
+"""A stack is restored in chunks of at most this many pixels (about 8 M) to bound memory."""
+
+
+@dataclass
+class Restoration:
+    """The result of :func:`restore`.
+
+    Attributes
+    ----------
+    image : numpy.ndarray
+        Restored map ``(H * s, W * s)`` or stack ``(B, H * s, W * s)``, float32, same units
+        (counts) as the input; ``s`` is the method's scale (1 for deconvolution).
+    method : str
+        The method that actually ran (never ``"auto"``).
+    params : dict
+        JSON-serialisable parameters, including the defaults that applied and what the run
+        found (``iterations_run``, chosen weights, ``device``, ``auto_reason`` for "auto").
+    psf : numpy.ndarray or None
+        The PSF used ``(h, w)``, or estimated by a blind method (``(B, h, w)`` for a stack).
+    metrics : dict of str to float
+        Figures that apply (see :func:`asirp.metrics.summary`); averaged over a stack.
+    elapsed_s : float
+        Wall time of the restoration, s.
+    psf_description : dict
+        Where the PSF came from (beam FWHM and step in µm, sigma in px, file, array).
+    version : str
+        ASIRP version that produced the result.
+    """
+
+    image: np.ndarray
+    method: str
+    params: dict[str, Any]
+    psf: np.ndarray | None
+    metrics: dict[str, float]
+    elapsed_s: float
+    psf_description: dict[str, Any] = field(default_factory=dict)
+    version: str = __version__
+
+    def provenance(self) -> dict[str, Any]:
+        """Everything needed to reproduce the result, as a JSON-serialisable dict."""
+        return {
+            "software": "asirp",
+            "version": self.version,
+            "method": self.method,
+            "params": self.params,
+            "psf": self.psf_description,
+            "metrics": self.metrics,
+            "elapsed_s": self.elapsed_s,
+        }
+
+
+def _merge_info(parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Join per-chunk method facts: lists are concatenated, other values taken from the first."""
+    merged: dict[str, Any] = {}
+    for part in parts:
+        for key, value in part.items():
+            if isinstance(value, list):
+                merged.setdefault(key, []).extend(value)
+            else:
+                merged.setdefault(key, value)
+    return merged
+
+
+def _mean_metrics(per_image: list[dict[str, float]]) -> dict[str, float]:
+    keys = set.intersection(*(set(figures) for figures in per_image))
+    return {key: float(np.mean([figures[key] for figures in per_image])) for key in sorted(keys)}
+
+
+def restore(
+    image: Any,
+    method: str = "auto",
+    *,
+    psf: Any = None,
+    beam_fwhm_um: float | Sequence[float] | None = None,
+    pixel_um: float | Sequence[float] | None = None,
+    psf_sigma_px: float | Sequence[float] | None = None,
+    device: str | torch.device = "auto",
+    reference: Any = None,
+    seed: int = 0,
+    progress: Callable[[float], None] | None = None,
+    cancel: threading.Event | None = None,
+    **params: Any,
+) -> Restoration:
+    """Restore a blurred map or a stack of them.
+
+    Parameters
+    ----------
+    image : array_like
+        Measured map ``(H, W)`` or stack ``(B, H, W)`` (counts; any real dtype, computed in
+        float32). It is never modified.
+    method : str
+        A name from :func:`available_methods` or ``"auto"`` (see :mod:`asirp.auto`).
+    psf : array_like or path, optional
+        The PSF ``(h, w)`` (odd sizes, non-negative; normalised to sum 1), or a file holding it.
+    beam_fwhm_um, pixel_um : float or (float, float), optional
+        Beam FWHM and scan step in µm (per axis as (rows, columns) when they differ): a
+        Gaussian PSF. Give these, or ``psf_sigma_px``, or ``psf``.
+    psf_sigma_px : float or (float, float), optional
+        Gaussian PSF standard deviation in pixels.
+    device : str
+        ``"auto"`` (CUDA when present, else CPU), ``"cpu"`` or ``"cuda"``.
+    reference : array_like, optional
+        Ground truth of the same shape as the result, for PSNR and SSIM.
+    seed : int
+        Seed for methods that use randomness.
+    progress : callable, optional
+        Called with the fraction done (0 to 1) as the work advances.
+    cancel : threading.Event, optional
+        Set it from another thread to stop; :class:`asirp.RestorationCancelled` is raised.
+    **params
+        The method's parameters (``asirp methods`` lists them with defaults and ranges).
+
+    Returns
+    -------
+    Restoration
+        The restored image with its method, parameters, PSF, metrics and timing.
+
+    Raises
+    ------
+    ValueError
+        Bad shapes, NaN/Inf, an unknown method or parameter, a value out of range, a missing PSF.
+    TypeError
+        Non-numeric or complex data, parameters of the wrong type.
+    """
+    started = time.perf_counter()
+    stack, was_2d = as_image_stack(image)
+    if not isinstance(method, str):
+        raise TypeError(f"method must be a string, got {method!r}")
+    if not isinstance(seed, int | np.integer) or isinstance(seed, bool):
+        raise TypeError(f"seed must be an integer, got {seed!r}")
+    resolved_psf = resolve_psf(
+        stack.shape,
+        psf=psf,
+        beam_fwhm_um=beam_fwhm_um,
+        pixel_um=pixel_um,
+        psf_sigma_px=psf_sigma_px,
+    )
+    auto_reason = None
+    if method == "auto":
+        choice = choose_method(stack, resolved_psf is not None)
+        method, params, auto_reason = choice.method, {**choice.params, **params}, choice.reason
+    spec = get_method(method)
+    resolved = spec.resolve_params(params)
+    if spec.needs_psf and resolved_psf is None:
+        raise ValueError(
+            f"method {method!r} needs a PSF: give beam_fwhm_um and pixel_um (µm), "
+            "psf_sigma_px, or psf (an array or a file)"
+        )
+    truth = None
+    if reference is not None:
+        truth, _ = as_image_stack(reference, "reference")
+        expected = (stack.shape[0], stack.shape[1] * spec.scale, stack.shape[2] * spec.scale)
+        if truth.shape != expected:
+            raise ValueError(
+                f"reference has shape {np.shape(reference)}, but the result will have shape "
+                f"{expected[1:] if was_2d else expected}"
+            )
+    compute_device = resolve_device(device)
+    counts_gain = estimate_counts_gain(stack) if resolved.get("stop") == "discrepancy" else 1.0
+
+    psf_tensor = to_tensor(resolved_psf.array, compute_device) if resolved_psf is not None else None
+    batch = stack.shape[0]
+    chunk = batch
+    if spec.batchable:
+        chunk = max(1, min(batch, CHUNK_PIXELS // (stack.shape[1] * stack.shape[2])))
+    outputs: list[MethodOutput] = []
+    for start in range(0, batch, chunk):
+        part = stack[start : start + chunk]
+
+        def report(fraction: float, done: int = start, size: int = len(part)) -> None:
+            if progress is not None:
+                progress(min(1.0, (done + fraction * size) / batch))
+
+        problem = Problem(
+            data=to_tensor(part, compute_device),
+            psf=psf_tensor,
+            device=compute_device,
+            counts_gain=counts_gain,
+            seed=int(seed),
+            progress=report,
+            cancel=cancel,
+        )
+        outputs.append(spec.run(problem, resolved))
+
+    restored = np.concatenate([to_numpy(output.image) for output in outputs])
+    used_psf = _collect_psf(outputs, batch)
+    info = _merge_info([output.info for output in outputs])
+    if was_2d:
+        info = {k: v[0] if isinstance(v, list) and len(v) == 1 else v for k, v in info.items()}
+
+    per_image = [
+        summary(
+            stack[index],
+            restored[index],
+            used_psf[index] if used_psf is not None and used_psf.ndim == 3 else used_psf,
+            reference=truth[index] if truth is not None else None,
+            background=float(resolved.get("background", 0.0)),
+        )
+        for index in range(batch)
+    ]
+    record = {**resolved, **info, "device": str(compute_device), "seed": int(seed)}
+    if auto_reason is not None:
+        record["auto_reason"] = auto_reason
+    if used_psf is not None and used_psf.ndim == 3 and was_2d:
+        used_psf = used_psf[0]
+    return Restoration(
+        image=restored[0] if was_2d else restored,
+        method=method,
+        params=record,
+        psf=used_psf,
+        metrics=_mean_metrics(per_image),
+        elapsed_s=time.perf_counter() - started,
+        psf_description=resolved_psf.description if resolved_psf is not None else {},
+    )
+
+
+def _collect_psf(outputs: list[MethodOutput], batch: int) -> np.ndarray | None:
+    """The PSF of the result: the shared one, or the stacked per-image estimates."""
+    psfs = [output.psf for output in outputs]
+    if psfs[0] is None:
+        return None
+    if psfs[0].ndim == 2:
+        return to_numpy(psfs[0])
+    stacked = np.concatenate([to_numpy(p) for p in psfs])
+    if stacked.shape[0] != batch:
+        raise RuntimeError("a method returned a PSF stack that does not match the image stack")
+    return stacked
