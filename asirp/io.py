@@ -31,6 +31,11 @@ import numpy as np
 
 from asirp.restore import Restoration
 
+
+class InputFileError(ValueError):
+    """An input file is missing, unreadable, or does not hold what was asked for."""
+
+
 HDF5_SUFFIXES = (".h5", ".hdf5", ".hdf", ".nxs")
 TIFF_SUFFIXES = (".tif", ".tiff")
 
@@ -51,7 +56,7 @@ def _single_dataset(handle: h5py.File, file_path: Path) -> str:
     )
     if len(names) != 1:
         listed = ", ".join("/" + n for n in names[:10]) or "none"
-        raise ValueError(
+        raise InputFileError(
             f"{file_path} holds {len(names)} datasets ({listed}); name one as "
             f"'{file_path}::/path/to/dataset'"
         )
@@ -79,7 +84,7 @@ def read_array(path: str | os.PathLike) -> np.ndarray:
     """
     file_path, dataset = split_hdf5_path(path)
     if not file_path.is_file():
-        raise ValueError(f"input file not found: {file_path}")
+        raise InputFileError(f"input file not found: {file_path}")
     suffix = file_path.suffix.lower()
     try:
         if suffix == ".npy":
@@ -93,16 +98,16 @@ def read_array(path: str | os.PathLike) -> np.ndarray:
             with h5py.File(file_path, "r") as handle:
                 name = dataset if dataset is not None else _single_dataset(handle, file_path)
                 if name not in handle:
-                    raise ValueError(f"{file_path} has no dataset {name!r}")
+                    raise InputFileError(f"{file_path} has no dataset {name!r}")
                 item = handle[name]
                 if not isinstance(item, h5py.Dataset):
-                    raise ValueError(f"{file_path}::{name} is a group, not a dataset")
+                    raise InputFileError(f"{file_path}::{name} is a group, not a dataset")
                 return item[()]
-    except ValueError:
+    except InputFileError:
         raise
     except Exception as error:  # corrupt or foreign files raise many different errors
-        raise ValueError(f"cannot read {path}: {type(error).__name__}: {error}") from error
-    raise ValueError(
+        raise InputFileError(f"cannot read {path}: {type(error).__name__}: {error}") from error
+    raise InputFileError(
         f"unknown input format {suffix!r} for {file_path}; use .npy, .tif/.tiff or "
         f"HDF5 ({', '.join(HDF5_SUFFIXES)}) as 'file.h5::/dataset'"
     )

@@ -122,7 +122,6 @@ def run_unsupervised_wiener(problem: Problem, params: dict[str, Any]) -> MethodO
     host = to_numpy(extended).astype(np.float64)
     psf = to_numpy(problem.psf).astype(np.float64)
     rows, cols = data.shape[-2:]
-    rng = np.random.default_rng(problem.seed)
     restored, noise_precision, prior_precision = [], [], []
     for index, image in enumerate(host):
         problem.check_cancel()
@@ -134,7 +133,8 @@ def run_unsupervised_wiener(problem: Problem, params: dict[str, Any]) -> MethodO
             psf,
             user_params={"max_num_iter": params["max_samples"], "threshold": 1e-4},
             clip=False,
-            rng=rng,
+            # The same stream for every image: a map restores the same alone or in a stack.
+            rng=np.random.default_rng(problem.seed),
         )
         restored.append(estimate[:rows, :cols] * scale)
         noise_precision.append(float(np.mean(chains["noise"])))
