@@ -12,8 +12,10 @@ What is measured
    acceleration, on the CPU: :func:`asirp.restore` with the boundaries ``"extend"`` (default),
    ``"periodic"`` and ``"zero"``, with one torch thread, and with one iteration (whose time, less
    one iteration's cost, is the non-iterative overhead of :func:`asirp.restore`: checks, PSF,
-   set-up FFTs, metrics). It is compared with :func:`skimage.restoration.richardson_lucy`
-   (``clip=False``) on the same input, as the ratio skimage / asirp.
+   set-up FFTs, quality metrics); and the RL kernel alone
+   (``asirp.methods.richardson_lucy.run`` on a tensor, without the :func:`asirp.restore`
+   wrapper). It is compared with :func:`skimage.restoration.richardson_lucy` (``clip=False``) on
+   the same input, as the ratio skimage / asirp.
 2. The FFT floor: 10 iterations' worth of the FFTs RL needs (2 ``rfft2`` + 2 ``irfft2`` per
    iteration) alone, in torch, on the padded grid of ``BlurOperator(...).fft_shape`` for the
    ``"extend"`` boundary, and RL's time relative to it.
@@ -32,7 +34,9 @@ From the repository root::
 
 scikit-image's RL runs single-threaded (``scipy.signal.convolve``); torch uses
 ``torch.get_num_threads()`` threads (set with ``--threads``), which the header prints, so the
-table also gives asirp with one thread for a like-for-like comparison.
+table also gives asirp with one thread for a like-for-like comparison. The header and footer
+print the load average: the machine should be otherwise idle, since other work on the same cores
+makes multi-threaded torch much slower (its threads wait for each other at every operation).
 """
 
 from __future__ import annotations
@@ -56,6 +60,7 @@ import torch
 import asirp
 from asirp.blur import BlurOperator
 from asirp.psf import gaussian_psf
+from asirp.registry import Problem, get_method
 
 PSF_SIGMA_PX = 3.0
 SEED = 20240521
@@ -125,15 +130,30 @@ def blob_phantoms(
 # --- timing -------------------------------------------------------------------------------------
 
 
-def median_time(function: Callable[[], object], repeats: int) -> float:
-    """Median wall time (s) of ``repeats`` calls of ``function``, after one warm-up call."""
+@dataclass(frozen=True)
+class Timing:
+    """Wall times (s) of repeated calls of one case.
+
+    Attributes
+    ----------
+    median, fastest, slowest : float
+        Median, minimum and maximum over the timed calls.
+    """
+
+    median: float
+    fastest: float
+    slowest: float
+
+
+def time_calls(function: Callable[[], object], repeats: int) -> Timing:
+    """Time ``repeats`` calls of ``function`` after one warm-up call."""
     function()
     times = []
     for _ in range(repeats):
         started = time.perf_counter()
         function()
         times.append(time.perf_counter() - started)
-    return statistics.median(times)
+    return Timing(statistics.median(times), min(times), max(times))
 
 
 def asirp_rl(image: np.ndarray, psf: np.ndarray, iterations: int, **params) -> Callable[[], None]:
@@ -151,6 +171,22 @@ def asirp_rl(image: np.ndarray, psf: np.ndarray, iterations: int, **params) -> C
             **params,
         )
         check_iterations(result.params["iterations_run"], iterations)
+
+    return call
+
+
+def rl_kernel(image: np.ndarray, psf: np.ndarray, iterations: int) -> Callable[[], None]:
+    """Return a call of the RL kernel alone on a tensor (no checks, metrics or copies back)."""
+    spec = get_method("richardson_lucy")
+    params = spec.resolve_params({"iterations": iterations, "stop": "fixed", "acceleration": False})
+    problem = Problem(
+        data=torch.from_numpy(np.ascontiguousarray(image[None], dtype=np.float32)),
+        psf=torch.from_numpy(psf),
+        device=torch.device("cpu"),
+    )
+
+    def call() -> None:
+        check_iterations(spec.run(problem, params).info["iterations_run"], iterations)
 
     return call
 
@@ -222,11 +258,23 @@ def with_threads(threads: int, function: Callable[[], None]) -> Callable[[], Non
 
 def print_header(title: str) -> None:
     print(f"\n{title}")
-    print(f"  {'case':<52} {'median':>10}")
+    print(f"  {'case':<52} {'median':>11}   {'min - max (ms)':>17}")
 
 
-def print_row(case: str, seconds: float) -> None:
-    print(f"  {case:<52} {seconds * 1e3:>8.1f} ms")
+def print_row(case: str, timing: Timing | float) -> None:
+    if isinstance(timing, Timing):
+        spread = f"{timing.fastest * 1e3:8.1f} - {timing.slowest * 1e3:.1f}"
+        print(f"  {case:<52} {timing.median * 1e3:>8.1f} ms   {spread}")
+    else:
+        print(f"  {case:<52} {timing * 1e3:>8.1f} ms")
+
+
+def load_average() -> str:
+    """The 1, 5 and 15 minute load averages, or "n/a" where the system has none."""
+    try:
+        return ", ".join(f"{value:.2f}" for value in os.getloadavg())
+    except OSError:
+        return "n/a"
 
 
 def print_figure(label: str, value: str) -> None:
@@ -242,7 +290,7 @@ def print_environment(repeats: int, quick: bool) -> None:
     )
     print(
         f"  device cpu, torch.get_num_threads() = {torch.get_num_threads()}, "
-        f"CPU count = {os.cpu_count()}"
+        f"CPU count = {os.cpu_count()}, load average {load_average()}"
     )
     print(f"  each time: median of {repeats} runs after 1 warm-up, time.perf_counter")
 
@@ -258,16 +306,29 @@ def bench_rl_vs_skimage(image: np.ndarray, psf: np.ndarray, sizes: Sizes, repeat
         f"[1] Richardson-Lucy, {side}x{side} float32, Gaussian PSF sigma {PSF_SIGMA_PX:g} px "
         f"({psf.shape[0]}x{psf.shape[1]}), {n} iterations, no acceleration"
     )
+    cases = {
+        "extend": ("asirp restore, boundary=extend", asirp_rl(image, psf, n)),
+        "periodic": (
+            "asirp restore, boundary=periodic",
+            asirp_rl(image, psf, n, boundary="periodic"),
+        ),
+        "zero": ("asirp restore, boundary=zero", asirp_rl(image, psf, n, boundary="zero")),
+        "one_thread": (
+            "asirp restore, boundary=extend, 1 torch thread",
+            with_threads(1, asirp_rl(image, psf, n)),
+        ),
+        "one_iteration": ("asirp restore, boundary=extend, 1 iteration", asirp_rl(image, psf, 1)),
+        "kernel": ("asirp RL kernel alone (richardson_lucy.run), extend", rl_kernel(image, psf, n)),
+        "skimage": (
+            "skimage richardson_lucy (clip=False, 1 thread)",
+            skimage_rl(image[None], psf, n),
+        ),
+    }
     times = {}
-    for boundary in ("extend", "periodic", "zero"):
-        times[boundary] = median_time(asirp_rl(image, psf, n, boundary=boundary), repeats)
-        print_row(f"asirp restore, boundary={boundary}", times[boundary])
-    times["one_thread"] = median_time(with_threads(1, asirp_rl(image, psf, n)), repeats)
-    print_row("asirp restore, boundary=extend, 1 torch thread", times["one_thread"])
-    times["one_iteration"] = median_time(asirp_rl(image, psf, 1), repeats)
-    print_row("asirp restore, boundary=extend, 1 iteration", times["one_iteration"])
-    times["skimage"] = median_time(skimage_rl(image[None], psf, n), repeats)
-    print_row("skimage richardson_lucy (clip=False, 1 thread)", times["skimage"])
+    for key, (case, call) in cases.items():
+        timing = time_calls(call, repeats)
+        print_row(case, timing)
+        times[key] = timing.median
 
     per_iteration = (times["extend"] - times["one_iteration"]) / (n - 1)
     overhead = times["one_iteration"] - per_iteration
@@ -282,9 +343,17 @@ def bench_rl_vs_skimage(image: np.ndarray, psf: np.ndarray, sizes: Sizes, repeat
         "speed ratio skimage / asirp (zero, same boundary)",
         f"{times['skimage'] / times['zero']:.2f}x",
     )
+    print_figure(
+        "speed ratio skimage / asirp RL kernel alone", f"{times['skimage'] / times['kernel']:.2f}x"
+    )
     print_figure(f"asirp per iteration, (t{n} - t1) / {n - 1}", f"{per_iteration * 1e3:.1f} ms")
-    print_figure("asirp non-iterative overhead, t1 - per iteration", f"{overhead * 1e3:.1f} ms")
-    return {"rl": times["extend"], "per_iteration": per_iteration}
+    print_figure(f"skimage per iteration, t{n} / {n}", f"{times['skimage'] / n * 1e3:.1f} ms")
+    print_figure("asirp restore overhead, t1 - per iteration", f"{overhead * 1e3:.1f} ms")
+    print_figure(
+        "  of which outside the kernel, restore - kernel",
+        f"{(times['extend'] - times['kernel']) * 1e3:.1f} ms",
+    )
+    return {"rl": times["extend"], "kernel": times["kernel"], "per_iteration": per_iteration}
 
 
 def bench_fft_floor(
@@ -298,9 +367,11 @@ def bench_fft_floor(
         f"[2] FFT floor: {n} x (2 rfft2 + 2 irfft2) on the extend grid "
         f"{shape[0]}x{shape[1]}, torch cpu"
     )
-    floor = median_time(fft_floor(shape, n), repeats)
-    print_row(f"FFTs alone ({4 * n} transforms)", floor)
+    timing = time_calls(fft_floor(shape, n), repeats)
+    floor = timing.median
+    print_row(f"FFTs alone ({4 * n} transforms)", timing)
     print_figure("RL (asirp restore, extend) / floor", f"{rl['rl'] / floor:.2f}x")
+    print_figure("RL kernel alone / floor", f"{rl['kernel'] / floor:.2f}x")
     print_figure(
         "RL per iteration / floor per iteration", f"{rl['per_iteration'] * n / floor:.2f}x"
     )
@@ -317,10 +388,11 @@ def bench_blind(image: np.ndarray, psf: np.ndarray, sizes: Sizes, repeats: int) 
         ("richardson_lucy", lambda count: asirp_rl(image, psf, count)),
         ("blind_richardson_lucy", lambda count: asirp_blind_rl(image, psf, count)),
     ):
-        t_short = median_time(make(short), repeats)
-        t_long = median_time(make(long), repeats)
-        print_row(f"{name}, {short} iterations", t_short)
-        print_row(f"{name}, {long} iterations", t_long)
+        short_timing = time_calls(make(short), repeats)
+        long_timing = time_calls(make(long), repeats)
+        print_row(f"{name}, {short} iterations", short_timing)
+        print_row(f"{name}, {long} iterations", long_timing)
+        t_short, t_long = short_timing.median, long_timing.median
         per_iteration[name] = (t_long - t_short) / (long - short)
         print_figure(f"{name} per iteration", f"{per_iteration[name] * 1e3:.2f} ms")
         if name == "richardson_lucy":
@@ -338,13 +410,12 @@ def bench_stack(
     count, side = stack.shape[0], stack.shape[-1]
     subset = stack[: sizes.skimage_maps]
     print_header(f"[4] Stack of {count} x {side}x{side} float32, RL {n} iterations")
-    total = median_time(asirp_rl(stack, psf, n), repeats)
-    per_map = total / count
-    print_row(f"asirp restore, whole stack ({count} maps)", total)
+    timing = time_calls(asirp_rl(stack, psf, n), repeats)
+    per_map = timing.median / count
+    print_row(f"asirp restore, whole stack ({count} maps)", timing)
     print_row("asirp restore, per map", per_map)
     print_row(f"asirp restore, one {side}x{side} map alone (from [3])", single_rl)
-    skimage_total = median_time(skimage_rl(subset, psf, n), repeats)
-    skimage_per_map = skimage_total / len(subset)
+    skimage_per_map = time_calls(skimage_rl(subset, psf, n), repeats).median / len(subset)
     print_row(f"skimage richardson_lucy, {len(subset)} maps, per map", skimage_per_map)
     print_figure("speed ratio skimage / asirp, per map", f"{skimage_per_map / per_map:.2f}x")
     print_figure("batching gain, single map / per map in stack", f"{single_rl / per_map:.2f}x")
@@ -389,7 +460,10 @@ def main(argv: list[str] | None = None) -> None:
     bench_fft_floor(large, psf, sizes, args.repeats, rl)
     single_rl = bench_blind(medium, psf, sizes, args.repeats)
     bench_stack(stack, psf, sizes, args.repeats, single_rl)
-    print(f"\nbenchmark wall time {time.perf_counter() - started:.1f} s")
+    print(
+        f"\nbenchmark wall time {time.perf_counter() - started:.1f} s, "
+        f"load average {load_average()}"
+    )
 
 
 if __name__ == "__main__":
