@@ -2,6 +2,14 @@
 
 Exit status: 0 on success, 2 for bad input or usage (with a one-line message on stderr), 1 for
 an unexpected failure.
+
+The adapter packages (Tango device, live callbacks, plans, simulator) add their own
+sub-commands (``asirp serve``, ``asirp live``, ...) without the core importing them: each one
+declares an entry point in the group ``asirp.commands`` whose value is a function
+``register(subcommands)``. It receives the ``argparse`` sub-parser collection, adds its parser,
+and sets ``handler=`` (a callable taking the parsed ``argparse.Namespace`` and returning an exit
+status or ``None``) with ``set_defaults``. Keep the registering module light: import the heavy
+control-system packages inside the handler, so ``asirp methods`` stays fast.
 """
 
 from __future__ import annotations
@@ -10,10 +18,12 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
 EXIT_BAD_INPUT = 2
+COMMAND_ENTRY_POINT_GROUP = "asirp.commands"
 
 
 class UsageError(ValueError):
@@ -129,6 +139,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("-m", "--method", default="auto", help="method name or 'auto'")
     demo.add_argument("--seed", type=int, default=0, help="seed of the simulated noise")
     demo.add_argument("--device", default="auto", help="auto, cpu or cuda")
+
+    for entry_point in sorted(
+        entry_points(group=COMMAND_ENTRY_POINT_GROUP), key=lambda entry: entry.name
+    ):
+        entry_point.load()(commands)
     return parser
 
 
@@ -211,8 +226,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(_methods_help())
         elif args.command == "restore":
             _command_restore(args)
-        else:
+        elif args.command == "demo":
             _command_demo(args)
+        else:
+            status = args.handler(args)
+            return 0 if status is None else int(status)
     except (ValueError, TypeError, OSError) as error:
         message = " ".join(str(error).split())
         print(f"asirp: error: {message}", file=sys.stderr)
