@@ -140,11 +140,92 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0, help="seed of the simulated noise")
     demo.add_argument("--device", default="auto", help="auto, cpu or cuda")
 
+    _add_xrf_map_parser(commands)
+
     for entry_point in sorted(
         entry_points(group=COMMAND_ENTRY_POINT_GROUP), key=lambda entry: entry.name
     ):
         entry_point.load()(commands)
     return parser
+
+
+def _add_xrf_map_parser(commands: Any) -> None:
+    xrf = commands.add_parser(
+        "xrf-map",
+        help="element map from a raw µ-XRF scan (HDF5), exported and optionally restored",
+        description="Make an element map from a raw µ-XRF scan (asirp.xrf.raw layout), reading "
+        "only the ROI channels; write OUT/map.h5 (NeXus), map.txt (x y counts), map.png, "
+        "summary.json and, with --restore, restored.txt, restored.png and fluctuation.png. "
+        "Settings may come from --config FILE.toml (see examples/xrf-map.toml); flags override.",
+    )
+    xrf.add_argument("raw", nargs="?", help="raw scan HDF5 file (or 'raw' in the config)")
+    xrf.add_argument("-o", "--output", help="output folder (or 'output' in the config)")
+    xrf.add_argument("--config", metavar="FILE.toml", help="settings file (TOML)")
+    xrf.add_argument("--element", help="chemical symbol, e.g. Cu")
+    xrf.add_argument("--line", help="emission line: Ka (default), Kb, La, Lb, Ma1, ...")
+    xrf.add_argument(
+        "--channels", type=int, nargs=2, metavar=("FIRST", "LAST"), help="explicit ROI channels"
+    )
+    xrf.add_argument("--normalize", choices=("i0", "ar", "none"), help="flux normalisation")
+    xrf.add_argument(
+        "--dead-time",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="correct counts by real/live time",
+    )
+    xrf.add_argument("--detectors", type=int, nargs="+", metavar="D", help="elements to sum")
+    xrf.add_argument(
+        "--threshold", type=float, nargs=2, metavar=("LOW", "HIGH"), help="clip the map, counts"
+    )
+    xrf.add_argument("--cmap", help="matplotlib colour map (viridis)")
+    xrf.add_argument("--restore", metavar="METHOD", help="restore the map (method or 'auto')")
+    xrf.add_argument(
+        "--beam-fwhm-um", type=float, nargs="+", metavar="F", help="beam FWHM in µm (1 or 2)"
+    )
+    xrf.add_argument(
+        "--psf-sigma-px", type=float, nargs="+", metavar="S", help="Gaussian PSF sigma in px"
+    )
+    xrf.add_argument("--iterations", type=int, help="iteration count (maximum with auto-stop)")
+    xrf.add_argument(
+        "--param", action="append", default=[], metavar="NAME=VALUE", help="method parameter"
+    )
+    xrf.add_argument("--device", help="auto, cpu or cuda")
+    xrf.set_defaults(handler=_command_xrf_map)
+
+
+def _command_xrf_map(args: argparse.Namespace) -> None:
+    from asirp.xrf.config import XRFMapConfig, read_config
+    from asirp.xrf.workflow import run_xrf_map
+
+    config = read_config(args.config) if args.config else XRFMapConfig()
+    threshold = args.threshold or (None, None)
+    config = config.override(
+        element=args.element,
+        line=args.line,
+        channels=args.channels,
+        normalize=args.normalize,
+        dead_time=args.dead_time,
+        detectors=args.detectors,
+        threshold_low=threshold[0],
+        threshold_high=threshold[1],
+        colormap=args.cmap,
+        restore_method=args.restore,
+        beam_fwhm_um=_pair_or_scalar(args.beam_fwhm_um),
+        psf_sigma_px=_pair_or_scalar(args.psf_sigma_px),
+        iterations=args.iterations,
+        restore_params=_parse_params(args.param) or None,
+        device=args.device,
+    )
+    summary = run_xrf_map(config, args.raw, args.output)
+    info = summary["map"]
+    line = (
+        f"{info['label']} map {info['shape'][0]} x {info['shape'][1]} ({info['scan_kind']}, "
+        f"step {info['pixel_um'][0]:g} x {info['pixel_um'][1]:g} µm), {info['units']}, "
+        f"mean {info['mean']:.4g}"
+    )
+    if summary["restoration"] is not None:
+        line += f"; restored with {summary['restoration']['method']}"
+    print(f"{line} -> {summary['output']}: {', '.join(summary['files'])}, summary.json")
 
 
 def _command_restore(args: argparse.Namespace) -> None:

@@ -1,4 +1,4 @@
-"""µ-XRF maps: raw scans, emission lines, map assembly, map tools, exports and configuration.
+"""µ-XRF maps: raw scans, emission lines, map assembly, map tools, exports and settings.
 
 Modules
 -------
@@ -6,7 +6,27 @@ Modules
     Line energies (xraylib), energy calibration, detector resolution, channel ROIs.
 :mod:`asirp.xrf.raw`
     Raw scans in memory (:class:`RawXRFScan`) and in HDF5 (NeXus-style layout documented
-    there), with partial ROI reads.
+    there), with partial ROI reads (:class:`RawScanFile`, :func:`read_roi_sums`).
+:mod:`asirp.xrf.maps`
+    Map grid from positions (raster, snake, fly), channel-adding, dead time, I0/Ar
+    normalisation, :class:`XRFMap` (feeds :func:`asirp.restore`).
+:mod:`asirp.xrf.tools`
+    Threshold, flip, rotate, crop.
+:mod:`asirp.xrf.export`
+    NeXus map, x-y-counts text, PNG with colour and scale bars, intensity-fluctuation view.
+:mod:`asirp.xrf.spectra`
+    Readers for single spectra: PyMca ``.spe`` and one-column ``.mca``, PyMca ``.cfg``
+    calibration.
+:mod:`asirp.xrf.config`, :mod:`asirp.xrf.workflow`
+    The ``asirp xrf-map`` settings (TOML) and work.
+:mod:`asirp.xrf.synthetic`
+    Small synthetic raw scans for tests and benchmarks.
+
+Examples
+--------
+>>> from asirp.xrf import build_map  # doctest: +SKIP
+>>> cu = build_map("scan.h5", "Cu", normalize_by="i0", dead_time=True)  # doctest: +SKIP
+>>> restored = cu.restore("richardson_lucy", beam_fwhm_um=50)  # doctest: +SKIP
 """
 
 from asirp.xrf.lines import (
@@ -18,6 +38,15 @@ from asirp.xrf.lines import (
     channel_roi,
     element_roi,
     line_energy_kev,
+)
+from asirp.xrf.maps import (
+    MapGrid,
+    XRFMap,
+    build_map,
+    dead_time_correct,
+    element_counts,
+    infer_grid,
+    normalize,
 )
 from asirp.xrf.raw import (
     RawScanFile,
@@ -33,13 +62,20 @@ __all__ = [
     "ChannelROI",
     "DetectorResolution",
     "EnergyCalibration",
+    "MapGrid",
     "ROISums",
     "RawScanFile",
     "RawXRFScan",
+    "XRFMap",
     "argon_roi",
+    "build_map",
     "channel_roi",
+    "dead_time_correct",
+    "element_counts",
     "element_roi",
+    "infer_grid",
     "line_energy_kev",
+    "normalize",
     "read_raw_scan",
     "read_roi_sums",
     "write_raw_scan",

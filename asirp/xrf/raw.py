@@ -46,8 +46,9 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
-from collections.abc import Sequence
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -319,6 +320,26 @@ def _chunk_shape(
     return (points, n_detectors, channels)
 
 
+@contextmanager
+def atomic_output(path: str | os.PathLike, suffix: str = ".part") -> Iterator[Path]:
+    """Yield a new temporary file next to ``path``; rename it onto ``path`` on success.
+
+    The temporary file is created with the usual permissions (``0o666`` less the umask), so the
+    result is readable like any other file the user writes; on an exception it is removed and
+    ``path`` is left as it was.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temporary = target.parent / f".{target.name}.{uuid.uuid4().hex}{suffix}"
+    os.close(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+    try:
+        yield temporary
+        os.replace(temporary, target)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+
+
 def write_raw_scan(
     path: str | os.PathLike,
     scan: RawXRFScan,
@@ -356,88 +377,79 @@ def write_raw_scan(
         raise ValueError(f"compression must be None, 'lzf' or 'gzip', got {compression!r}")
     if chunk_channels < 1 or chunk_bytes < 1:
         raise ValueError("chunk_channels and chunk_bytes must be >= 1")
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(suffix=".h5.part", dir=target.parent)
-    os.close(descriptor)
     spectra = scan.spectra
     chunks = _chunk_shape(spectra.shape, spectra.dtype.itemsize, chunk_channels, chunk_bytes)
-    try:
-        with h5py.File(temporary, "w") as handle:
-            entry = handle.create_group("entry")
-            entry.attrs.update(
-                NX_class="NXentry",
-                default="data",
-                layout=LAYOUT_NAME,
-                layout_version=LAYOUT_VERSION,
-            )
-            if "title" in scan.metadata:
-                entry["title"] = str(scan.metadata["title"])
-            notes = entry.create_group("notes")
-            notes.attrs["NX_class"] = "NXnote"
-            notes["type"] = "application/json"
-            notes["data"] = json.dumps(scan.metadata, sort_keys=True)
-            sample = entry.create_group("sample")
-            sample.attrs["NX_class"] = "NXsample"
-            sample["name"] = str(scan.metadata.get("sample", ""))
+    with atomic_output(path, ".h5.part") as temporary, h5py.File(temporary, "w") as handle:
+        entry = handle.create_group("entry")
+        entry.attrs.update(
+            NX_class="NXentry",
+            default="data",
+            layout=LAYOUT_NAME,
+            layout_version=LAYOUT_VERSION,
+        )
+        if "title" in scan.metadata:
+            entry["title"] = str(scan.metadata["title"])
+        notes = entry.create_group("notes")
+        notes.attrs["NX_class"] = "NXnote"
+        notes["type"] = "application/json"
+        notes["data"] = json.dumps(scan.metadata, sort_keys=True)
+        sample = entry.create_group("sample")
+        sample.attrs["NX_class"] = "NXsample"
+        sample["name"] = str(scan.metadata.get("sample", ""))
 
-            positioners = entry.create_group("positioners")
-            positioners.attrs["NX_class"] = "NXcollection"
-            for name, values, units in (
-                ("x", scan.x_um, "um"),
-                ("y", scan.y_um, "um"),
-                ("time", scan.time_s, "s"),
-            ):
-                positioners.create_dataset(name, data=values).attrs["units"] = units
-            positioners.create_dataset("line_index", data=scan.line_index)
+        positioners = entry.create_group("positioners")
+        positioners.attrs["NX_class"] = "NXcollection"
+        for name, values, units in (
+            ("x", scan.x_um, "um"),
+            ("y", scan.y_um, "um"),
+            ("time", scan.time_s, "s"),
+        ):
+            positioners.create_dataset(name, data=values).attrs["units"] = units
+        positioners.create_dataset("line_index", data=scan.line_index)
 
-            instrument = entry.create_group("instrument")
-            instrument.attrs["NX_class"] = "NXinstrument"
-            detector = instrument.create_group("xrf")
-            detector.attrs.update(
-                NX_class="NXdetector",
-                calibration_offset_kev=scan.calibration.offset_kev,
-                calibration_gain_kev_per_channel=scan.calibration.gain_kev_per_channel,
-                calibration_quadratic_kev=scan.calibration.quadratic_kev,
-                first_channel=scan.first_channel,
-            )
-            data = detector.create_dataset(
-                "data",
-                shape=spectra.shape,
-                dtype=spectra.dtype,
-                chunks=chunks,
-                compression=compression,
-                fletcher32=checksum,
-            )
-            data.attrs["units"] = "counts"
-            step = chunks[0] * 8
-            for start in range(0, spectra.shape[0], step):
-                data[start : start + step] = spectra[start : start + step]
-            detector.create_dataset("energy", data=scan.energy_kev()).attrs["units"] = "keV"
-            for name, values in (("live_time", scan.live_time_s), ("real_time", scan.real_time_s)):
-                detector.create_dataset(name, data=values).attrs["units"] = "s"
-            monitor = instrument.create_group("i0")
-            monitor.attrs["NX_class"] = "NXmonitor"
-            monitor.create_dataset("data", data=scan.i0).attrs["units"] = "counts"
+        instrument = entry.create_group("instrument")
+        instrument.attrs["NX_class"] = "NXinstrument"
+        detector = instrument.create_group("xrf")
+        detector.attrs.update(
+            NX_class="NXdetector",
+            calibration_offset_kev=scan.calibration.offset_kev,
+            calibration_gain_kev_per_channel=scan.calibration.gain_kev_per_channel,
+            calibration_quadratic_kev=scan.calibration.quadratic_kev,
+            first_channel=scan.first_channel,
+        )
+        data = detector.create_dataset(
+            "data",
+            shape=spectra.shape,
+            dtype=spectra.dtype,
+            chunks=chunks,
+            compression=compression,
+            fletcher32=checksum,
+        )
+        data.attrs["units"] = "counts"
+        step = chunks[0] * 8
+        for start in range(0, spectra.shape[0], step):
+            data[start : start + step] = spectra[start : start + step]
+        detector.create_dataset("energy", data=scan.energy_kev()).attrs["units"] = "keV"
+        for name, values in (("live_time", scan.live_time_s), ("real_time", scan.real_time_s)):
+            detector.create_dataset(name, data=values).attrs["units"] = "s"
+        monitor = instrument.create_group("i0")
+        monitor.attrs["NX_class"] = "NXmonitor"
+        monitor.create_dataset("data", data=scan.i0).attrs["units"] = "counts"
 
-            nxdata = entry.create_group("data")
-            nxdata.attrs.update(
-                NX_class="NXdata",
-                signal="data",
-                axes=np.array([".", ".", "energy"], dtype=h5py.string_dtype()),
-                x_indices=0,
-                y_indices=0,
-                energy_indices=2,
-            )
-            nxdata["data"] = data
-            nxdata["energy"] = detector["energy"]
-            nxdata["x"] = positioners["x"]
-            nxdata["y"] = positioners["y"]
-        os.replace(temporary, target)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return target
+        nxdata = entry.create_group("data")
+        nxdata.attrs.update(
+            NX_class="NXdata",
+            signal="data",
+            axes=np.array([".", ".", "energy"], dtype=h5py.string_dtype()),
+            x_indices=0,
+            y_indices=0,
+            energy_indices=2,
+        )
+        nxdata["data"] = data
+        nxdata["energy"] = detector["energy"]
+        nxdata["x"] = positioners["x"]
+        nxdata["y"] = positioners["y"]
+    return Path(path)
 
 
 class RawScanFile:

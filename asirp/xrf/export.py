@@ -1,0 +1,529 @@
+"""Exports of element maps: NeXus/HDF5, x-y-counts text columns, PNG, fluctuation view.
+
+NeXus/HDF5 (:func:`write_map_nexus`, read back with :func:`read_map_nexus`)::
+
+    /entry                          NXentry; default="map"
+      map                           NXdata: signal="data", axes=["y", "x"], y_indices=0,
+                                    x_indices=1
+        data                        float32 (ny, nx)   the map; attrs units, long_name
+        x, y                        float64 (nx,), (ny,) cell centres, µm (units="um")
+        mask                        uint8 (ny, nx)     1 where measured
+      detector_maps                 NXdata (when kept): data float32 (D, ny, nx), detectors
+                                    int (D,), x and y linked; axes=[".", "y", "x"]
+      definition                    NXcollection, how the map was made; attrs element, line,
+                                    normalization ("i0", "ar" or "none"), reference_mean,
+                                    dead_time_corrected, detectors, scan_kind, units,
+                                    history (JSON list), metadata (JSON), calibration_offset_kev,
+                                    calibration_gain_kev_per_channel, calibration_quadratic_kev
+        rois/<name>                 NXcollection per channel ROI ("Cu_Ka", "Ar_Ka"); attrs
+                                    role ("element" | "normalization"); datasets
+                                    first_channel, last_channel (inclusive), energy_kev (keV)
+      restored                      NXdata (with a restoration): data float32, x, y (µm, of
+                                    the restored grid), psf
+      process                       NXprocess (with a restoration): program, version, method,
+                                    parameters, psf, metrics (JSON), elapsed_s, date
+
+Text columns (:func:`write_map_text`): ``#`` comment lines (map, units, step), then one line
+per cell ``x_um<TAB>y_um<TAB>counts``, row by row (y, then x increasing); unmeasured cells are
+left out (or written as ``nan``). Origin, Excel and ``numpy.loadtxt`` read it as is.
+
+PNG (:func:`write_map_png`): the map in µm with a colour bar and a scale bar (y up).
+
+Intensity fluctuation (:func:`intensity_fluctuation`, :func:`write_fluctuation_figure`): the
+standard deviation of the measured and the restored map over the measured cells, and a figure
+with both maps and their 3-D surface plots.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from asirp.io import InputFileError
+from asirp.xrf.lines import ChannelROI, EnergyCalibration
+from asirp.xrf.maps import XRFMap
+from asirp.xrf.raw import atomic_output
+
+
+def _roi_key(name: str, used: set[str]) -> str:
+    key = "".join(c if c.isalnum() else "_" for c in name).strip("_") or "roi"
+    base, n = key, 1
+    while key in used:
+        n += 1
+        key = f"{base}_{n}"
+    used.add(key)
+    return key
+
+
+def restored_axes(xrf_map: XRFMap, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Cell centres ``(x_um, y_um)`` of a restored image covering the map (any upscaling)."""
+    ny, nx = xrf_map.shape
+    dy, dx = xrf_map.pixel_um
+    sy, sx = shape[0] / ny, shape[1] / nx
+    x = xrf_map.x_um[0] - dx / 2 + (np.arange(shape[1]) + 0.5) * dx / sx
+    y = xrf_map.y_um[0] - dy / 2 + (np.arange(shape[0]) + 0.5) * dy / sy
+    return x, y
+
+
+def write_map_nexus(
+    path: str | os.PathLike,
+    xrf_map: XRFMap,
+    *,
+    restoration: Any = None,
+    source: str | os.PathLike | None = None,
+) -> Path:
+    """Write a map (and optionally its restoration) as NeXus/HDF5 (layout in the module notes).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Output file; an existing file is replaced (written to a temporary name, then renamed).
+    xrf_map : XRFMap
+        The map.
+    restoration : asirp.Restoration, optional
+        A restoration of ``xrf_map.data``, stored in ``/entry/restored`` with its provenance.
+    source : str or os.PathLike, optional
+        The raw scan the map came from (recorded).
+
+    Returns
+    -------
+    pathlib.Path
+    """
+    if not isinstance(xrf_map, XRFMap):
+        raise TypeError(f"xrf_map must be an XRFMap, got {type(xrf_map).__name__}")
+    with atomic_output(path, ".h5.part") as temporary, h5py.File(temporary, "w") as handle:
+        entry = handle.create_group("entry")
+        entry.attrs.update(NX_class="NXentry", default="map")
+        nxdata = entry.create_group("map")
+        nxdata.attrs.update(
+            NX_class="NXdata",
+            signal="data",
+            axes=np.array(["y", "x"], dtype=h5py.string_dtype()),
+            y_indices=0,
+            x_indices=1,
+        )
+        data = nxdata.create_dataset("data", data=xrf_map.data, compression="gzip")
+        data.attrs.update(units=xrf_map.units, long_name=xrf_map.label)
+        nxdata.create_dataset("x", data=xrf_map.x_um).attrs["units"] = "um"
+        nxdata.create_dataset("y", data=xrf_map.y_um).attrs["units"] = "um"
+        nxdata.create_dataset("mask", data=xrf_map.mask.astype(np.uint8))
+        if xrf_map.detector_maps is not None:
+            detectors = entry.create_group("detector_maps")
+            detectors.attrs.update(
+                NX_class="NXdata",
+                signal="data",
+                axes=np.array([".", "y", "x"], dtype=h5py.string_dtype()),
+                y_indices=1,
+                x_indices=2,
+            )
+            detectors.create_dataset("data", data=xrf_map.detector_maps, compression="gzip")
+            detectors["detectors"] = np.asarray(xrf_map.detectors, dtype=np.int64)
+            detectors["x"] = nxdata["x"]
+            detectors["y"] = nxdata["y"]
+        definition = entry.create_group("definition")
+        calibration = xrf_map.calibration
+        definition.attrs.update(
+            NX_class="NXcollection",
+            element=xrf_map.element,
+            line=xrf_map.line,
+            normalization=xrf_map.normalization or "none",
+            reference_mean=xrf_map.reference_mean,
+            dead_time_corrected=xrf_map.dead_time_corrected,
+            detectors=np.asarray(xrf_map.detectors, dtype=np.int64),
+            scan_kind=xrf_map.scan_kind,
+            units=xrf_map.units,
+            history=json.dumps(list(xrf_map.history)),
+            metadata=json.dumps(xrf_map.metadata, sort_keys=True),
+            source=os.fspath(source) if source is not None else "",
+        )
+        if calibration is not None:
+            for key, value in calibration.as_dict().items():
+                definition.attrs[f"calibration_{key}"] = value
+        rois = definition.create_group("rois")
+        used: set[str] = set()
+        for index, roi in enumerate(xrf_map.rois):
+            group = rois.create_group(_roi_key(roi.name, used))
+            group.attrs.update(
+                NX_class="NXcollection",
+                name=roi.name,
+                order=index,
+                role="element" if index == 0 else "normalization",
+            )
+            group["first_channel"] = roi.first_channel
+            group["last_channel"] = roi.last_channel
+            group.create_dataset("energy_kev", data=roi.energy_kev).attrs["units"] = "keV"
+        if restoration is not None:
+            _write_restoration(entry, xrf_map, restoration)
+    return Path(path)
+
+
+def _write_restoration(entry: h5py.Group, xrf_map: XRFMap, restoration: Any) -> None:
+    image = np.asarray(restoration.image, dtype=np.float32)
+    if image.ndim != 2:
+        raise ValueError(f"the restoration must be one 2-D map, got shape {image.shape}")
+    x, y = restored_axes(xrf_map, image.shape)
+    restored = entry.create_group("restored")
+    restored.attrs.update(
+        NX_class="NXdata",
+        signal="data",
+        axes=np.array(["y", "x"], dtype=h5py.string_dtype()),
+        y_indices=0,
+        x_indices=1,
+    )
+    data = restored.create_dataset("data", data=image, compression="gzip")
+    data.attrs.update(units=xrf_map.units, long_name=f"{xrf_map.label} restored")
+    restored.create_dataset("x", data=x).attrs["units"] = "um"
+    restored.create_dataset("y", data=y).attrs["units"] = "um"
+    if restoration.psf is not None:
+        restored.create_dataset("psf", data=np.asarray(restoration.psf, dtype=np.float32))
+    process = entry.create_group("process")
+    provenance = restoration.provenance()
+    process.attrs.update(
+        NX_class="NXprocess",
+        program="asirp",
+        version=provenance["version"],
+        method=provenance["method"],
+        parameters=json.dumps(provenance["params"], sort_keys=True),
+        psf=json.dumps(provenance["psf"], sort_keys=True),
+        metrics=json.dumps(provenance["metrics"], sort_keys=True),
+        elapsed_s=provenance["elapsed_s"],
+        date=datetime.datetime.now(datetime.UTC).isoformat(),
+    )
+
+
+def read_map_nexus(path: str | os.PathLike) -> XRFMap:
+    """Read a map written by :func:`write_map_nexus`.
+
+    Raises
+    ------
+    asirp.io.InputFileError
+        For a missing, corrupt or incomplete file.
+    """
+    file_path = Path(path)
+    if not file_path.is_file():
+        raise InputFileError(f"map file not found: {file_path}")
+    try:
+        with h5py.File(file_path, "r") as handle:
+            for name in ("entry/map/data", "entry/map/x", "entry/map/y", "entry/definition"):
+                if name not in handle:
+                    raise InputFileError(f"map file {file_path}: missing /{name}")
+            nxdata = handle["entry/map"]
+            attrs = handle["entry/definition"].attrs
+            rois = []
+            group = handle["entry/definition/rois"]
+            for key in sorted(group, key=lambda k: int(group[k].attrs["order"])):
+                item = group[key]
+                rois.append(
+                    ChannelROI(
+                        str(item.attrs["name"]),
+                        int(item["first_channel"][()]),
+                        int(item["last_channel"][()]),
+                        float(item["energy_kev"][()]),
+                    )
+                )
+            calibration = None
+            if "calibration_gain_kev_per_channel" in attrs:
+                calibration = EnergyCalibration(
+                    float(attrs["calibration_offset_kev"]),
+                    float(attrs["calibration_gain_kev_per_channel"]),
+                    float(attrs["calibration_quadratic_kev"]),
+                )
+            maps = None
+            if "entry/detector_maps/data" in handle:
+                maps = handle["entry/detector_maps/data"][()]
+            normalization = str(attrs["normalization"])
+            return XRFMap(
+                data=nxdata["data"][()],
+                x_um=nxdata["x"][()],
+                y_um=nxdata["y"][()],
+                mask=nxdata["mask"][()].astype(bool),
+                element=str(attrs["element"]),
+                line=str(attrs["line"]),
+                rois=tuple(rois),
+                normalization=None if normalization == "none" else normalization,
+                reference_mean=float(attrs["reference_mean"]),
+                dead_time_corrected=bool(attrs["dead_time_corrected"]),
+                detectors=tuple(int(d) for d in np.atleast_1d(attrs["detectors"])),
+                detector_maps=maps,
+                scan_kind=str(attrs["scan_kind"]),
+                metadata=json.loads(attrs["metadata"]),
+                history=tuple(json.loads(attrs["history"])),
+                calibration=calibration,
+            )
+    except InputFileError:
+        raise
+    except Exception as error:
+        raise InputFileError(
+            f"cannot read map file {file_path}: {type(error).__name__}: {error}"
+        ) from error
+
+
+def write_map_text(
+    path: str | os.PathLike,
+    xrf_map: XRFMap,
+    *,
+    data: np.ndarray | None = None,
+    include_unmeasured: bool = False,
+) -> Path:
+    """Write ``x_um y_um counts`` columns (tab-separated), one line per cell.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Output text file.
+    xrf_map : XRFMap
+        The map (its axes, mask and description).
+    data : numpy.ndarray, optional
+        Values to write instead of ``xrf_map.data`` (e.g. a restoration), of the map's shape or
+        an upscaled one (axes from :func:`restored_axes`; then every cell is written).
+    include_unmeasured : bool
+        Write unmeasured cells as ``nan`` instead of leaving them out.
+
+    Returns
+    -------
+    pathlib.Path
+    """
+    values = xrf_map.data if data is None else np.asarray(data, dtype=np.float32)
+    if values.ndim != 2:
+        raise ValueError(f"data must be a 2-D map, got shape {values.shape}")
+    if values.shape == xrf_map.shape:
+        x, y, mask = xrf_map.x_um, xrf_map.y_um, xrf_map.mask
+    else:
+        x, y = restored_axes(xrf_map, values.shape)
+        mask = np.ones(values.shape, dtype=bool)
+    xx, yy = np.meshgrid(x, y)
+    column = values.astype(np.float64)
+    if include_unmeasured:
+        column = np.where(mask, column, np.nan)
+        keep = np.ones(values.shape, dtype=bool)
+    else:
+        keep = mask
+    table = np.column_stack([xx[keep], yy[keep], column[keep]])
+    dy, dx = xrf_map.pixel_um
+    header = "\n".join(
+        [
+            f"asirp µ-XRF map: {xrf_map.label}, {xrf_map.units}"
+            + ("" if data is None else " (restored)"),
+            f"shape {values.shape[0]} x {values.shape[1]} (y x), step {dy:g} x {dx:g} µm, "
+            f"normalization {xrf_map.normalization or 'none'}, dead time corrected "
+            f"{xrf_map.dead_time_corrected}",
+            "x_um\ty_um\tcounts",
+        ]
+    )
+    with atomic_output(path, ".txt.part") as temporary:
+        np.savetxt(temporary, table, fmt=("%.6g", "%.6g", "%.8g"), delimiter="\t", header=header)
+    return Path(path)
+
+
+def _check_cmap(cmap: str) -> None:
+    import matplotlib
+
+    if cmap not in matplotlib.colormaps:
+        raise ValueError(f"unknown colour map {cmap!r}; use a matplotlib name such as 'viridis'")
+
+
+def _nice_length(span_um: float) -> float:
+    """A 1-2-5 length near a fifth of ``span_um``."""
+    target = max(span_um / 5.0, 1e-9)
+    power = 10 ** math.floor(math.log10(target))
+    for factor in (5.0, 2.0, 1.0):
+        if factor * power <= target:
+            return factor * power
+    return power
+
+
+def _show_map(figure: Any, axis: Any, image: np.ndarray, extent: tuple, cmap: str, label: str):
+    from mpl_toolkits.axes_grid1.anchored_artists import AnchoredSizeBar
+
+    shown = axis.imshow(
+        image, cmap=cmap, origin="lower", extent=extent, interpolation="nearest", aspect="equal"
+    )
+    colorbar = figure.colorbar(shown, ax=axis, fraction=0.046, pad=0.04)
+    colorbar.set_label(label)
+    axis.set_xlabel("x (µm)")
+    axis.set_ylabel("y (µm)")
+    length = _nice_length(extent[1] - extent[0])
+    text = f"{length:g} µm" if length < 1000 else f"{length / 1000:g} mm"
+    bar = AnchoredSizeBar(
+        axis.transData,
+        length,
+        text,
+        "lower right",
+        pad=0.4,
+        color="white",
+        frameon=False,
+        size_vertical=(extent[3] - extent[2]) / 80,
+    )
+    axis.add_artist(bar)
+    return shown
+
+
+def write_map_png(
+    path: str | os.PathLike,
+    xrf_map: XRFMap,
+    *,
+    data: np.ndarray | None = None,
+    cmap: str = "viridis",
+    title: str | None = None,
+    dpi: int = 120,
+) -> Path:
+    """Save the map as a PNG in µm, with a colour bar and a scale bar (y up).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Output PNG.
+    xrf_map : XRFMap
+        The map; unmeasured cells are left blank.
+    data : numpy.ndarray, optional
+        Values to show instead (e.g. a restoration of this map, same or upscaled shape).
+    cmap : str
+        Matplotlib colour map.
+    title : str, optional
+        Title (default: the map's label and unit).
+    dpi : int
+        Resolution.
+
+    Returns
+    -------
+    pathlib.Path
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    _check_cmap(cmap)
+    image = xrf_map.masked() if data is None else np.asarray(data, dtype=np.float32)
+    if image.ndim != 2:
+        raise ValueError(f"data must be a 2-D map, got shape {image.shape}")
+    ny, nx = xrf_map.shape
+    width = 6.0
+    height = min(max(width * ny / max(nx, 1), 2.5), 10.0) + 0.8
+    figure = Figure(figsize=(width, height))
+    FigureCanvasAgg(figure)
+    axis = figure.add_subplot()
+    _show_map(figure, axis, image, xrf_map.extent_um, cmap, xrf_map.units)
+    axis.set_title(title if title is not None else xrf_map.label)
+    figure.tight_layout()
+    with atomic_output(path, ".png.part") as temporary:
+        figure.savefig(temporary, dpi=dpi, format="png")
+    return Path(path)
+
+
+def intensity_fluctuation(
+    measured: np.ndarray, restored: np.ndarray, mask: np.ndarray | None = None
+) -> dict[str, float]:
+    """Standard deviation (and mean) of a map before and after restoration.
+
+    Parameters
+    ----------
+    measured, restored : numpy.ndarray
+        Maps ``(ny, nx)`` of the same shape, counts.
+    mask : numpy.ndarray, optional
+        ``(ny, nx)`` bool, the cells to use (measured cells); all by default.
+
+    Returns
+    -------
+    dict
+        ``std_before``, ``std_after``, ``mean_before``, ``mean_after`` (counts), and
+        ``relative_std_before``, ``relative_std_after`` (std / mean).
+    """
+    before = np.asarray(measured, dtype=np.float64)
+    after = np.asarray(restored, dtype=np.float64)
+    if before.ndim != 2 or before.shape != after.shape:
+        raise ValueError(
+            f"measured and restored must be 2-D maps of one shape, got {before.shape}, "
+            f"{after.shape}"
+        )
+    keep = np.ones(before.shape, dtype=bool) if mask is None else np.asarray(mask, dtype=bool)
+    if keep.shape != before.shape or not keep.any():
+        raise ValueError("mask must have the map's shape and select at least one cell")
+    figures = {
+        "std_before": float(before[keep].std()),
+        "std_after": float(after[keep].std()),
+        "mean_before": float(before[keep].mean()),
+        "mean_after": float(after[keep].mean()),
+    }
+    for when in ("before", "after"):
+        mean = figures[f"mean_{when}"]
+        figures[f"relative_std_{when}"] = figures[f"std_{when}"] / mean if mean else float("nan")
+    return figures
+
+
+def write_fluctuation_figure(
+    path: str | os.PathLike,
+    xrf_map: XRFMap,
+    restored: np.ndarray,
+    *,
+    cmap: str = "viridis",
+    dpi: int = 110,
+) -> dict[str, float]:
+    """The intensity-fluctuation view: maps and 3-D surfaces before and after restoration.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Output PNG.
+    xrf_map : XRFMap
+        The measured map.
+    restored : numpy.ndarray
+        Its restoration ``(ny, nx)`` (same shape).
+    cmap : str
+        Matplotlib colour map.
+    dpi : int
+        Resolution.
+
+    Returns
+    -------
+    dict
+        The figures of :func:`intensity_fluctuation` (over the measured cells), also printed
+        on the figure.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    _check_cmap(cmap)
+    after = np.asarray(restored, dtype=np.float32)
+    figures = intensity_fluctuation(xrf_map.data, after, xrf_map.mask)
+    figure = Figure(figsize=(11.0, 9.0))
+    FigureCanvasAgg(figure)
+    xx, yy = np.meshgrid(xrf_map.x_um, xrf_map.y_um)
+    low = float(min(np.nanmin(xrf_map.data), np.nanmin(after)))
+    high = float(max(np.nanmax(xrf_map.data), np.nanmax(after)))
+    panels = (("measured", xrf_map.data, "before"), ("restored", after, "after"))
+    for column, (name, image, when) in enumerate(panels):
+        axis = figure.add_subplot(2, 2, column + 1)
+        shown = np.where(xrf_map.mask, image, np.nan)
+        _show_map(figure, axis, shown, xrf_map.extent_um, cmap, xrf_map.units)
+        std, relative = figures[f"std_{when}"], figures[f"relative_std_{when}"]
+        axis.set_title(f"{name}: std {std:.4g} ({100 * relative:.1f} %)")
+        surface = figure.add_subplot(2, 2, column + 3, projection="3d")
+        stride = max(1, max(image.shape) // 100)
+        surface.plot_surface(
+            xx,
+            yy,
+            image,
+            cmap=cmap,
+            vmin=low,
+            vmax=high,
+            rstride=stride,
+            cstride=stride,
+            linewidth=0,
+            antialiased=False,
+        )
+        surface.set_zlim(low, high)
+        surface.set_xlabel("x (µm)")
+        surface.set_ylabel("y (µm)")
+        surface.set_zlabel(xrf_map.units)
+        surface.set_title(f"{name} surface")
+    figure.suptitle(f"{xrf_map.label}: intensity fluctuation before and after restoration")
+    figure.tight_layout()
+    with atomic_output(path, ".png.part") as temporary:
+        figure.savefig(temporary, dpi=dpi, format="png")
+    return figures

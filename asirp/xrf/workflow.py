@@ -1,0 +1,240 @@
+"""The ``asirp xrf-map`` work: raw scan -> element map -> tools -> exports (-> restoration).
+
+:func:`run_xrf_map` writes an output folder::
+
+    OUT/map.h5           NeXus map (asirp.xrf.export layout), with /entry/restored and
+                         /entry/process when restored
+    OUT/map.txt          x_um, y_um, counts columns (measured cells)
+    OUT/map.png          the map with colour bar and scale bar
+    OUT/restored.txt     (with a restoration) the same for the restored map
+    OUT/restored.png
+    OUT/fluctuation.png  (with a restoration) std before/after and 3-D surfaces
+    OUT/summary.json     settings, ROIs, map figures, restoration metrics, timings
+
+Only the ROI channel slabs of the raw file are read.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from asirp.xrf.config import XRFMapConfig
+from asirp.xrf.lines import ChannelROI, DetectorResolution, line_energy_kev
+from asirp.xrf.maps import XRFMap, build_map
+
+
+def _rois(config: XRFMapConfig) -> tuple[ChannelROI | None, ChannelROI | None]:
+    roi = ar_roi = None
+    if config.channels is not None:
+        first, last = config.channels
+        if config.element is not None:
+            energy = line_energy_kev(config.element, config.line)
+            roi = ChannelROI(f"{config.element} {config.line}", first, last, energy)
+        else:
+            roi = ChannelROI(f"channels {first}-{last}", first, last)
+    elif config.element is None:
+        raise ValueError("give an element (--element or [map] element) or a channel range")
+    if config.ar_channels is not None:
+        first, last = config.ar_channels
+        ar_roi = ChannelROI("Ar Ka", first, last, line_energy_kev("Ar", "Ka"))
+    return roi, ar_roi
+
+
+def make_map(config: XRFMapConfig, raw: str | os.PathLike) -> XRFMap:
+    """Build the element map of ``config`` from a raw scan file and apply the map tools.
+
+    Parameters
+    ----------
+    config : XRFMapConfig
+        Settings.
+    raw : str or os.PathLike
+        The raw scan HDF5 file.
+
+    Returns
+    -------
+    XRFMap
+    """
+    from asirp.xrf import tools
+
+    roi, ar_roi = _rois(config)
+    xrf_map = build_map(
+        raw,
+        config.element,
+        line=config.line,
+        roi=roi,
+        normalize_by=config.normalize,
+        dead_time=config.dead_time,
+        detectors=config.detectors,
+        width_kev=config.width_kev,
+        resolution=DetectorResolution(config.noise_kev, config.fano),
+        ar_roi=ar_roi,
+        ar_smooth_points=config.ar_smooth_points,
+        step_um=config.step_um,
+    )
+    if config.threshold_low is not None or config.threshold_high is not None:
+        xrf_map = tools.threshold(
+            xrf_map, config.threshold_low, config.threshold_high, mode=config.threshold_mode
+        )
+    if config.flip is not None:
+        xrf_map = tools.flip(xrf_map, config.flip)
+    if config.rotate:
+        xrf_map = tools.rotate(xrf_map, config.rotate)
+    if config.crop_x_um is not None or config.crop_y_um is not None:
+        xrf_map = tools.crop(xrf_map, x_um=config.crop_x_um, y_um=config.crop_y_um)
+    return xrf_map
+
+
+def psf_arguments(config: XRFMapConfig, xrf_map: XRFMap) -> dict[str, Any]:
+    """The PSF keywords for :func:`asirp.restore` from the settings and the map's steps."""
+    from asirp.psf import beam_sigma_px, gaussian_psf
+
+    beam = config.beam_fwhm_um
+    if beam is None and config.psf_sigma_px is None:
+        beam = xrf_map.metadata.get("beam_fwhm_um")
+        if beam is None:
+            raise ValueError(
+                "restoration needs the beam size: give --beam-fwhm-um (or beam_fwhm_um / "
+                "psf_sigma_px in [restore]); the scan metadata has none"
+            )
+    if config.psf_size_px is None:
+        if config.psf_sigma_px is not None:
+            return {"psf_sigma_px": config.psf_sigma_px}
+        return {"beam_fwhm_um": beam, "pixel_um": xrf_map.pixel_um}
+    if config.psf_sigma_px is not None:
+        sigma = config.psf_sigma_px
+        pair = (sigma, sigma) if np.ndim(sigma) == 0 else tuple(sigma)
+    else:
+        pair = beam_sigma_px(beam, xrf_map.pixel_um)
+    size = min(config.psf_size_px, *(2 * ((n - 1) // 2) + 1 for n in xrf_map.shape))
+    radius = (size - 1) // 2
+    truncate = max(radius, 1) / min(pair)
+    return {"psf": gaussian_psf(pair, truncate=truncate, max_shape=(size, size))}
+
+
+def _finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+def run_xrf_map(
+    config: XRFMapConfig,
+    raw: str | os.PathLike | None = None,
+    output: str | os.PathLike | None = None,
+) -> dict[str, Any]:
+    """Make, export and (optionally) restore an element map; write the output folder.
+
+    Parameters
+    ----------
+    config : XRFMapConfig
+        Settings (see :mod:`asirp.xrf.config`).
+    raw : str or os.PathLike, optional
+        Raw scan file (default: the config's ``raw``).
+    output : str or os.PathLike, optional
+        Output folder (default: the config's ``output``).
+
+    Returns
+    -------
+    dict
+        The summary also written to ``summary.json``.
+    """
+    from asirp.xrf.export import (
+        write_fluctuation_figure,
+        write_map_nexus,
+        write_map_png,
+        write_map_text,
+    )
+
+    raw_path = config.raw_path(raw)
+    if output is None and config.output is None:
+        raise ValueError("no output folder: give -o OUT or output in the config")
+    folder = Path(output if output is not None else str(config.output))
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"output {folder} exists and is not a folder")
+    timings: dict[str, float] = {}
+    start = time.perf_counter()
+    xrf_map = make_map(config, raw_path)
+    timings["map_s"] = time.perf_counter() - start
+    folder.mkdir(parents=True, exist_ok=True)
+
+    restoration = None
+    if config.restore_method is not None:
+        params = dict(config.restore_params)
+        if config.iterations is not None:
+            params["iterations"] = config.iterations
+        psf = psf_arguments(config, xrf_map)
+        from asirp.restore import restore
+
+        start = time.perf_counter()
+        restoration = restore(
+            xrf_map.data, config.restore_method, device=config.device, **psf, **params
+        )
+        timings["restore_s"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    files = [
+        write_map_nexus(folder / "map.h5", xrf_map, restoration=restoration, source=raw_path),
+        write_map_text(folder / "map.txt", xrf_map),
+        write_map_png(folder / "map.png", xrf_map, cmap=config.colormap),
+    ]
+    fluctuation = None
+    if restoration is not None:
+        title = f"{xrf_map.label} restored ({restoration.method})"
+        files += [
+            write_map_text(folder / "restored.txt", xrf_map, data=restoration.image),
+            write_map_png(
+                folder / "restored.png",
+                xrf_map,
+                data=np.where(xrf_map.mask, restoration.image, np.nan)
+                if restoration.image.shape == xrf_map.shape
+                else restoration.image,
+                cmap=config.colormap,
+                title=title,
+            ),
+        ]
+        if restoration.image.shape == xrf_map.shape:
+            fluctuation = write_fluctuation_figure(
+                folder / "fluctuation.png", xrf_map, restoration.image, cmap=config.colormap
+            )
+            files.append(folder / "fluctuation.png")
+    timings["export_s"] = time.perf_counter() - start
+    values = xrf_map.data[xrf_map.mask]
+    summary: dict[str, Any] = {
+        "raw": str(raw_path),
+        "output": str(folder),
+        "map": {
+            "label": xrf_map.label,
+            "shape": list(xrf_map.shape),
+            "pixel_um": list(xrf_map.pixel_um),
+            "extent_um": list(xrf_map.extent_um),
+            "units": xrf_map.units,
+            "scan_kind": xrf_map.scan_kind,
+            "measured_cells": int(xrf_map.mask.sum()),
+            "mean": float(values.mean()) if values.size else None,
+            "std": float(values.std()) if values.size else None,
+            "normalization": xrf_map.normalization,
+            "reference_mean": _finite(xrf_map.reference_mean),
+            "dead_time_corrected": xrf_map.dead_time_corrected,
+            "detectors": list(xrf_map.detectors),
+            "rois": [roi.as_dict() for roi in xrf_map.rois],
+            "history": list(xrf_map.history),
+        },
+        "restoration": None
+        if restoration is None
+        else {
+            "method": restoration.method,
+            "params": restoration.params,
+            "psf": restoration.psf_description,
+            "metrics": restoration.metrics,
+            "fluctuation": fluctuation,
+        },
+        "timings": timings,
+        "files": [Path(f).name for f in files],
+    }
+    (folder / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    return summary
