@@ -1,0 +1,28 @@
+"""ASIRP's Tango adapter: the ``ASIRP`` device server, its embedded deployment and a plan client.
+
+Modules
+-------
+``asirp_device.component``
+    :class:`~asirp_device.component.RestorationComponent`, the object that does the work (no
+    Tango import): settings, input, a worker thread running :func:`asirp.restore`, listeners.
+``asirp_device.server``
+    The thin Tango device ``ASIRP`` over the component; ``main()`` is the ``ASIRP`` server.
+``asirp_device.embedded``
+    ``asirp serve``: an sqlite Tango database, the registration and the server processes.
+``asirp_device.client``
+    :class:`~asirp_device.client.ASIRPClient`, an ophyd-async device for Bluesky plans.
+
+This package module stays light (no Tango, no ophyd-async import), so plans can import the client
+and the core CLI can load ``asirp_device.command`` without loading the control system.
+"""
+
+SERVER_NAME = "ASIRP"
+"""Tango server (executable) and class name."""
+
+DEFAULT_DEVICE_NAME = "asirp/restoration/1"
+"""Device name used by ``asirp serve`` unless told otherwise."""
+
+DEFAULT_INSTANCE = "1"
+"""Server instance name used by ``asirp serve`` unless told otherwise (``ASIRP/1``)."""
+
+__all__ = ["DEFAULT_DEVICE_NAME", "DEFAULT_INSTANCE", "SERVER_NAME"]

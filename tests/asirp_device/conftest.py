@@ -1,0 +1,163 @@
+"""Helpers for the Tango tests: servers in child processes, and an event recorder.
+
+Every Tango server runs in its own process (two servers in one process crash, and torch's
+thread pools do not survive ``fork``): :class:`ChildServer` starts a Python child, forwards its
+output, and waits for a readiness line. Clients (``DeviceProxy``, ophyd-async) run in the test
+process.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+HERE = Path(__file__).parent
+NODB_SERVER = HERE / "_nodb_server.py"
+STARTUP_TIMEOUT_S = 120.0
+
+
+def small_map(shape: tuple[int, int] = (32, 32), seed: int = 0, peak: float = 80.0) -> np.ndarray:
+    """A seeded Poisson map (float32 counts): a checkerboard of 8 px squares on a background."""
+    rng = np.random.default_rng(seed)
+    rows, cols = np.indices(shape)
+    truth = peak * (0.05 + ((rows // 8 + cols // 8) % 2))
+    return rng.poisson(truth).astype(np.float32)
+
+
+def child_environment(**overrides: str | None) -> dict[str, str]:
+    """This process's environment without ``TANGO_HOST``, with ``overrides`` applied."""
+    env = {key: value for key, value in os.environ.items() if key != "TANGO_HOST"}
+    for key, value in overrides.items():
+        if value is None:
+            env.pop(key, None)
+        else:
+            env[key] = value
+    return env
+
+
+class ChildServer:
+    """A child process that prints a line starting with ``marker`` once it serves.
+
+    Its stdin stays open; closing it (:meth:`stop`) asks the DeviceTestContext helper to exit.
+    """
+
+    def __init__(self, argv: Sequence[str], marker: str, env: dict[str, str] | None = None) -> None:
+        self.marker = marker
+        self.lines: list[str] = []
+        self._ready: queue.Queue[str | None] = queue.Queue()
+        self.process = subprocess.Popen(
+            list(argv),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env if env is not None else child_environment(),
+        )
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.append(line.rstrip("\n"))
+            if line.startswith(self.marker):
+                self._ready.put(line.strip())
+        self._ready.put(None)
+
+    def wait_ready(self, timeout: float = STARTUP_TIMEOUT_S) -> str:
+        """The readiness line; raises with the child's output if it does not come."""
+        try:
+            line = self._ready.get(timeout=timeout)
+        except queue.Empty:
+            line = None
+        if line is None:
+            self.kill()
+            raise RuntimeError(f"child not ready: {self.output()}")
+        return line
+
+    def output(self) -> str:
+        return "\n".join(self.lines[-40:])
+
+    def stop(self, timeout: float = 60.0) -> int:
+        """Close stdin and wait for the child; kill it if it does not exit in time."""
+        if self.process.stdin is not None and not self.process.stdin.closed:
+            self.process.stdin.close()
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+        return self.finish()
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.finish()
+
+    def finish(self) -> int:
+        """Wait for the exit and close the pipes; return the exit status."""
+        status = self.process.wait()
+        self._reader.join(timeout=10)
+        for stream in (self.process.stdin, self.process.stdout):
+            if stream is not None and not stream.closed:
+                stream.close()
+        return status
+
+
+def start_nodb_server(properties: dict[str, Any]) -> ChildServer:
+    """Start ``_nodb_server.py`` (DeviceTestContext, no database) with device ``properties``."""
+    import json
+
+    return ChildServer(
+        [sys.executable, str(NODB_SERVER), json.dumps(properties)],
+        "ASIRP_READY",
+        env=child_environment(ORBscanGranularity="1"),
+    )
+
+
+class EventRecorder:
+    """Collects Tango events as ``(attribute, value)``.
+
+    Data-ready events are recorded as ``("<attribute>:data_ready", counter)``.
+    """
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, Any]] = []
+        self.errors: list[str] = []
+        self._condition = threading.Condition()
+
+    def __call__(self, event: Any) -> None:
+        name = event.attr_name.rsplit("/", 1)[-1].split("#")[0].lower()
+        with self._condition:
+            if event.err:
+                self.errors.append(f"{name}: {event.errors}")
+            elif hasattr(event, "ctr"):
+                self.events.append((f"{name}:data_ready", event.ctr))
+            else:
+                self.events.append((name, event.attr_value.value))
+            self._condition.notify_all()
+
+    def values(self, name: str) -> list[Any]:
+        with self._condition:
+            return [value for attribute, value in self.events if attribute == name]
+
+    def wait_for(
+        self, predicate: Callable[[list[tuple[str, Any]]], bool], timeout: float = 30.0
+    ) -> None:
+        """Wait until ``predicate(events)`` is true; fail with what arrived otherwise."""
+        deadline = time.monotonic() + timeout
+        with self._condition:
+            while not predicate(self.events):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    summary = [(n, getattr(v, "shape", v)) for n, v in self.events]
+                    raise AssertionError(f"events did not arrive in {timeout} s: {summary}")
+                self._condition.wait(remaining)
