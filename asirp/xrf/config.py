@@ -3,10 +3,13 @@
 Every key is optional; command-line flags override the file. A complete example is
 ``examples/xrf-map.toml``::
 
-    data_folder = "/data/visit-2026-05/xrf"  # relative raw files are found here (a relative
-                                              # data_folder is relative to this TOML file)
+    data_folder = "/data/visit-2026-05/xrf"  # relative raw files are found here
     raw = "scan_0042.h5"                      # raw scan (the command's RAW argument overrides)
     output = "out/scan_0042_cu"               # output folder (-o overrides)
+
+A relative ``data_folder`` or ``output`` in the file is relative to the file's folder. A
+relative raw file (``raw`` or the command's RAW) is used as given when it exists, else looked
+up in ``data_folder``.
 
     [map]
     element = "Cu"              # chemical symbol
@@ -362,9 +365,10 @@ def read_config(path: str | os.PathLike) -> XRFMapConfig:
                 f"config {file_path}: unknown top-level key {key!r} (known: "
                 f"{', '.join(SECTIONS[''])}, and tables {', '.join(s for s in SECTIONS if s)})"
             )
-    folder = settings.get("data_folder")
-    if isinstance(folder, str) and not Path(folder).is_absolute():
-        settings["data_folder"] = file_path.parent / folder
+    for key in ("data_folder", "output"):
+        folder = settings.get(key)
+        if isinstance(folder, str) and folder.strip() and not Path(folder).is_absolute():
+            settings[key] = str(file_path.parent / folder)
     try:
         return XRFMapConfig(**settings)
     except (TypeError, ValueError) as error:

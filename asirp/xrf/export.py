@@ -523,7 +523,8 @@ def write_fluctuation_figure(
         surface.set_zlabel(xrf_map.units)
         surface.set_title(f"{name} surface")
     figure.suptitle(f"{xrf_map.label}: intensity fluctuation before and after restoration")
-    figure.tight_layout()
+    # Fixed margins: tight_layout with 3-D axes costs about a second.
+    figure.subplots_adjust(left=0.07, right=0.93, bottom=0.05, top=0.91, wspace=0.35, hspace=0.2)
     with atomic_output(path, ".png.part") as temporary:
         figure.savefig(temporary, dpi=dpi, format="png")
     return figures
