@@ -147,11 +147,15 @@ class MethodOutput:
     info : dict
         JSON-serialisable facts to add to ``Restoration.params`` (for example
         ``iterations_run`` or an automatically chosen regularisation weight).
+    metrics : dict of str to list
+        Figures the method computed itself, one value per map of the batch (for example the
+        consistency check of super-resolution); merged into ``Restoration.metrics``.
     """
 
     image: torch.Tensor
     psf: torch.Tensor | None = None
     info: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, list[Any]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -167,7 +171,8 @@ class MethodSpec:
     needs_psf : bool
         Whether a PSF must be given (for blind methods: as the initial guess).
     scale : int
-        Output size / input size (1 for deconvolution).
+        Output size / input size (1 for deconvolution); methods with a ``scale`` parameter
+        (super-resolution) use that instead, and this is its default.
     parameters : tuple of Parameter
         Every accepted parameter with its default and range.
     run : callable

@@ -86,7 +86,13 @@ def _merge_info(parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 def _mean_metrics(per_image: list[dict[str, float]]) -> dict[str, float]:
     keys = set.intersection(*(set(figures) for figures in per_image))
-    return {key: float(np.mean([figures[key] for figures in per_image])) for key in sorted(keys)}
+    return {
+        # flags (such as super-resolution's "consistent") hold only if they hold for every map
+        key: all(f[key] for f in per_image)
+        if isinstance(per_image[0][key], bool)
+        else float(np.mean([f[key] for f in per_image]))
+        for key in sorted(keys)
+    }
 
 
 def restore(
@@ -172,7 +178,8 @@ def restore(
     truth = None
     if reference is not None:
         truth, _ = as_image_stack(reference, "reference")
-        expected = (stack.shape[0], stack.shape[1] * spec.scale, stack.shape[2] * spec.scale)
+        scale = int(resolved.get("scale", spec.scale))
+        expected = (stack.shape[0], stack.shape[1] * scale, stack.shape[2] * scale)
         if truth.shape != expected:
             raise ValueError(
                 f"reference has shape {np.shape(reference)}, but the result will have shape "
@@ -221,6 +228,10 @@ def restore(
         )
         for index in range(batch)
     ]
+    for key in outputs[0].metrics:  # figures the method computed itself, one per map
+        values = [value for output in outputs for value in output.metrics[key]]
+        for figures, value in zip(per_image, values, strict=True):
+            figures[key] = value
     record = {**resolved, **info, "device": str(compute_device), "seed": int(seed)}
     if auto_reason is not None:
         record["auto_reason"] = auto_reason
