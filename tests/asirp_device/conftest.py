@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import queue
+import re
 import subprocess
 import sys
 import threading
@@ -45,15 +46,16 @@ def child_environment(**overrides: str | None) -> dict[str, str]:
 
 
 class ChildServer:
-    """A child process that prints a line starting with ``marker`` once it serves.
+    """A child process that prints a line matching ``ready`` (a regex) once it serves.
 
     Its stdin stays open; closing it (:meth:`stop`) asks the DeviceTestContext helper to exit.
+    The regex is searched anywhere in a line, since other threads of the child print too.
     """
 
-    def __init__(self, argv: Sequence[str], marker: str, env: dict[str, str] | None = None) -> None:
-        self.marker = marker
+    def __init__(self, argv: Sequence[str], ready: str, env: dict[str, str] | None = None) -> None:
+        self.ready = re.compile(ready)
         self.lines: list[str] = []
-        self._ready: queue.Queue[str | None] = queue.Queue()
+        self._ready: queue.Queue[re.Match[str] | None] = queue.Queue()
         self.process = subprocess.Popen(
             list(argv),
             stdin=subprocess.PIPE,
@@ -69,28 +71,33 @@ class ChildServer:
         assert self.process.stdout is not None
         for line in self.process.stdout:
             self.lines.append(line.rstrip("\n"))
-            if line.startswith(self.marker):
-                self._ready.put(line.strip())
+            match = self.ready.search(line)
+            if match:
+                self._ready.put(match)
         self._ready.put(None)
 
-    def wait_ready(self, timeout: float = STARTUP_TIMEOUT_S) -> str:
-        """The readiness line; raises with the child's output if it does not come."""
+    def wait_ready(self, timeout: float = STARTUP_TIMEOUT_S) -> re.Match[str]:
+        """The readiness match; raises with the child's output if it does not come."""
         try:
-            line = self._ready.get(timeout=timeout)
+            match = self._ready.get(timeout=timeout)
         except queue.Empty:
-            line = None
-        if line is None:
+            match = None
+        if match is None:
             self.kill()
             raise RuntimeError(f"child not ready: {self.output()}")
-        return line
+        return match
 
     def output(self) -> str:
         return "\n".join(self.lines[-40:])
 
-    def stop(self, timeout: float = 60.0) -> int:
-        """Close stdin and wait for the child; kill it if it does not exit in time."""
+    def request_stop(self) -> None:
+        """Close the child's stdin (it exits cleanly when it sees the end of its input)."""
         if self.process.stdin is not None and not self.process.stdin.closed:
             self.process.stdin.close()
+
+    def stop(self, timeout: float = 60.0) -> int:
+        """Close stdin and wait for the child; kill it if it does not exit in time."""
+        self.request_stop()
         try:
             self.process.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -113,12 +120,15 @@ class ChildServer:
 
 
 def start_nodb_server(properties: dict[str, Any]) -> ChildServer:
-    """Start ``_nodb_server.py`` (DeviceTestContext, no database) with device ``properties``."""
+    """Start ``_nodb_server.py`` (DeviceTestContext, no database) with device ``properties``.
+
+    ``wait_ready()["trl"]`` is then the device's TRL.
+    """
     import json
 
     return ChildServer(
         [sys.executable, str(NODB_SERVER), json.dumps(properties)],
-        "ASIRP_READY",
+        r"ASIRP_READY (?P<trl>tango://\S+)",
         env=child_environment(ORBscanGranularity="1"),
     )
 

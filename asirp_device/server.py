@@ -1,0 +1,555 @@
+"""The ``ASIRP`` Tango device: a thin shell over the restoration component.
+
+Run it as ``ASIRP <instance>`` (the console script), registered in a Tango database as class
+``ASIRP`` in server ``ASIRP/<instance>``; ``asirp serve`` does the registration (and starts an
+sqlite database when there is no ``TANGO_HOST``).
+
+Conventions: commands are PascalCase, attributes snake_case. Input and setting errors raise
+``DevFailed`` with one of these reasons, and the device stays as it was:
+
+``ASIRP_InvalidInput``
+    A wrong-shaped or non-finite image, an unknown method, iterations <= 0, bad parameters.
+``ASIRP_Busy``
+    ``Restore`` or ``Reset`` while a restoration is running.
+``ASIRP_NotReady``
+    ``Restore`` without an input image, ``SaveResult`` without a result.
+``ASIRP_DataRoot``
+    A path outside the data root, or no data root configured.
+``ASIRP_FileError``
+    A missing or unreadable file, or a write that failed.
+``ASIRP_Fault``
+    The device is in ``FAULT`` (its component could not be built; the status says why).
+
+States: ``ON`` (ready), ``RUNNING`` (restoring; ``Restore`` is refused), ``ALARM`` (the last
+restoration failed; reason in ``Status``), ``FAULT`` (bad device properties: fix them and run
+``Init``). Change events are pushed for ``State``, ``Status``, ``progress`` and every result
+attribute, plus a data-ready event on ``restored_image`` (counter = result number).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import queue
+import sys
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import tango
+from tango import AttrWriteType, DevState
+from tango.server import Device, attribute, command, device_property, run
+
+from asirp.io import InputFileError
+from asirp_device import SERVER_NAME
+from asirp_device.component import (
+    MAX_SIDE_PX,
+    ComponentState,
+    DataRootError,
+    NotReady,
+    RestorationBusy,
+    RestorationComponent,
+    ResultRecord,
+    Settings,
+)
+
+_LOG = logging.getLogger(__name__)
+
+_STATES = {
+    ComponentState.ON: DevState.ON,
+    ComponentState.RUNNING: DevState.RUNNING,
+    ComponentState.ALARM: DevState.ALARM,
+}
+
+_EMPTY_IMAGE = np.zeros((0, 0), dtype=np.float32)
+_EMPTY_IMAGE.flags.writeable = False
+
+METRIC_ATTRIBUTES = ("contrast_std", "sharpness", "noise_sigma", "residual")
+"""Metrics that also have their own scalar attribute (all are in ``metrics_json``)."""
+
+RESULT_ATTRIBUTES = (
+    "restored_image",
+    "psf",
+    "method_used",
+    "metrics_json",
+    *METRIC_ATTRIBUTES,
+    "iterations_run",
+    "last_duration_ms",
+)
+"""Attributes that change with every result (each pushes change events)."""
+
+
+def _throw(reason: str, error: BaseException, origin: str) -> None:
+    """Raise ``DevFailed`` with ``reason`` and the error's message as the description."""
+    message = " ".join(str(error).split()) or type(error).__name__
+    tango.Except.throw_exception(reason, message, origin)
+
+
+@contextlib.contextmanager
+def _tango_errors(origin: str) -> Iterator[None]:
+    """Map the component's errors to ``DevFailed`` with a reason code and a clear message."""
+    try:
+        yield
+    except tango.DevFailed:
+        raise
+    except RestorationBusy as error:
+        _throw("ASIRP_Busy", error, origin)
+    except NotReady as error:
+        _throw("ASIRP_NotReady", error, origin)
+    except DataRootError as error:
+        _throw("ASIRP_DataRoot", error, origin)
+    except (InputFileError, OSError) as error:
+        _throw("ASIRP_FileError", error, origin)
+    except (ValueError, TypeError) as error:
+        _throw("ASIRP_InvalidInput", error, origin)
+
+
+class _EventPublisher:
+    """Pushes the device's events, in order, from one omniORB-aware thread.
+
+    The component calls its listeners from whatever thread changed something (a Tango request
+    thread, or the worker). Pushing a Tango event takes the device's serialisation monitor, so
+    the listeners only queue the push; this thread does it. Nothing ever waits for this thread
+    while holding the monitor, so pushes cannot deadlock with requests.
+    """
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[tuple[Callable[..., None], tuple[Any, ...]] | None] = (
+            queue.SimpleQueue()
+        )
+        self._closed = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="asirp-events", daemon=True)
+        self._thread.start()
+
+    def submit(self, push: Callable[..., None], *args: Any) -> None:
+        """Queue ``push(*args)``."""
+        if not self._closed.is_set():
+            self._queue.put((push, args))
+
+    def _loop(self) -> None:
+        with tango.EnsureOmniThread():
+            while True:
+                item = self._queue.get()
+                if item is None or self._closed.is_set():
+                    return
+                push, args = item
+                try:
+                    push(*args)
+                except Exception:  # a failed push (no client, shutdown) must not stop the rest
+                    _LOG.warning("pushing an event failed", exc_info=True)
+
+    def close(self, timeout: float = 1.0) -> None:
+        """Drop what is still queued and stop the thread (waits at most ``timeout`` s)."""
+        self._closed.set()
+        self._queue.put(None)
+        self._thread.join(timeout)
+
+
+class ASIRP(Device):
+    """Restores synchrotron maps with the ASIRP engine (one 2-D map at a time).
+
+    Write ``input_image`` (or ``LoadImage``), set ``method``/``iterations``/``beam_fwhm_um``/
+    ``pixel_um``, call ``Restore``: the state is ``RUNNING`` until the result is published
+    (change and data-ready events on ``restored_image``), then ``ON``.
+    """
+
+    # ------------------------------------------------------------------ properties
+    DataRoot = device_property(
+        dtype=str,
+        default_value="",
+        doc="Folder that LoadImage and SaveResult are confined to; empty disables file access.",
+    )
+    DefaultMethod = device_property(
+        dtype=str, default_value="richardson_lucy", doc="Initial value of method."
+    )
+    DefaultAutoSelect = device_property(
+        dtype=bool, default_value=False, doc="Initial value of auto_select."
+    )
+    DefaultIterations = device_property(
+        dtype=int, default_value=100, doc="Initial value of iterations (1 to 100000)."
+    )
+    DefaultBeamFwhmUm = device_property(
+        dtype=float, default_value=50.0, doc="Initial beam FWHM, µm."
+    )
+    DefaultPixelUm = device_property(
+        dtype=float, default_value=10.0, doc="Initial scan step (pixel size), µm."
+    )
+    DefaultParameters = device_property(
+        dtype=str, default_value="{}", doc="Initial parameters_json (a JSON object)."
+    )
+    ComputeDevice = device_property(
+        dtype=str, default_value="auto", doc="Where the engine computes: auto, cpu or cuda."
+    )
+    TiledUri = device_property(
+        dtype=str,
+        default_value="",
+        doc="URI of the tiled server that receives restored runs (read back as tiled_uri).",
+    )
+
+    # ------------------------------------------------------------------ life cycle
+    def init_device(self) -> None:
+        """Build the component from the properties; ``FAULT`` (reason in Status) if it fails."""
+        self._component: RestorationComponent | None = None
+        self._fault = ""
+        self._publisher = _EventPublisher()
+        try:
+            super().init_device()
+            for name in (*RESULT_ATTRIBUTES, "progress", "State", "Status"):
+                self.set_change_event(name, True, False)
+            for name in ("State", "Status"):
+                self.set_archive_event(name, True, False)
+            self.set_data_ready_event("restored_image", True)
+            component = RestorationComponent(
+                Settings(
+                    method=self.DefaultMethod,
+                    auto_select=self.DefaultAutoSelect,
+                    iterations=self.DefaultIterations,
+                    beam_fwhm_um=self.DefaultBeamFwhmUm,
+                    pixel_um=self.DefaultPixelUm,
+                    parameters=self.DefaultParameters,
+                    compute_device=self.ComputeDevice,
+                ),
+                data_root=self.DataRoot or None,
+            )
+        except Exception as error:  # bad properties, engine not usable: the device is broken
+            message = " ".join(str(error).split())
+            self._fault = (
+                f"the restoration component could not be built: {type(error).__name__}: "
+                f"{message}; fix the device properties and run Init"
+            )
+            _LOG.error(self._fault)
+            self.set_state(DevState.FAULT)
+            self.set_status(self._fault)
+            return
+        component.add_state_callback(self._on_state)
+        component.add_progress_callback(self._on_progress)
+        component.add_result_callback(self._on_result)
+        self._component = component
+        self.set_state(DevState.ON)
+        self.set_status(component.status)
+
+    def delete_device(self) -> None:
+        """Stop the worker (aborting a running restoration) and the event thread."""
+        if self._component is not None:
+            self._component.shutdown(timeout=5.0)
+        self._publisher.close()
+        super().delete_device()
+
+    def dev_state(self) -> DevState:
+        """The component's state (so a read right after ``Restore`` already says RUNNING)."""
+        if self._component is None:
+            return DevState.FAULT
+        return _STATES[self._component.state]
+
+    def dev_status(self) -> str:
+        """The component's status line (or why the device is in FAULT)."""
+        if self._component is None:
+            return self._fault
+        return self._component.status
+
+    def _require(self) -> RestorationComponent:
+        component = self._component
+        if component is None:
+            tango.Except.throw_exception("ASIRP_Fault", self._fault, "ASIRP")
+        return component
+
+    # ------------------------------------------------------------------ component listeners
+    def _on_state(self, state: ComponentState, status: str) -> None:
+        self._publisher.submit(self._push_state, _STATES[state], status)
+
+    def _on_progress(self, percent: int) -> None:
+        self._publisher.submit(self.push_change_event, "progress", percent)
+
+    def _on_result(self, record: ResultRecord) -> None:
+        self._publisher.submit(self._push_result, record)
+
+    def _push_state(self, state: DevState, status: str) -> None:
+        self.set_state(state)
+        self.set_status(status)
+        self.push_change_event("State", state)
+        self.push_archive_event("State", state)
+        self.push_change_event("Status", status)
+        self.push_archive_event("Status", status)
+
+    def _push_result(self, record: ResultRecord) -> None:
+        values = _result_values(record)
+        for name in RESULT_ATTRIBUTES:
+            self.push_change_event(name, values[name])
+        self.push_data_ready_event("restored_image", record.sequence)
+
+    def _result_value(self, name: str) -> Any:
+        return _result_values(self._require().result)[name]
+
+    # ------------------------------------------------------------------ images
+    @attribute(
+        dtype=((np.float32,),),
+        max_dim_x=MAX_SIDE_PX,
+        max_dim_y=MAX_SIDE_PX,
+        access=AttrWriteType.READ_WRITE,
+        unit="counts",
+    )
+    def input_image(self) -> np.ndarray:
+        """Map to restore, float32 (rows, columns), counts; 4 to 4096 px a side, finite.
+
+        Empty (0 x 0) until written or loaded with LoadImage.
+        """
+        image = self._require().input_image
+        return _EMPTY_IMAGE if image is None else image
+
+    @input_image.write
+    def input_image(self, value: np.ndarray) -> None:
+        """Validate and keep a new input map (refused: stacks, NaN/Inf, too small or large)."""
+        with _tango_errors("ASIRP.input_image"):
+            self._require().set_input(value)
+
+    @attribute(dtype=((np.float32,),), max_dim_x=MAX_SIDE_PX, max_dim_y=MAX_SIDE_PX, unit="counts")
+    def restored_image(self) -> np.ndarray:
+        """Latest restored map, float32 (rows, columns), counts; empty (0 x 0) before any.
+
+        Change and data-ready events (counter = result number) on every new result.
+        """
+        return self._result_value("restored_image")
+
+    @attribute(dtype=((np.float32,),), max_dim_x=MAX_SIDE_PX, max_dim_y=MAX_SIDE_PX, unit="1")
+    def psf(self) -> np.ndarray:
+        """PSF of the latest result (used, or estimated by a blind method), float32, sum 1.
+
+        Shape (rows, columns) in pixels of the map; empty (0 x 0) before the first result.
+        """
+        return self._result_value("psf")
+
+    @attribute(dtype=str)
+    def input_source(self) -> str:
+        """Where the input came from: a resolved path, or 'input_image attribute'."""
+        return self._require().input_source
+
+    # ------------------------------------------------------------------ settings
+    @attribute(dtype=str, access=AttrWriteType.READ_WRITE)
+    def method(self) -> str:
+        """Restoration method, one of available_methods; used unless auto_select."""
+        return self._require().settings.method
+
+    @method.write
+    def method(self, value: str) -> None:
+        """Choose the method (refused: a name not in available_methods)."""
+        with _tango_errors("ASIRP.method"):
+            self._require().set_method(value)
+
+    @attribute(dtype=(str,), max_dim_x=64)
+    def available_methods(self) -> list[str]:
+        """Names of the methods the engine offers (see 'asirp methods')."""
+        return self._require().available_methods()
+
+    @attribute(dtype=bool, access=AttrWriteType.READ_WRITE)
+    def auto_select(self) -> bool:
+        """Let the engine choose the method and its parameters (method 'auto').
+
+        When true, method, iterations and parameters_json are not used.
+        """
+        return self._require().settings.auto_select
+
+    @auto_select.write
+    def auto_select(self, value: bool) -> None:
+        """Switch automatic selection on or off."""
+        with _tango_errors("ASIRP.auto_select"):
+            self._require().set_auto_select(value)
+
+    @attribute(dtype="DevLong", access=AttrWriteType.READ_WRITE)
+    def iterations(self) -> int:
+        """Iteration cap of iterative methods, 1 to 100000 (direct methods ignore it).
+
+        The count actually run is iterations_run (methods may stop earlier, see their 'stop').
+        """
+        return self._require().settings.iterations
+
+    @iterations.write
+    def iterations(self, value: int) -> None:
+        """Set the iteration cap (refused: <= 0 or > 100000)."""
+        with _tango_errors("ASIRP.iterations"):
+            self._require().set_iterations(value)
+
+    @attribute(dtype=float, access=AttrWriteType.READ_WRITE, unit="µm")
+    def beam_fwhm_um(self) -> float:
+        """Beam full width at half maximum, µm (> 0); with pixel_um it makes the Gaussian PSF."""
+        return self._require().settings.beam_fwhm_um
+
+    @beam_fwhm_um.write
+    def beam_fwhm_um(self, value: float) -> None:
+        """Set the beam FWHM, µm (refused: <= 0, NaN, Inf)."""
+        with _tango_errors("ASIRP.beam_fwhm_um"):
+            self._require().set_beam_fwhm_um(value)
+
+    @attribute(dtype=float, access=AttrWriteType.READ_WRITE, unit="µm")
+    def pixel_um(self) -> float:
+        """Scan step (pixel size), µm (> 0)."""
+        return self._require().settings.pixel_um
+
+    @pixel_um.write
+    def pixel_um(self, value: float) -> None:
+        """Set the scan step, µm (refused: <= 0, NaN, Inf)."""
+        with _tango_errors("ASIRP.pixel_um"):
+            self._require().set_pixel_um(value)
+
+    @attribute(dtype=str, access=AttrWriteType.READ_WRITE)
+    def parameters_json(self) -> str:
+        """Other parameters of the method as a JSON object, e.g. {"stop": "fixed"}.
+
+        'asirp methods' lists them; checked against the method when written and at Restore;
+        not used with auto_select.
+        """
+        return json.dumps(dict(self._require().settings.parameters), sort_keys=True)
+
+    @parameters_json.write
+    def parameters_json(self, value: str) -> None:
+        """Set the method's other parameters (refused: not a JSON object, not the method's)."""
+        with _tango_errors("ASIRP.parameters_json"):
+            self._require().set_parameters(value)
+
+    @attribute(dtype=str)
+    def tiled_uri(self) -> str:
+        """Tiled server that receives restored runs (the TiledUri property; empty if none)."""
+        self._require()
+        return self.TiledUri
+
+    # ------------------------------------------------------------------ results
+    @attribute(dtype=str)
+    def method_used(self) -> str:
+        """Method of the latest result ('auto' resolved to the one that ran); empty before."""
+        return self._result_value("method_used")
+
+    @attribute(dtype=str)
+    def metrics_json(self) -> str:
+        """All metrics of the latest result as a JSON object ('{}' before the first result).
+
+        contrast_std and noise_sigma are in counts, the others dimensionless; the *_input
+        figures describe the measured map.
+        """
+        return self._result_value("metrics_json")
+
+    @attribute(dtype=float, unit="counts")
+    def contrast_std(self) -> float:
+        """Contrast (standard deviation) of the latest result, counts (NaN before)."""
+        return self._result_value("contrast_std")
+
+    @attribute(dtype=float, unit="1")
+    def sharpness(self) -> float:
+        """Sharpness of the latest result: RMS gradient over mean level (NaN before)."""
+        return self._result_value("sharpness")
+
+    @attribute(dtype=float, unit="counts")
+    def noise_sigma(self) -> float:
+        """Estimated noise standard deviation of the latest result, counts (NaN before)."""
+        return self._result_value("noise_sigma")
+
+    @attribute(dtype=float, unit="1")
+    def residual(self) -> float:
+        """Relative data residual ||y - Hx|| / ||y|| of the latest result (NaN before)."""
+        return self._result_value("residual")
+
+    @attribute(dtype="DevLong")
+    def iterations_run(self) -> int:
+        """Iterations the latest result ran (0 for direct methods and before any result)."""
+        return self._result_value("iterations_run")
+
+    @attribute(dtype=float, unit="ms")
+    def last_duration_ms(self) -> float:
+        """Wall time of the latest restoration, ms (NaN before the first result)."""
+        return self._result_value("last_duration_ms")
+
+    @attribute(dtype="DevShort", unit="%", min_value=0, max_value=100)
+    def progress(self) -> int:
+        """Progress of the current or last restoration, 0-100 %."""
+        return self._require().progress
+
+    # ------------------------------------------------------------------ commands
+    @command
+    def Restore(self) -> None:
+        """Start restoring input_image and return at once: RUNNING, then ON (ALARM if it fails).
+
+        Refused (DevFailed) while RUNNING, without an input image, or when the parameters do
+        not fit the method.
+        """
+        with _tango_errors("ASIRP.Restore"):
+            self._require().start()
+
+    @command
+    def Abort(self) -> None:
+        """Stop the running restoration at its next iteration (no-op when idle)."""
+        self._require().abort()
+
+    @command
+    def Reset(self) -> None:
+        """Clear ALARM and the progress and return to ON; input and result are kept."""
+        with _tango_errors("ASIRP.Reset"):
+            self._require().reset()
+
+    @command(
+        dtype_in=str,
+        doc_in="Path of a 2-D map inside the data root (.npy, .tif/.tiff, file.h5::/dataset).",
+        dtype_out=str,
+        doc_out="The resolved file that was read.",
+    )
+    def LoadImage(self, path: str) -> str:
+        """Read a 2-D map from the data root into input_image."""
+        with _tango_errors("ASIRP.LoadImage"):
+            return str(self._require().load_image(path))
+
+    @command(
+        dtype_in=str,
+        doc_in="HDF5 file (.h5, .hdf5, .hdf, .nxs) inside the data root; replaced if it exists.",
+        dtype_out=str,
+        doc_out="The resolved file that was written.",
+    )
+    def SaveResult(self, path: str) -> str:
+        """Write the latest result with its provenance (asirp.io layout) to an HDF5 file."""
+        with _tango_errors("ASIRP.SaveResult"):
+            return str(self._require().save_result(path))
+
+
+def _result_values(record: ResultRecord | None) -> dict[str, Any]:
+    """Values of the result attributes for ``record`` (NaN, empty or 0 before any result)."""
+    if record is None:
+        values: dict[str, Any] = dict.fromkeys(METRIC_ATTRIBUTES, math.nan)
+        values.update(
+            restored_image=_EMPTY_IMAGE,
+            psf=_EMPTY_IMAGE,
+            method_used="",
+            metrics_json="{}",
+            iterations_run=0,
+            last_duration_ms=math.nan,
+        )
+        return values
+    restoration = record.restoration
+    metrics = restoration.metrics
+    iterations = restoration.params.get("iterations_run", 0)
+    psf = restoration.psf
+    values = {name: float(metrics.get(name, math.nan)) for name in METRIC_ATTRIBUTES}
+    values.update(
+        restored_image=restoration.image,
+        psf=_EMPTY_IMAGE if psf is None else np.asarray(psf, dtype=np.float32),
+        method_used=restoration.method,
+        metrics_json=json.dumps(metrics, sort_keys=True),
+        iterations_run=int(iterations) if isinstance(iterations, int) else 0,
+        last_duration_ms=1000.0 * record.duration_s,
+    )
+    return values
+
+
+def main(args: Sequence[str] | None = None) -> None:
+    """Run the ``ASIRP`` device server: ``ASIRP <instance> [Tango/ORB options]``.
+
+    Parameters
+    ----------
+    args : sequence of str, optional
+        The arguments after the program name (default: ``sys.argv[1:]``). The server name is
+        always ``ASIRP``, whatever the program is called.
+    """
+    arguments = list(sys.argv[1:] if args is None else args)
+    run((ASIRP,), args=[SERVER_NAME, *arguments])
+
+
+if __name__ == "__main__":
+    main()
