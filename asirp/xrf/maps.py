@@ -411,7 +411,11 @@ def normalize(
     ref = _moving_mean(ref, int(smooth_points))
     bad = ~(np.isfinite(ref) & (ref > 0))
     if np.any(bad):
-        hint = " (raise smooth_points or widen the Ar ROI)" if by == "ar" else ""
+        hint = (
+            " (average over more points: ar_smooth_points; widen the Ar ROI; or normalise by i0)"
+            if by == "ar"
+            else ""
+        )
         raise ValueError(
             f"{by} reference is zero, negative or non-finite at {int(bad.sum())} point(s); "
             f"cannot normalise{hint}"

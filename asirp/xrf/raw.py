@@ -31,11 +31,14 @@ HDF5 layout (``asirp.raw_xrf`` version 1)::
                                     instrument/xrf/data, instrument/xrf/energy, positioners/x, y
 
 ``P`` points, ``D`` detector elements, ``C`` channels. ``data`` is chunked as
-``(chunk_points, D, chunk_channels)`` (about 1024 points x all elements x 64 channels), so a
+``(chunk_points, D, chunk_channels)`` (1 MiB: 2048 points x 4 elements x 64 uint16 channels), so a
 channel ROI of a few tens of channels reads one or two slabs of chunks and nothing else.
-Compression is optional (``compression=None | "lzf" | "gzip"``); a Fletcher-32 checksum
-(default on) makes a corrupted chunk an error instead of silent garbage. Files are written to a
-temporary name and renamed when complete.
+Counts are stored as uint16 when they all fit (``narrow=True``, the default; reading returns
+the stored dtype), which halves what an ROI read moves. Compression (``compression=None | "lzf"
+| "gzip"``) and a Fletcher-32 checksum per chunk (``checksum=True``: a corrupted chunk becomes
+an error instead of silent garbage) are optional and off by default: on the 182 x 162 x 4 x 4096
+benchmark (``bench/bench_xrf_path.py --layouts``) each made the ROI read several times slower.
+Files are written to a temporary name and renamed when complete.
 
 Every reading error (missing file or dataset, wrong rank or length, non-finite positions,
 truncated or corrupt file) raises :class:`asirp.io.InputFileError` naming the file and the
@@ -345,7 +348,8 @@ def write_raw_scan(
     scan: RawXRFScan,
     *,
     compression: str | None = None,
-    checksum: bool = True,
+    checksum: bool = False,
+    narrow: bool = True,
     chunk_channels: int = DEFAULT_CHUNK_CHANNELS,
     chunk_bytes: int = DEFAULT_CHUNK_BYTES,
 ) -> Path:
@@ -360,7 +364,10 @@ def write_raw_scan(
     compression : {None, "lzf", "gzip"}
         Filter for the spectra (none by default: ROI reads are fastest uncompressed).
     checksum : bool
-        Add a Fletcher-32 checksum to each spectra chunk (corruption is detected on read).
+        Add a Fletcher-32 checksum to each spectra chunk (corruption is detected on read, at
+        a cost in read time).
+    narrow : bool
+        Store the counts as uint16 when they are all in 0..65535 (else as given).
     chunk_channels : int
         Channels per chunk (the granularity of ROI reads).
     chunk_bytes : int
@@ -378,7 +385,10 @@ def write_raw_scan(
     if chunk_channels < 1 or chunk_bytes < 1:
         raise ValueError("chunk_channels and chunk_bytes must be >= 1")
     spectra = scan.spectra
-    chunks = _chunk_shape(spectra.shape, spectra.dtype.itemsize, chunk_channels, chunk_bytes)
+    stored = spectra.dtype
+    if narrow and stored.itemsize > 2 and spectra.min() >= 0 and spectra.max() <= 65535:
+        stored = np.dtype(np.uint16)
+    chunks = _chunk_shape(spectra.shape, stored.itemsize, chunk_channels, chunk_bytes)
     with atomic_output(path, ".h5.part") as temporary, h5py.File(temporary, "w") as handle:
         entry = handle.create_group("entry")
         entry.attrs.update(
@@ -420,7 +430,7 @@ def write_raw_scan(
         data = detector.create_dataset(
             "data",
             shape=spectra.shape,
-            dtype=spectra.dtype,
+            dtype=stored,
             chunks=chunks,
             compression=compression,
             fletcher32=checksum,
@@ -428,7 +438,7 @@ def write_raw_scan(
         data.attrs["units"] = "counts"
         step = chunks[0] * 8
         for start in range(0, spectra.shape[0], step):
-            data[start : start + step] = spectra[start : start + step]
+            data[start : start + step] = spectra[start : start + step].astype(stored, copy=False)
         detector.create_dataset("energy", data=scan.energy_kev()).attrs["units"] = "keV"
         for name, values in (("live_time", scan.live_time_s), ("real_time", scan.real_time_s)):
             detector.create_dataset(name, data=values).attrs["units"] = "s"
