@@ -701,7 +701,10 @@ def build_map(
             ar_counts = dead_time_correct(ar_counts, live, real)
         reference = ar_counts.sum(axis=1)
     counts, reference_mean = normalize(
-        counts, normalize_by, reference, smooth_points=ar_smooth_points if normalize_by else 1
+        counts,
+        normalize_by,
+        reference,
+        smooth_points=ar_smooth_points if normalize_by == "ar" else 1,
     )
 
     grid = infer_grid(source.x_um, source.y_um, source.line_index, step_um=step_um)

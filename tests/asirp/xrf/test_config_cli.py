@@ -175,3 +175,23 @@ def test_cli_needs_a_beam_size(tmp_path, scan, capsys):
     argv = ["xrf-map", str(path), "--element", "Cu", "--restore", "auto", "-o", str(tmp_path)]
     assert main(argv) == 2
     assert "needs the beam size" in capsys.readouterr().err
+
+
+def test_psf_size_and_sigma_settings(scan):
+    from asirp.xrf import build_map
+    from asirp.xrf.workflow import psf_arguments
+
+    cu = build_map(scan, "Cu")  # 12 x 15 cells of 10 µm
+    sized = psf_arguments(XRFMapConfig(psf_sigma_px=1.5, psf_size_px=7), cu)
+    assert sized["psf"].shape == (7, 7)
+    assert sized["psf"].sum() == pytest.approx(1.0, abs=1e-6)
+    beam = psf_arguments(XRFMapConfig(beam_fwhm_um=30.0, psf_size_px=5), cu)
+    assert beam["psf"].shape == (5, 5)
+    # Without a size the PSF is described in physical units (the scan's 20 µm beam here).
+    assert psf_arguments(XRFMapConfig(), cu) == {"beam_fwhm_um": 20.0, "pixel_um": (10.0, 10.0)}
+    assert psf_arguments(XRFMapConfig(psf_sigma_px=2.0), cu) == {"psf_sigma_px": 2.0}
+    # Never larger than the map allows.
+    assert psf_arguments(XRFMapConfig(psf_sigma_px=3.0, psf_size_px=51), cu)["psf"].shape == (
+        11,
+        11,
+    )

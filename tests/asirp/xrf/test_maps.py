@@ -233,3 +233,14 @@ def test_xrf_map_validation(scan):
         cu.replace(mask=cu.mask[:-1])
     with pytest.raises(ValueError, match="detector_maps"):
         cu.replace(detector_maps=cu.detector_maps[:, :-1])
+
+
+def test_ar_smoothing_applies_to_ar_only(scan):
+    plain = build_map(scan, "Fe", normalize_by="i0")
+    np.testing.assert_array_equal(
+        build_map(scan, "Fe", normalize_by="i0", ar_smooth_points=9).data, plain.data
+    )
+    rough = build_map(scan, "Fe", normalize_by="ar")
+    smooth = build_map(scan, "Fe", normalize_by="ar", ar_smooth_points=9)
+    # Averaging the few Ar counts per point over 9 points adds less noise to the map.
+    assert smooth.data.std() < rough.data.std()
