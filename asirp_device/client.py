@@ -1,0 +1,109 @@
+"""An ophyd-async client of the ASIRP Tango device, for Bluesky plans.
+
+:class:`ASIRPClient` is a declarative :class:`ophyd_async.tango.core.TangoDevice` (only the
+attributes and commands annotated below are connected) and a
+:class:`~ophyd_async.core.StandardReadable`: reading it gives the restored map, the method used,
+the metrics and the state; its configuration is the method and PSF settings. Triggering it runs a
+restoration on the device and completes when the device is back to ``ON``, so
+``bps.trigger_and_read([asirp])`` records a restored map. It never imports the server module.
+
+Examples
+--------
+>>> import bluesky.plan_stubs as bps
+>>> asirp = ASIRPClient("tango://127.0.0.1:10000/asirp/restoration/1", name="asirp")
+>>> def restore_map(image):  # doctest: +SKIP
+...     yield from bps.mv(asirp.input_image, image)
+...     yield from bps.trigger(asirp, wait=True)
+...     return (yield from bps.rd(asirp.restored_image))
+"""
+
+from __future__ import annotations
+
+from typing import Annotated as A
+
+import numpy.typing as npt
+from ophyd_async.core import (
+    AsyncStatus,
+    SignalR,
+    SignalRW,
+    StandardReadable,
+    StandardReadableFormat,
+    TriggerableCommand,
+    wait_for_value,
+)
+from ophyd_async.tango.core import DevStateEnum, TangoDevice
+
+_READ = StandardReadableFormat.UNCACHED_SIGNAL
+_CONFIG = StandardReadableFormat.CONFIG_SIGNAL
+
+DEFAULT_RESTORE_TIMEOUT_S = 600.0
+"""How long :meth:`ASIRPClient.trigger` waits for a restoration by default, s."""
+
+
+class RestorationFailed(RuntimeError):
+    """The device ended a restoration in ``ALARM`` (the message is its status)."""
+
+
+class ASIRPClient(TangoDevice, StandardReadable):
+    """The ASIRP device as an ophyd-async device.
+
+    Field names are the Tango attribute and command names. ``restored_image`` and
+    ``input_image`` are float32 Tango images, read as ``npt.NDArray[float]`` (the annotation
+    ophyd-async's Tango backend connects with for float images); ``input_image`` accepts any
+    real 2-D array and the device converts it to float32.
+
+    Parameters
+    ----------
+    trl : str
+        Tango resource locator of the device, e.g.
+        ``"tango://127.0.0.1:10000/asirp/restoration/1"`` (or a name resolved through
+        ``TANGO_HOST``).
+    name : str
+        Name of the device in Bluesky documents.
+    restore_timeout : float
+        How long :meth:`trigger` waits for a restoration to end, s.
+    """
+
+    restored_image: A[SignalR[npt.NDArray[float]], _READ]
+    method_used: A[SignalR[str], _READ]
+    metrics_json: A[SignalR[str], _READ]
+    State: A[SignalR[DevStateEnum], _READ]
+    Status: SignalR[str]
+    input_image: SignalRW[npt.NDArray[float]]
+    method: A[SignalRW[str], _CONFIG]
+    auto_select: A[SignalRW[bool], _CONFIG]
+    iterations: A[SignalRW[int], _CONFIG]
+    beam_fwhm_um: A[SignalRW[float], _CONFIG]
+    pixel_um: A[SignalRW[float], _CONFIG]
+    Restore: TriggerableCommand
+    Abort: TriggerableCommand
+
+    def __init__(
+        self,
+        trl: str,
+        name: str = "",
+        restore_timeout: float = DEFAULT_RESTORE_TIMEOUT_S,
+    ) -> None:
+        self._restore_timeout = restore_timeout
+        super().__init__(trl, support_events=True, name=name, auto_fill_signals=False)
+
+    @AsyncStatus.wrap
+    async def trigger(self) -> None:
+        """Restore the current ``input_image`` and wait until the device leaves ``RUNNING``.
+
+        ``Restore`` switches the device to ``RUNNING`` before it returns, so the first state
+        that is not ``RUNNING`` belongs to this restoration (change events on ``State``).
+
+        Raises
+        ------
+        RestorationFailed
+            If the device ends in ``ALARM`` (or any state but ``ON``), with its status.
+        """
+        await self.Restore.trigger()
+        await wait_for_value(
+            self.State, lambda state: state != DevStateEnum.RUNNING, self._restore_timeout
+        )
+        state = await self.State.get_value()
+        if state != DevStateEnum.ON:
+            status = await self.Status.get_value()
+            raise RestorationFailed(f"{self.name}: the device is in {state.value}: {status}")
