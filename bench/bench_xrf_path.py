@@ -11,15 +11,19 @@ folder, then times, as the median of ``--repeats`` runs (default 5) after one wa
 
 1. ``open + per-point``: opening the file, checking the layout, reading positions, I0, live and
    real time (:class:`asirp.xrf.RawScanFile`, :meth:`~asirp.xrf.RawScanFile.read_points`);
-2. ``ROI read``: reading the Cu K-alpha and Ar K-alpha channel slabs only
-   (:meth:`~asirp.xrf.RawScanFile.read_spectra` with each ROI);
-3. ``channel-adding``: summing the ROI channels (per point and element);
-4. ``normalise + grid``: dead-time correction, normalisation by I0, sum over elements, grid
+2. ``ROI read + channel-adding``: the Cu K-alpha and Ar K-alpha sums per point and element,
+   reading only the chunks that hold those channels
+   (:meth:`~asirp.xrf.RawScanFile.roi_sums`: raw chunk reads and one reduction per chunk);
+   for information also the same slabs read through an HDF5 selection
+   (:meth:`~asirp.xrf.RawScanFile.read_spectra`) and then summed in memory;
+3. ``normalise + grid``: dead-time correction, normalisation by I0, sum over elements, grid
    inference and map assembly (:func:`asirp.xrf.maps.build_map` on the ROI sums);
-5. ``RL x10``: ``asirp.restore(map, "richardson_lucy", iterations=10, stop="fixed",
-   beam_fwhm_um=50, pixel_um=10)``;
+4. ``RL x10``: ``asirp.restore(map, "richardson_lucy", iterations=10, stop="fixed",
+   beam_fwhm_um=50, pixel_um=10, device="cpu")`` with torch's default threads, and with one
+   thread (on a busy machine two threads on two cores wait for each other);
 
 then the total, and ``build_map(path, "Cu", normalize_by="i0", dead_time=True)`` end to end.
+The header prints the load average: other work on the same cores slows every stage.
 
 **Page cache.** The file has just been written, so the timed reads find it in the operating
 system's page cache ("warm"): that is the case of a map made right after its scan. With
@@ -149,6 +153,10 @@ def main() -> None:
             with RawScanFile(path) as raw:
                 return raw.read_points()
 
+        def roi_sums() -> np.ndarray:
+            with RawScanFile(path) as raw:
+                return raw.roi_sums([cu, ar])
+
         def roi_read() -> list[np.ndarray]:
             with RawScanFile(path) as raw:
                 return [raw.read_spectra(cu), raw.read_spectra(ar)]
@@ -159,8 +167,9 @@ def main() -> None:
         def channel_adding() -> np.ndarray:
             return np.stack([s.sum(axis=2, dtype=np.int64) for s in slabs], axis=2)
 
+        np.testing.assert_array_equal(roi_sums(), channel_adding())
         sums = ROISums(
-            counts=channel_adding(),
+            counts=roi_sums(),
             rois=(cu, ar),
             calibration=scan.calibration,
             metadata=scan.metadata,
@@ -202,8 +211,7 @@ def main() -> None:
         for cache, before in caches:
             stages = [
                 ("open + per-point", _median_s(per_point, args.repeats, before)),
-                ("ROI read (Cu Ka, Ar Ka)", _median_s(roi_read, args.repeats, before)),
-                ("channel-adding", _median_s(channel_adding, args.repeats, lambda: None)),
+                ("ROI read + channel-adding (Cu, Ar)", _median_s(roi_sums, args.repeats, before)),
                 (
                     "normalise (I0) + dead time + grid",
                     _median_s(normalise_grid, args.repeats, lambda: None),
@@ -214,6 +222,8 @@ def main() -> None:
                 ),
             ]
             rl_one = _median_s(rl_one_thread, args.repeats, lambda: None)
+            selection = _median_s(roi_read, args.repeats, before)
+            adding = _median_s(channel_adding, args.repeats, lambda: None)
             total = sum(t for _, t in stages)
             print(f"\n{cache} page cache, median of {args.repeats}:")
             for name, seconds in stages:
@@ -223,6 +233,10 @@ def main() -> None:
                 f"  {'RL x10 with 1 torch thread':<36} {1e3 * rl_one:8.1f} ms "
                 f"(total with it {1e3 * (total - stages[-1][1] + rl_one):.1f} ms)"
             )
+            print(
+                f"  (for information: HDF5 selection read of the same slabs {1e3 * selection:.1f}"
+                f" ms, then channel-adding in memory {1e3 * adding:.1f} ms)"
+            )
             e2e = _median_s(end_to_end, args.repeats, before)
             print(
                 f"  {'build_map(path) end to end':<36} {1e3 * e2e:8.1f} ms "
@@ -231,7 +245,7 @@ def main() -> None:
         print(f"map {xrf_map.shape}, step {xrf_map.pixel_um} µm, {xrf_map.units}")
 
         if args.layouts:
-            print("\nlayouts (ROI read of Cu Ka + Ar Ka, median ms):")
+            print("\nlayouts (ROI sums of Cu Ka + Ar Ka, RawScanFile.roi_sums, median ms):")
             print(
                 f"  {'dtype':>6} {'chunk channels':>14} {'compression':>11} {'checksum':>8} "
                 f"{'GiB':>6} {'write s':>7} {'warm':>7} {'cold':>7}"
@@ -260,8 +274,7 @@ def main() -> None:
 
                 def read(target: Path = other) -> None:
                     with RawScanFile(target) as raw:
-                        raw.read_spectra(cu)
-                        raw.read_spectra(ar)
+                        raw.roi_sums([cu, ar])
 
                 warm = _median_s(read, args.repeats, lambda: None)
                 cold = _median_s(read, args.repeats, lambda target=other: _drop_cache(target))
