@@ -1,9 +1,10 @@
 """Model spectra put peaks where a real measured spectrum has them.
 
 Real data: ``Steel.spe``, an XRF spectrum of NIST SRM 1155 stainless steel (16 keV
-excitation, 300 s, 2048 channels) from PyMca (``PyMca5/PyMcaData/Steel.spe``, MIT licence),
-kept in ``/work/shared/data/real`` (see the README there). Its PyMca calibration
-(``Steel.cfg``) is gain 0.011928 keV/channel, zero -0.00612 keV.
+excitation, 300 s, 2048 channels) and its PyMca fit configuration ``Steel.cfg`` (calibration
+gain 0.011928 keV/channel, zero -0.00612 keV; detector noise and Fano factor), both from PyMca
+(``PyMca5/PyMcaData/Steel.spe`` and ``Steel.cfg``, MIT licence), kept in
+``/work/shared/data/real`` (see the README there).
 """
 
 from __future__ import annotations
@@ -13,32 +14,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from asirp.xrf.lines import DetectorResolution, EnergyCalibration
+from asirp.xrf.spectra import read_pymca_calibration, read_spe
 from sim.spectra import DetectorModel, simulate_spectrum
 
-STEEL = Path("/work/shared/data/real/Steel.spe")
-CALIBRATION = EnergyCalibration(offset_kev=-0.00612, gain_kev_per_channel=0.011928)
+REAL = Path("/work/shared/data/real")
+CALIBRATION, RESOLUTION = read_pymca_calibration(REAL / "Steel.cfg")
 # NIST SRM 1155 (certified mass fractions, %): Cr 18.45, Ni 12.18, Mn 1.63, Fe balance.
 COMPOSITION = {"Fe": 64.5, "Cr": 18.45, "Ni": 12.18, "Mn": 1.63}
 
 
-def _read_spe(path: Path) -> np.ndarray:
-    text = path.read_text()
-    values = text.split("$DATA:")[1].split()
-    first, last = int(values[0]), int(values[1])
-    counts = np.array(values[2 : 2 + last - first + 1], dtype=float)
-    assert counts.size == last - first + 1
-    return counts
-
-
 @pytest.fixture(scope="module")
 def spectra():
-    real = _read_spe(STEEL)
+    real = read_spe(REAL / "Steel.spe").counts
+    assert real.size == 2048
+    assert CALIBRATION.gain_kev_per_channel == pytest.approx(0.011928, rel=1e-4)
     detector = DetectorModel(
-        n_elements=1,
-        n_channels=real.size,
-        calibration=CALIBRATION,
-        resolution=DetectorResolution(noise_kev=0.1, fano=0.114),
+        n_elements=1, n_channels=real.size, calibration=CALIBRATION, resolution=RESOLUTION
     )
     model = simulate_spectrum(
         {k: 10.0 * v for k, v in COMPOSITION.items()},
