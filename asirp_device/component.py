@@ -106,8 +106,9 @@ class Settings:
         Beam full width at half maximum, µm (isotropic Gaussian PSF).
     pixel_um : float
         Scan step (pixel size), µm.
-    parameters : dict
-        Other keyword parameters of ``method`` (``asirp methods`` lists them), JSON values.
+    parameters : dict or str
+        Other keyword parameters of ``method`` (``asirp methods`` lists them), JSON values; JSON
+        object text is accepted and parsed by the component (which always holds a dict).
     compute_device : str
         ``"auto"``, ``"cpu"`` or ``"cuda"``, as :func:`asirp.restore`'s ``device``.
     """
@@ -117,7 +118,7 @@ class Settings:
     iterations: int = 100
     beam_fwhm_um: float = 50.0
     pixel_um: float = 10.0
-    parameters: Mapping[str, Any] = field(default_factory=dict)
+    parameters: Mapping[str, Any] | str = field(default_factory=dict)
     compute_device: str = "auto"
 
 
@@ -456,7 +457,9 @@ class RestorationComponent:
     # ------------------------------------------------------------------ input and files
     def set_input(self, image: Any, source: str = INPUT_ATTRIBUTE_SOURCE) -> None:
         """Validate and keep the map to restore next (a copy; the caller's array is untouched)."""
-        array = validate_map(image)
+        self._keep_input(validate_map(image), source)
+
+    def _keep_input(self, array: np.ndarray, source: str) -> None:
         with self._lock:
             self._input = array
             self._input_source = source
@@ -517,8 +520,7 @@ class RestorationComponent:
         """
         file, dataset = self.resolve_path(path, must_exist=True)
         name = f"{file}::{dataset}" if dataset else str(file)
-        array = read_array(name)
-        self.set_input(validate_map(array, f"the image in {name}"), source=name)
+        self._keep_input(validate_map(read_array(name), f"the image in {name}"), source=name)
         return file
 
     def save_result(self, path: str | os.PathLike) -> Path:
@@ -736,7 +738,7 @@ def _describe(record: ResultRecord) -> str:
     restoration = record.restoration
     rows, cols = restoration.image.shape[-2:]
     iterations = restoration.params.get("iterations_run")
-    run = f", {iterations} iterations" if isinstance(iterations, int) else ""
+    run = f" (iterations run: {iterations})" if isinstance(iterations, int) else ""
     reason = restoration.params.get("auto_reason")
     why = f"; auto: {reason}" if reason else ""
     return (

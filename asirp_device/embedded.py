@@ -99,7 +99,7 @@ class _Child:
 
     def __init__(self, name: str, argv: Sequence[str], env: Mapping[str, str]) -> None:
         self.name = name
-        self.lines: collections.deque[str] = collections.deque(maxlen=20)
+        self.lines: collections.deque[str] = collections.deque(maxlen=12)
         self._watchers: list[Callable[[str], None]] = []
         self.process = subprocess.Popen(
             list(argv),
@@ -168,8 +168,15 @@ def _wait_for(
             raise Interrupted(what)
         status = child.exited()
         if status is not None:
+            output = child.output_tail()
+            hint = ""
+            if "Address in use" in output:
+                hint = (
+                    "its port is taken (another Tango database?): choose another --db-port "
+                    "(0 picks a free one) or set TANGO_HOST to use the running database; "
+                )
             raise EmbeddedStartError(
-                f"{what}: {child.name} exited with status {status}: {child.output_tail()}"
+                f"{what}: {child.name} exited with status {status}: {hint}{output}"
             )
         if time.monotonic() > deadline:
             raise EmbeddedStartError(
