@@ -40,6 +40,8 @@ def smooth_initial_estimate(
 
 
 def adjoint_of_ones(operator: BlurOperator, data: torch.Tensor) -> torch.Tensor:
-    """``H^T 1`` on the object grid ``(1, *object_shape)``, floored to stay positive."""
-    ones = torch.ones((1, *operator.data_shape), dtype=data.dtype, device=data.device)
-    return operator.adjoint(ones).clamp_min(1e-6)
+    """``H^T 1`` on the object grid ``(1, *object_shape)``, floored to stay positive.
+
+    Computed from the PSF's partial sums (:meth:`BlurOperator.adjoint_of_ones`), not by FFTs.
+    """
+    return operator.adjoint_of_ones().to(data.device, data.dtype).clamp_min_(1e-6)

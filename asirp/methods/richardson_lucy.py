@@ -82,6 +82,31 @@ def total_variation_divergence(image: torch.Tensor, epsilon: float) -> torch.Ten
     return divergence
 
 
+def extrapolate(
+    estimate: torch.Tensor, previous: torch.Tensor, alpha: torch.Tensor
+) -> torch.Tensor:
+    """Biggs-Andrews prediction ``max(x_k + alpha (x_k - x_{k-1}), 0)`` in two passes.
+
+    Parameters
+    ----------
+    estimate, previous : torch.Tensor
+        ``x_k`` and ``x_{k-1}``, ``(B, H_o, W_o)``.
+    alpha : torch.Tensor
+        Extrapolation factor per image, ``(B, 1, 1)``, in ``[0, 1)``.
+
+    Returns
+    -------
+    torch.Tensor
+        ``(B, H_o, W_o)``, non-negative.
+    """
+    return torch.lerp(previous, estimate, 1.0 + alpha).clamp_min_(0.0)
+
+
+def batch_dot(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+    """Inner product of each image of two stacks, ``(B, 1, 1)``, in one pass."""
+    return torch.linalg.vecdot(first.flatten(1), second.flatten(1)).view(-1, 1, 1)
+
+
 @no_grad
 def run(problem: Problem, params: dict[str, Any]) -> MethodOutput:
     """Richardson-Lucy on ``(B, H, W)`` counts; see the module notes."""
@@ -102,26 +127,26 @@ def run(problem: Problem, params: dict[str, Any]) -> MethodOutput:
     control = IterationControl(problem, params)
     previous: torch.Tensor | None = None
     previous_step: torch.Tensor | None = None
+    previous_energy: torch.Tensor | None = None
     alpha = torch.zeros((data.shape[0], 1, 1), dtype=data.dtype, device=data.device)
     for _ in control:
         if accelerate and previous is not None:
-            point = (estimate + alpha * (estimate - previous)).clamp_min(0.0)
+            point = extrapolate(estimate, previous, alpha)
         else:
             point = estimate
-        prediction = operator.forward(point) + background
-        correction = operator.adjoint(data / prediction.clamp_min(1e-12))
+        prediction, ratio = operator.poisson_ratio(point, data, background)
         denominator = normaliser
         if tv_weight > 0:
             curvature = total_variation_divergence(point, tv_epsilon)
             denominator = (normaliser - tv_weight * curvature).clamp_min(0.1 * normaliser)
-        updated = point * correction / denominator
+        updated = operator.multiplicative_adjoint(ratio, point, denominator)
         if accelerate:
             step = updated - point
-            if previous_step is not None:
-                numerator = (step * previous_step).sum(dim=(-2, -1), keepdim=True)
-                energy = (previous_step * previous_step).sum(dim=(-2, -1), keepdim=True)
-                alpha = (numerator / energy.clamp_min(1e-30)).clamp(0.0, MAX_EXTRAPOLATION)
-            previous_step = step
+            energy = batch_dot(step, step)
+            if previous_step is not None and previous_energy is not None:
+                numerator = batch_dot(step, previous_step)
+                alpha = (numerator / previous_energy.clamp_min(1e-30)).clamp(0.0, MAX_EXTRAPOLATION)
+            previous_step, previous_energy = step, energy
             previous = estimate
         estimate = control.step(point, updated, data, prediction)
         alpha = alpha * control.active.view(-1, 1, 1)  # stopped images stay where they stopped

@@ -1,0 +1,312 @@
+r"""Compiled CPU kernels (numba): separable convolutions and the per-pixel image figures.
+
+Everything here works on float32 numpy arrays (C-contiguous) and is parallel over image rows
+(``prange``), with ``cache=True`` so that the first-call compilation (a few seconds per kernel)
+is paid once per machine. Callers choose the thread count (:func:`numba.set_num_threads`); the
+public entry points are :func:`asirp.separable.SeparableBlur` and :mod:`asirp.metrics`.
+
+Separable correlation
+---------------------
+For taps ``ty`` (``ny``) and ``tx`` (``nx``) and shifts ``sy``, ``sx`` the kernels compute, for
+each map ``b`` of a stack,
+
+.. math:: \mathrm{out}[b, i, j] = \sum_{a < n_y} \sum_{c < n_x} t_y[a] \, t_x[c] \,
+          \mathrm{src}[b, i + a - s_y, j + c - s_x]
+
+where ``src`` continues past its edges as zero (``EDGE_ZERO``), periodically
+(``EDGE_PERIODIC``) or mirrored with the edge pixel repeated (``EDGE_SYMMETRIC``,
+``d c b a | a b c d``). One output row at a time: the column pass sums the ``ny`` source rows
+into a line buffer (kept in the L1/L2 cache), whose margins are filled by the edge rule, and the
+row pass sums ``nx`` shifted views of that line. Taps are applied four at a time so each
+vectorised loop writes its destination once per four taps.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+EDGE_ZERO = 0
+"""Pixels past the source's edges are zero."""
+EDGE_PERIODIC = 1
+"""The source repeats (circular convolution)."""
+EDGE_SYMMETRIC = 2
+"""The source is mirrored about its edges, edge pixel repeated (``numpy.pad(mode="symmetric")``,
+``scipy.ndimage`` ``mode="reflect"``)."""
+
+ROW_BLOCK = 16
+"""Output rows per parallel task."""
+
+_JIT = {"cache": True, "fastmath": True, "nogil": True}
+
+
+# --- building blocks of the separable correlation -------------------------------------------
+
+
+@njit(**_JIT)
+def _taps4(dst, s0, s1, s2, s3, c0, c1, c2, c3, accumulate):
+    """``dst (+)= c0 s0 + c1 s1 + c2 s2 + c3 s3`` over ``dst.size`` elements."""
+    if accumulate:
+        for t in range(dst.size):
+            dst[t] += c0 * s0[t] + c1 * s1[t] + c2 * s2[t] + c3 * s3[t]
+    else:
+        for t in range(dst.size):
+            dst[t] = c0 * s0[t] + c1 * s1[t] + c2 * s2[t] + c3 * s3[t]
+
+
+@njit(**_JIT)
+def _taps1(dst, s0, c0, accumulate):
+    """``dst (+)= c0 s0`` over ``dst.size`` elements."""
+    if accumulate:
+        for t in range(dst.size):
+            dst[t] += c0 * s0[t]
+    else:
+        for t in range(dst.size):
+            dst[t] = c0 * s0[t]
+
+
+@njit(**_JIT)
+def _source_index(k, size, edge):
+    """Index into a source axis of ``size`` for position ``k`` under the edge rule; -1 = zero."""
+    if 0 <= k < size:
+        return k
+    if edge == EDGE_ZERO:
+        return -1
+    if edge == EDGE_PERIODIC:
+        return k % size
+    folded = k % (2 * size)
+    return 2 * size - 1 - folded if folded >= size else folded
+
+
+@njit(**_JIT)
+def _blur_row(src, b, i, ty, tx, sy, sx, edge, rows, coefs, line, out_row):
+    """One output row of the separable correlation into ``out_row`` (``line``: scratch)."""
+    height, width = src.shape[1], src.shape[2]
+    n_out = out_row.size
+    n_line = line.size  # n_out + tx.size - 1
+    count = 0
+    for a in range(ty.size):
+        row = _source_index(i + a - sy, height, edge)
+        if row >= 0:
+            rows[count] = row
+            coefs[count] = ty[a]
+            count += 1
+    # column pass: line[t] = sum_a ty[a] src[row_a, t - sx] for the columns the source holds
+    start = sx
+    stop = min(n_line, width + sx)
+    dst = line[start:stop]
+    lo, hi = start - sx, stop - sx
+    g = 0
+    while g + 4 <= count:
+        _taps4(
+            dst,
+            src[b, rows[g], lo:hi],
+            src[b, rows[g + 1], lo:hi],
+            src[b, rows[g + 2], lo:hi],
+            src[b, rows[g + 3], lo:hi],
+            coefs[g],
+            coefs[g + 1],
+            coefs[g + 2],
+            coefs[g + 3],
+            g > 0,
+        )
+        g += 4
+    while g < count:
+        _taps1(dst, src[b, rows[g], lo:hi], coefs[g], g > 0)
+        g += 1
+    if count == 0:
+        dst[:] = 0.0
+    # margins of the line by the edge rule
+    for t in range(0, start):
+        k = _source_index(t - sx, width, edge)
+        line[t] = line[k + sx] if k >= 0 else 0.0
+    for t in range(stop, n_line):
+        k = _source_index(t - sx, width, edge)
+        line[t] = line[k + sx] if k >= 0 else 0.0
+    # row pass: out_row[j] = sum_c tx[c] line[j + c]
+    c = 0
+    while c + 4 <= tx.size:
+        _taps4(
+            out_row,
+            line[c : c + n_out],
+            line[c + 1 : c + 1 + n_out],
+            line[c + 2 : c + 2 + n_out],
+            line[c + 3 : c + 3 + n_out],
+            tx[c],
+            tx[c + 1],
+            tx[c + 2],
+            tx[c + 3],
+            c > 0,
+        )
+        c += 4
+    while c < tx.size:
+        _taps1(out_row, line[c : c + n_out], tx[c], c > 0)
+        c += 1
+
+
+# --- separable correlation entry points --------------------------------------------------------
+
+
+@njit(parallel=True, **_JIT)
+def correlate_separable(src, ty, tx, sy, sx, edge, out):
+    """``out = corr(src)`` (see the module notes); ``src`` ``(B, Hs, Ws)``, ``out`` ``(B, H, W)``.
+
+    ``sx`` must be ``>= 0`` and ``W + tx.size - 1 >= Ws + sx`` for the non-zero edge rules.
+    """
+    batch, height = out.shape[0], out.shape[1]
+    n_line = out.shape[2] + tx.size - 1
+    blocks = (height + ROW_BLOCK - 1) // ROW_BLOCK
+    for task in prange(batch * blocks):
+        b = task // blocks
+        first = (task - b * blocks) * ROW_BLOCK
+        line = np.zeros(n_line, dtype=np.float32)
+        rows = np.empty(ty.size, dtype=np.int64)
+        coefs = np.empty(ty.size, dtype=np.float32)
+        for i in range(first, min(first + ROW_BLOCK, height)):
+            _blur_row(src, b, i, ty, tx, sy, sx, edge, rows, coefs, line, out[b, i])
+
+
+@njit(parallel=True, **_JIT)
+def correlate_poisson_ratio(
+    src, ty, tx, sy, sx, edge, data, background, prediction, ratio
+):
+    """Blur, then the Poisson ratio of the data to the prediction, all ``(B, H, W)``.
+
+    ``prediction = corr(src) + background`` and ``ratio = data / max(prediction, 1e-12)``;
+    ``background`` is a float32 scalar (counts).
+    """
+    batch, height, width = prediction.shape
+    n_line = width + tx.size - 1
+    blocks = (height + ROW_BLOCK - 1) // ROW_BLOCK
+    for task in prange(batch * blocks):
+        b = task // blocks
+        first = (task - b * blocks) * ROW_BLOCK
+        line = np.zeros(n_line, dtype=np.float32)
+        rows = np.empty(ty.size, dtype=np.int64)
+        coefs = np.empty(ty.size, dtype=np.float32)
+        for i in range(first, min(first + ROW_BLOCK, height)):
+            predicted = prediction[b, i]
+            _blur_row(src, b, i, ty, tx, sy, sx, edge, rows, coefs, line, predicted)
+            measured = data[b, i]
+            quotient = ratio[b, i]
+            for j in range(width):
+                value = predicted[j] + background
+                predicted[j] = value
+                quotient[j] = measured[j] / max(value, np.float32(1e-12))
+
+
+@njit(parallel=True, **_JIT)
+def correlate_multiplicative(src, ty, tx, sy, sx, edge, factor, denominator, out):
+    """Blur, then a multiplicative update: ``out = factor * corr(src) / denominator``.
+
+    ``factor`` and ``out`` are ``(B, H, W)``; ``denominator`` is ``(B, H, W)`` or ``(1, H, W)``
+    (shared by the stack).
+    """
+    batch, height, width = out.shape
+    n_line = width + tx.size - 1
+    blocks = (height + ROW_BLOCK - 1) // ROW_BLOCK
+    shared = denominator.shape[0] == 1
+    for task in prange(batch * blocks):
+        b = task // blocks
+        first = (task - b * blocks) * ROW_BLOCK
+        line = np.zeros(n_line, dtype=np.float32)
+        rows = np.empty(ty.size, dtype=np.int64)
+        coefs = np.empty(ty.size, dtype=np.float32)
+        for i in range(first, min(first + ROW_BLOCK, height)):
+            result = out[b, i]
+            _blur_row(src, b, i, ty, tx, sy, sx, edge, rows, coefs, line, result)
+            scale = factor[b, i]
+            below = denominator[0 if shared else b, i]
+            for j in range(width):
+                result[j] = scale[j] * result[j] / below[j]
+
+
+# --- image figures ------------------------------------------------------------------------------
+
+
+@njit(parallel=True, **_JIT)
+def moments(image):
+    """``(mean, mean |x|, variance)`` of a 2-D float32 map, accumulated in float64."""
+    height, width = image.shape
+    total = 0.0
+    total_abs = 0.0
+    for i in prange(height):
+        row_sum = 0.0
+        row_abs = 0.0
+        for j in range(width):
+            value = np.float64(image[i, j])
+            row_sum += value
+            row_abs += abs(value)
+        total += row_sum
+        total_abs += row_abs
+    mean = total / image.size
+    spread = 0.0
+    for i in prange(height):
+        row_spread = 0.0
+        for j in range(width):
+            deviation = np.float64(image[i, j]) - mean
+            row_spread += deviation * deviation
+        spread += row_spread
+    return mean, total_abs / image.size, spread / image.size
+
+
+@njit(parallel=True, **_JIT)
+def sobel_energy(image):
+    """Sum over pixels of ``gy**2 + gx**2``, Sobel gradients / 8 with mirrored edges (float64).
+
+    ``gy`` is ``[-1, 0, 1]`` along rows by ``[1, 2, 1]`` along columns (``scipy.ndimage.sobel``,
+    ``mode="reflect"``; for a 3-tap kernel the mirror is the edge pixel itself), ``gx`` the same
+    transposed.
+    """
+    height, width = image.shape
+    total = 0.0
+    for i in prange(height):
+        up = max(i - 1, 0)
+        down = min(i + 1, height - 1)
+        row_total = 0.0
+        for j in range(width):
+            left = max(j - 1, 0)
+            right = min(j + 1, width - 1)
+            a, b, c = image[up, left], image[up, j], image[up, right]
+            d, f = image[i, left], image[i, right]
+            g, h, k = image[down, left], image[down, j], image[down, right]
+            grad_y = np.float64((g + 2.0 * h + k) - (a + 2.0 * b + c)) / 8.0
+            grad_x = np.float64((c + 2.0 * f + k) - (a + 2.0 * d + g)) / 8.0
+            row_total += grad_y * grad_y + grad_x * grad_x
+        total += row_total
+    return total
+
+
+@njit(parallel=True, **_JIT)
+def immerkaer_abs_sum(image):
+    """Sum of ``|image * K|`` over the valid region, ``K = [1,-2,1]^T [1,-2,1]`` (float64)."""
+    height, width = image.shape
+    total = 0.0
+    for i in prange(height - 2):
+        row_total = 0.0
+        for j in range(width - 2):
+            top = image[i, j] - 2.0 * image[i, j + 1] + image[i, j + 2]
+            mid = image[i + 1, j] - 2.0 * image[i + 1, j + 1] + image[i + 1, j + 2]
+            low = image[i + 2, j] - 2.0 * image[i + 2, j + 1] + image[i + 2, j + 2]
+            row_total += abs(np.float64(top - 2.0 * mid + low))
+        total += row_total
+    return total
+
+
+@njit(parallel=True, **_JIT)
+def residual_sums(data, predicted, background):
+    """``(sum (data - predicted - background)**2, sum data**2)`` of two 2-D maps (float64)."""
+    height, width = data.shape
+    misfit = 0.0
+    energy = 0.0
+    for i in prange(height):
+        row_misfit = 0.0
+        row_energy = 0.0
+        for j in range(width):
+            measured = np.float64(data[i, j])
+            difference = measured - np.float64(predicted[i, j]) - background
+            row_misfit += difference * difference
+            row_energy += measured * measured
+        misfit += row_misfit
+        energy += row_energy
+    return misfit, energy
