@@ -13,6 +13,7 @@ import json
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib.metadata import entry_points
@@ -179,6 +180,39 @@ def test_the_ophyd_async_client_reads_the_restored_map_in_a_plan(served: Served)
     np.testing.assert_array_equal(event["data"]["asirp-restored_image"], expected.image)
     assert descriptor["configuration"]["asirp"]["data"]["asirp-iterations"] == ITERATIONS
     assert event["data"]["asirp-State"] == "ON"
+
+
+def test_bad_properties_give_fault_and_init_recovers(served: Served):
+    host, port = served.tango_host.split(":")
+    database = tango.Database(host, int(port))
+    proxy = tango.DeviceProxy(f"tango://{served.tango_host}/{DEVICE}")
+    database.put_device_property(DEVICE, {"DefaultIterations": ["0"]})
+    try:
+        proxy.Init()
+        assert proxy.state() == tango.DevState.FAULT
+        status = proxy.status()
+        assert "iterations must be between 1 and 100000" in status
+        assert "got 0" in status
+        assert "fix the device properties and run Init" in status
+        for command in ("Restore", "Reset", "Abort"):
+            with pytest.raises(tango.DevFailed) as caught:
+                proxy.command_inout(command)
+            assert caught.value.args[0].reason == "ASIRP_Fault"
+        with pytest.raises(tango.DevFailed, match="iterations must be between"):
+            proxy.read_attribute("method")
+    finally:
+        database.put_device_property(DEVICE, {"DefaultIterations": [str(ITERATIONS)]})
+        proxy.Init()
+    assert proxy.state() == tango.DevState.ON
+    assert proxy.iterations == ITERATIONS
+    image = small_map((16, 16), seed=23)
+    proxy.write_attribute("input_image", image)
+    proxy.Restore()
+    deadline = time.monotonic() + 60
+    while proxy.state() == tango.DevState.RUNNING and time.monotonic() < deadline:
+        time.sleep(0.01)
+    expected = asirp.restore(image, "richardson_lucy", iterations=ITERATIONS, **PSF)
+    np.testing.assert_array_equal(proxy.restored_image, expected.image)
 
 
 def test_with_tango_host_set_serve_registers_in_that_database(served: Served):
