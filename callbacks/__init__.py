@@ -1,0 +1,43 @@
+"""Bluesky callbacks of ASIRP: live map restoration, derived runs in tiled, the 0MQ worker.
+
+- :class:`~callbacks.live.LiveRestorer`: subscribe it to a RunEngine (or a 0MQ
+  ``RemoteDispatcher``); it maps a reading of grid and fly scans live, restores the partial and
+  full maps in a worker thread and publishes each raw run's restoration as a derived run.
+- :mod:`callbacks.publish`: the derived-run schema, writing to tiled, finding derived runs.
+- :mod:`callbacks.tiled_server`: an embedded local tiled server, or a client of an existing one.
+- :mod:`callbacks.remote`: the same callback in its own process, fed by ``bluesky-0MQ-proxy``
+  (``asirp live --zmq HOST:PORT``).
+- :mod:`callbacks.plot`: an optional live plot of raw vs restored maps (a listener).
+
+This package imports bluesky, event-model and tiled lazily: importing it (as the ``asirp``
+command does to register ``asirp live``) stays cheap.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
+_EXPORTS = {
+    "LiveRestorer": "callbacks.live",
+    "LiveResult": "callbacks.live",
+    "MapSource": "callbacks.mapping",
+    "ScanGeometry": "callbacks.geometry",
+    "GeometryError": "callbacks.geometry",
+    "DerivedRun": "callbacks.publish",
+    "derived_runs": "callbacks.publish",
+    "read_final_map": "callbacks.publish",
+    "raw_run_writer": "callbacks.publish",
+    "EmbeddedTiledServer": "callbacks.tiled_server",
+    "LiveMapPlot": "callbacks.plot",
+    "run_remote": "callbacks.remote",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'callbacks' has no attribute {name!r}")
+    return getattr(import_module(module), name)
