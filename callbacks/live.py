@@ -395,8 +395,8 @@ class _RunState(DocumentRouter):
     def _maybe_request(self) -> None:
         live_map = self.map
         done = live_map.rows_done
-        if done < self.min_rows or done <= self._requested_rows:
-            return
+        if done < self.min_rows or done <= self._requested_rows or done >= live_map.shape[0]:
+            return  # too few rows, nothing new, or the whole map: the final request will come
         owner = self.owner
         due = owner.every_rows is not None and done - self._requested_rows >= owner.every_rows
         if not due and owner.every_s is not None:

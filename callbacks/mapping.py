@@ -278,6 +278,11 @@ class LiveMap:
         return done
 
     @property
+    def shape(self) -> tuple[int, int]:
+        """Map shape ``(rows, columns)``."""
+        return self.geometry.shape
+
+    @property
     def rows_started(self) -> int:
         """Number of leading rows up to the last one that received a point."""
         return self._latest_row + 1
