@@ -117,15 +117,19 @@ def test_live_map_rows_done_normalisation_and_filling():
     flux = rng.uniform(0.5, 1.5, size=12)
     for k in range(6):
         live.add(k // 4, k % 4, values[k], flux[k])
-    assert live.rows_done == 1 and live.rows_started == 2 and live.points == 6
+    assert live.rows_done == 1
+    assert live.rows_started == 2
+    assert live.points == 6
     live.add_many(np.array([1, 1, 2, 2]), np.array([2, 3, 0, 1]), values[6:10], flux[6:10])
-    assert live.rows_done == 2 and live.progress == pytest.approx(10 / 12)
+    assert live.rows_done == 2
+    assert live.progress == pytest.approx(10 / 12)
     image = live.image()
     expected, _ = normalize(values[:10], "i0", flux[:10])
     np.testing.assert_allclose(image.ravel()[:10], expected, rtol=1e-6)
     assert np.isnan(image.ravel()[10:]).all()
     filled, n = fill_unmeasured(image[:3])
-    assert n == 2 and np.isfinite(filled).all()
+    assert n == 2
+    assert np.isfinite(filled).all()
     assert filled[2, 3] == pytest.approx(np.nanmean(image), rel=1e-6)
     with pytest.raises(ValueError, match="no measured pixel"):
         fill_unmeasured(np.full((4, 4), np.nan, dtype=np.float32))

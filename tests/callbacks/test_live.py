@@ -47,9 +47,7 @@ def _documents(run_engine, plan):
     return documents
 
 
-def test_final_map_equals_offline_restoration_and_properties_follow_the_scan(
-    beamline, run_engine
-):
+def test_final_map_equals_offline_restoration_and_properties_follow_the_scan(beamline, run_engine):
     restorer = LiveRestorer(
         "xrf_Cu", "wiener", normalize="i0", beam_fwhm_um=BEAM_FWHM_UM, every_rows=4, min_rows=6
     )
@@ -78,15 +76,20 @@ def test_final_map_equals_offline_restoration_and_properties_follow_the_scan(
     image = assemble(data["y"], data["x"], data["xrf_Cu"], data["i0"], start["extents"], (12, 12))
     offline = asirp.restore(image, "wiener", beam_fwhm_um=BEAM_FWHM_UM, pixel_um=STEP_UM)
     final = restorer.latest
-    assert final.final and final.ok and final.exit_status == "success"
+    assert final.final
+    assert final.ok
+    assert final.exit_status == "success"
     np.testing.assert_allclose(final.raw_map, image, rtol=1e-6)
     np.testing.assert_allclose(restorer.restored_map, offline.image, rtol=1e-5, atol=1e-4)
     assert restorer.latest_for(uid) is final
-    assert restorer.active_run is None and restorer.progress == 1.0
-    assert final.method == "wiener" and "contrast_std" in final.metrics
+    assert restorer.active_run is None
+    assert restorer.progress == 1.0
+    assert final.method == "wiener"
+    assert "contrast_std" in final.metrics
     assert [r.sequence for r in results] == list(range(1, len(results) + 1))
     partial = [r for r in results if not r.final]
-    assert partial and partial[0].rows_restored >= 6
+    assert partial
+    assert partial[0].rows_restored >= 6
     restorer.unsubscribe(token)
     assert restorer.close(10)
 
@@ -109,13 +112,12 @@ def test_the_run_engine_never_waits_and_requests_coalesce_latest_wins(run_engine
     assert stats["submitted"] == 8 + 1  # rows 4..11 done, then the final
     assert stats["coalesced"] == stats["submitted"] - len(calls)
     assert stats["completed"] == 2
-    assert restorer.latest.final and restorer.latest.run_uid == uid
+    assert restorer.latest.final
+    assert restorer.latest.run_uid == uid
     restorer.close(10)
 
 
-def test_bad_documents_are_logged_and_skipped_and_never_crash_the_run_engine(
-    run_engine, caplog
-):
+def test_bad_documents_are_logged_and_skipped_and_never_crash_the_run_engine(run_engine, caplog):
     restorer = LiveRestorer("det", "wiener", psf_sigma_px=1.0, every_rows=None)
     run_engine.subscribe(restorer)
     with caplog.at_level(logging.WARNING, logger="callbacks.live"):
@@ -140,17 +142,22 @@ def test_bad_documents_are_logged_and_skipped_and_never_crash_the_run_engine(
     text = caplog.text
     assert "NaN or unreadable reading" in text
     assert "outside the map" in text
-    assert "unknown descriptor" in text and "unknown run" in text
+    assert "unknown descriptor" in text
+    assert "unknown run" in text
     assert "skipped a bad event document" in text
 
     nan_result = restorer.latest_for(nan_uid)
-    assert nan_result.ok and nan_result.final
+    assert nan_result.ok
+    assert nan_result.final
     assert nan_result.points_measured == 62
-    assert np.isnan(nan_result.raw_map[2, 3]) and np.isnan(nan_result.raw_map[5, 5])
+    assert np.isnan(nan_result.raw_map[2, 3])
+    assert np.isnan(nan_result.raw_map[5, 5])
     assert np.isfinite(nan_result.restored_map).all()
     wide_result = restorer.latest_for(wide_uid)
-    assert wide_result.ok and wide_result.points_measured == 64
-    assert wide_result.raw_map.shape == (8, 8) and np.isfinite(wide_result.raw_map).all()
+    assert wide_result.ok
+    assert wide_result.points_measured == 64
+    assert wide_result.raw_map.shape == (8, 8)
+    assert np.isfinite(wide_result.raw_map).all()
     # A later good scan is still restored.
     (good_uid,) = run_engine(Stage().scan(6, 6))
     assert restorer.wait(30)
@@ -206,8 +213,10 @@ def test_interleaved_runs_are_routed_separately(run_engine):
     assert restorer.wait(30)
     for documents, shape in ((first, (8, 8)), (second, (10, 6))):
         result = restorer.latest_for(documents[0][1]["uid"])
-        assert result.final and result.ok
-        assert result.raw_map.shape == shape and np.isfinite(result.raw_map).all()
+        assert result.final
+        assert result.ok
+        assert result.raw_map.shape == shape
+        assert np.isfinite(result.raw_map).all()
         expected = asirp.restore(result.raw_map, "wiener", psf_sigma_px=1.0)
         np.testing.assert_allclose(result.restored_map, expected.image, rtol=1e-5, atol=1e-4)
     restorer.close(10)

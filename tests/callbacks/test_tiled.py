@@ -84,9 +84,11 @@ def test_grid_scan_derived_run_equals_offline_restoration_with_full_provenance(
 
     # A partial restoration ran during the scan (not published: publish="final").
     partial = [r for r in results if not r.final]
-    assert partial and all(r.ok for r in partial)
+    assert partial
+    assert all(r.ok for r in partial)
     assert np.isnan(partial[0].restored_map[partial[0].rows_restored :]).all()
-    assert results[-1].final and results[-1].derived_uid == start["uid"]
+    assert results[-1].final
+    assert results[-1].derived_uid == start["uid"]
 
 
 def test_a_method_that_raises_mid_scan_fails_the_derived_run_not_the_scan(
@@ -113,7 +115,8 @@ def test_a_method_that_raises_mid_scan_fails_the_derived_run_not_the_scan(
     raw = tiled_client[uid]
     assert raw.metadata["stop"]["exit_status"] == "success"
     image, n_points = _raw_map_from_tiled(raw)
-    assert n_points == 144 and np.isfinite(image).all()
+    assert n_points == 144
+    assert np.isfinite(image).all()
 
     (derived,) = derived_runs(tiled_client, uid).values()
     assert derived.metadata["start"]["parent_uid"] == uid
@@ -124,7 +127,8 @@ def test_a_method_that_raises_mid_scan_fails_the_derived_run_not_the_scan(
     assert stop["restorations"] == 0
     assert stop["failed_restorations"] >= 2  # at least one partial (mid-scan) and the final
     assert any(not r.final and not r.ok for r in results)
-    assert results[-1].final and results[-1].exit_status == "fail"
+    assert results[-1].final
+    assert results[-1].exit_status == "fail"
     with pytest.raises(LookupError):
         read_final_map(derived)
     assert any("restoration" in rec.message and "failed" in rec.message for rec in caplog.records)
