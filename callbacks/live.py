@@ -706,6 +706,15 @@ class LiveRestorer:
                 message,
             )
             return LiveResult(**base, restored_map=None, restoration=None, error=message)
+        _LOG.info(
+            "run %s: %s restoration %d: %s on %d row(s) in %.2f s",
+            run.uid,
+            "final" if job.final else "partial",
+            run.sequence,
+            restoration.method,
+            job.rows,
+            restoration.elapsed_s,
+        )
         scale = restoration.image.shape[0] // job.rows
         height, width = run.geometry.shape
         full = np.full((height * scale, width * scale), np.nan, dtype=np.float32)

@@ -1,0 +1,189 @@
+r"""The ``asirp live`` sub-command: live restoration fed by bluesky's 0MQ document proxy.
+
+Registered through the ``asirp.commands`` entry point (see :mod:`asirp.cli`); this module only
+builds the parser, and the handler imports bluesky and tiled when it runs.
+
+Examples
+--------
+.. code-block:: console
+
+    $ bluesky-0MQ-proxy --in-address 5577 --out-address 5578 &
+    $ asirp live --zmq localhost:5578 --field xrf_Cu --normalize i0 --beam-fwhm-um 50 \
+          --method richardson_lucy --tiled-uri http://tiled:8000/api/v1 --api-key $KEY
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from typing import Any
+
+DEFAULT_TILED_DIRECTORY = "asirp-tiled"
+
+
+def _value(text: str) -> Any:
+    lowered = text.strip().lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    if lowered in ("none", "auto"):
+        return None
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def _params(pairs: list[str], iterations: int | None) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise ValueError(f"--param expects NAME=VALUE, got {pair!r}")
+        name, value = pair.split("=", 1)
+        params[name.strip()] = _value(value)
+    if iterations is not None:
+        params["iterations"] = iterations
+    return params
+
+
+def _one_or_pair(values: list[float] | None) -> float | tuple[float, float] | None:
+    if values is None:
+        return None
+    if len(values) not in (1, 2):
+        raise ValueError(f"give one value or two (rows, columns), got {values}")
+    return values[0] if len(values) == 1 else (values[0], values[1])
+
+
+def register(subcommands: argparse._SubParsersAction) -> None:
+    """Add ``asirp live`` to the ``asirp`` command's sub-commands."""
+    live = subcommands.add_parser(
+        "live",
+        help="restore maps live from a bluesky 0MQ proxy, publish derived runs to tiled",
+        description=(
+            "Subscribe to bluesky's 0MQ document proxy, assemble the maps of grid and fly "
+            "scans as their documents arrive, restore them periodically and at the end of each "
+            "run, and write each restoration as a derived run (parent_uid = the raw run) to "
+            "tiled. Stop with SIGINT or SIGTERM: open runs are finished (exit status abort) "
+            "or marked failed."
+        ),
+    )
+    live.add_argument(
+        "--zmq", required=True, metavar="HOST:PORT", help="the proxy's output (subscriber) address"
+    )
+    live.add_argument("--prefix", default="", help="only documents published with this prefix")
+    where = live.add_argument_group("tiled (default: an embedded server writing to --tiled-dir)")
+    where.add_argument("--tiled-uri", metavar="URI", help="an existing tiled server")
+    where.add_argument(
+        "--api-key", help="API key of --tiled-uri (default: $TILED_API_KEY or the URI's)"
+    )
+    where.add_argument(
+        "--tiled-dir",
+        default=DEFAULT_TILED_DIRECTORY,
+        metavar="DIR",
+        help=f"folder of the embedded server ({DEFAULT_TILED_DIRECTORY})",
+    )
+    where.add_argument("--no-tiled", action="store_true", help="do not write derived runs")
+    where.add_argument(
+        "--write-raw", action="store_true", help="also write the raw runs (no other writer)"
+    )
+    source = live.add_argument_group("what to map (one of)")
+    source.add_argument(
+        "--field", action="append", metavar="FIELD", help="event field; repeat to sum fields"
+    )
+    source.add_argument("--element", help="element ROI field <detector>_<ELEMENT>, e.g. Cu")
+    source.add_argument("--spectrum", metavar="FIELD", help="spectrum field to channel-add")
+    source.add_argument(
+        "--channels", type=int, nargs=2, metavar=("START", "STOP"), help="channels START:STOP"
+    )
+    live.add_argument("--normalize", metavar="FIELD", help="flux monitor field, e.g. i0")
+    live.add_argument("--stream", help="event stream of the map (default: from the hints)")
+    live.add_argument("-m", "--method", default="auto", help="method name or 'auto'")
+    live.add_argument("--iterations", type=int, help="iteration count (maximum with auto-stop)")
+    live.add_argument(
+        "--param", action="append", default=[], metavar="NAME=VALUE", help="method parameter"
+    )
+    psf = live.add_argument_group("PSF (default: the start document's beam_fwhm_um)")
+    psf.add_argument("--beam-fwhm-um", type=float, nargs="+", metavar="F", help="beam FWHM, µm")
+    psf.add_argument("--psf-sigma-px", type=float, nargs="+", metavar="S", help="sigma, px")
+    live.add_argument(
+        "--position-scale-um", type=float, default=1.0, help="µm per motor unit (1000 for mm)"
+    )
+    live.add_argument(
+        "--every-rows", type=int, default=8, help="restore every N rows (0: only at the end)"
+    )
+    live.add_argument("--every-s", type=float, help="... or every T seconds")
+    live.add_argument(
+        "--min-rows", type=int, help="fewest rows for a partial restoration (default: PSF height)"
+    )
+    live.add_argument("--publish", choices=("final", "all"), default="final")
+    live.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    live.add_argument("--log-level", default="INFO", help="logging level (INFO)")
+    live.set_defaults(handler=_handle)
+
+
+def _handle(args: argparse.Namespace) -> int:
+    logging.basicConfig(
+        level=getattr(logging, str(args.log_level).upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    from callbacks.live import LiveRestorer
+    from callbacks.publish import raw_run_writer
+    from callbacks.remote import run_remote
+    from callbacks.tiled_server import EmbeddedTiledServer, connect
+
+    if args.channels is not None and args.spectrum is None:
+        raise ValueError("--channels needs --spectrum")
+    server = None
+    client = None
+    if args.no_tiled:
+        if args.write_raw:
+            raise ValueError("--write-raw needs tiled; drop --no-tiled")
+    elif args.tiled_uri:
+        client = connect(args.tiled_uri, api_key=args.api_key or os.environ.get("TILED_API_KEY"))
+    else:
+        server = EmbeddedTiledServer(args.tiled_dir)
+        client = server.client()
+        print(f"asirp live: tiled at {server.uri} (data in {server.directory})", flush=True)
+    try:
+        restorer = LiveRestorer(
+            field=args.field if args.field and len(args.field) > 1 else (args.field or [None])[0],
+            method=args.method,
+            params=_params(args.param, args.iterations),
+            element=args.element,
+            spectrum=args.spectrum,
+            channels=tuple(args.channels) if args.channels else None,
+            normalize=args.normalize,
+            stream=args.stream,
+            beam_fwhm_um=_one_or_pair(args.beam_fwhm_um),
+            psf_sigma_px=_one_or_pair(args.psf_sigma_px),
+            position_scale_um=args.position_scale_um,
+            every_rows=args.every_rows or None,
+            every_s=args.every_s,
+            min_rows=args.min_rows,
+            device=args.device,
+            tiled=client,
+            publish=args.publish,
+        )
+        writer = raw_run_writer(client) if args.write_raw else None
+
+        def ready(address: str) -> None:
+            print(f"asirp live: subscribed to {address}", flush=True)
+
+        signame = run_remote(
+            args.zmq,
+            restorer,
+            prefix=args.prefix.encode(),
+            raw_writer=writer,
+            on_ready=ready,
+        )
+        print(f"asirp live: stopped ({signame})", flush=True)
+    finally:
+        if server is not None:
+            server.close()
+        elif client is not None:
+            client.context.close()
+    return 0
