@@ -144,127 +144,104 @@ def _blur_row(src, b, i, ty, tx, sy, sx, edge, rows, coefs, line, out_row):
         c += 1
 
 
-# --- separable correlation entry points --------------------------------------------------------
+# --- separable correlation entry point ----------------------------------------------------------
+
+PLAIN = 0
+"""``out = corr(src)``."""
+POISSON_RATIO = 1
+"""``out = corr(src) + background`` (the prediction), ``second = first / max(out, 1e-12)``."""
+MULTIPLICATIVE = 2
+"""``out = first * corr(src) / second`` (``second`` may be shared by the stack)."""
 
 
 @njit(parallel=True, **_JIT)
-def correlate_separable(src, ty, tx, sy, sx, edge, out):
-    """``out = corr(src)`` (see the module notes); ``src`` ``(B, Hs, Ws)``, ``out`` ``(B, H, W)``.
+def correlate_separable(src, ty, tx, sy, sx, edge, out, epilogue, first, second, background):
+    """``corr(src)`` (see the module notes) into ``out``, then an element-wise epilogue per row.
 
-    ``sx`` must be ``>= 0`` and ``W + tx.size - 1 >= Ws + sx`` for the non-zero edge rules.
-    """
-    batch, height = out.shape[0], out.shape[1]
-    n_line = out.shape[2] + tx.size - 1
-    blocks = (height + ROW_BLOCK - 1) // ROW_BLOCK
-    for task in prange(batch * blocks):
-        b = task // blocks
-        first = (task - b * blocks) * ROW_BLOCK
-        line = np.zeros(n_line, dtype=np.float32)
-        rows = np.empty(ty.size, dtype=np.int64)
-        coefs = np.empty(ty.size, dtype=np.float32)
-        for i in range(first, min(first + ROW_BLOCK, height)):
-            _blur_row(src, b, i, ty, tx, sy, sx, edge, rows, coefs, line, out[b, i])
-
-
-@njit(parallel=True, **_JIT)
-def correlate_poisson_ratio(
-    src, ty, tx, sy, sx, edge, data, background, prediction, ratio
-):
-    """Blur, then the Poisson ratio of the data to the prediction, all ``(B, H, W)``.
-
-    ``prediction = corr(src) + background`` and ``ratio = data / max(prediction, 1e-12)``;
-    ``background`` is a float32 scalar (counts).
-    """
-    batch, height, width = prediction.shape
-    n_line = width + tx.size - 1
-    blocks = (height + ROW_BLOCK - 1) // ROW_BLOCK
-    for task in prange(batch * blocks):
-        b = task // blocks
-        first = (task - b * blocks) * ROW_BLOCK
-        line = np.zeros(n_line, dtype=np.float32)
-        rows = np.empty(ty.size, dtype=np.int64)
-        coefs = np.empty(ty.size, dtype=np.float32)
-        for i in range(first, min(first + ROW_BLOCK, height)):
-            predicted = prediction[b, i]
-            _blur_row(src, b, i, ty, tx, sy, sx, edge, rows, coefs, line, predicted)
-            measured = data[b, i]
-            quotient = ratio[b, i]
-            for j in range(width):
-                value = predicted[j] + background
-                predicted[j] = value
-                quotient[j] = measured[j] / max(value, np.float32(1e-12))
-
-
-@njit(parallel=True, **_JIT)
-def correlate_multiplicative(src, ty, tx, sy, sx, edge, factor, denominator, out):
-    """Blur, then a multiplicative update: ``out = factor * corr(src) / denominator``.
-
-    ``factor`` and ``out`` are ``(B, H, W)``; ``denominator`` is ``(B, H, W)`` or ``(1, H, W)``
-    (shared by the stack).
+    Parameters
+    ----------
+    src : numpy.ndarray
+        ``(B, Hs, Ws)`` float32.
+    ty, tx : numpy.ndarray
+        Taps along rows and columns, float32.
+    sy, sx : int
+        Shifts; ``sx >= 0`` and, for the non-zero edge rules, ``W + tx.size - 1 >= Ws + sx``.
+    edge : int
+        ``EDGE_ZERO``, ``EDGE_PERIODIC`` or ``EDGE_SYMMETRIC``.
+    out : numpy.ndarray
+        ``(B, H, W)`` float32, written.
+    epilogue : int
+        ``PLAIN``, ``POISSON_RATIO`` (``first``: the data, read; ``second``: the ratio, written)
+        or ``MULTIPLICATIVE`` (``first``: the factor, read; ``second``: the denominator,
+        ``(B, H, W)`` or ``(1, H, W)``, read). Unused arrays may be any float32 3-D array.
+    first, second : numpy.ndarray
+        See ``epilogue``; ``(B, H, W)`` float32.
+    background : float32
+        Added to the blur for ``POISSON_RATIO``.
     """
     batch, height, width = out.shape
     n_line = width + tx.size - 1
     blocks = (height + ROW_BLOCK - 1) // ROW_BLOCK
-    shared = denominator.shape[0] == 1
+    shared = second.shape[0] == 1
     for task in prange(batch * blocks):
         b = task // blocks
-        first = (task - b * blocks) * ROW_BLOCK
+        start = (task - b * blocks) * ROW_BLOCK
         line = np.zeros(n_line, dtype=np.float32)
         rows = np.empty(ty.size, dtype=np.int64)
         coefs = np.empty(ty.size, dtype=np.float32)
-        for i in range(first, min(first + ROW_BLOCK, height)):
+        for i in range(start, min(start + ROW_BLOCK, height)):
             result = out[b, i]
             _blur_row(src, b, i, ty, tx, sy, sx, edge, rows, coefs, line, result)
-            scale = factor[b, i]
-            below = denominator[0 if shared else b, i]
-            for j in range(width):
-                result[j] = scale[j] * result[j] / below[j]
+            if epilogue == POISSON_RATIO:
+                measured = first[b, i]
+                ratio = second[b, i]
+                for j in range(width):
+                    value = result[j] + background
+                    result[j] = value
+                    ratio[j] = measured[j] / max(value, np.float32(1e-12))
+            elif epilogue == MULTIPLICATIVE:
+                factor = first[b, i]
+                below = second[0 if shared else b, i]
+                for j in range(width):
+                    result[j] = factor[j] * result[j] / below[j]
 
 
 # --- image figures ------------------------------------------------------------------------------
 
 
 @njit(parallel=True, **_JIT)
-def moments(image):
-    """``(mean, mean |x|, variance)`` of a 2-D float32 map, accumulated in float64."""
-    height, width = image.shape
-    total = 0.0
-    total_abs = 0.0
-    for i in prange(height):
-        row_sum = 0.0
-        row_abs = 0.0
-        for j in range(width):
-            value = np.float64(image[i, j])
-            row_sum += value
-            row_abs += abs(value)
-        total += row_sum
-        total_abs += row_abs
-    mean = total / image.size
-    spread = 0.0
-    for i in prange(height):
-        row_spread = 0.0
-        for j in range(width):
-            deviation = np.float64(image[i, j]) - mean
-            row_spread += deviation * deviation
-        spread += row_spread
-    return mean, total_abs / image.size, spread / image.size
+def image_figures(image):
+    """Sums over a 2-D float32 map for the no-reference figures, accumulated in float64.
 
+    Returns
+    -------
+    (float, float, float, float, float)
+        ``sum(x - x0)``, ``sum(|x|)``, ``sum((x - x0)**2)`` (``x0 = image[0, 0]``, a shift that
+        keeps the variance accurate), the Sobel energy ``sum(gy**2 + gx**2)`` and the Immerkaer
+        sum ``sum(|image * K|)`` over the valid region, ``K = [1,-2,1]^T [1,-2,1]``.
 
-@njit(parallel=True, **_JIT)
-def sobel_energy(image):
-    """Sum over pixels of ``gy**2 + gx**2``, Sobel gradients / 8 with mirrored edges (float64).
-
-    ``gy`` is ``[-1, 0, 1]`` along rows by ``[1, 2, 1]`` along columns (``scipy.ndimage.sobel``,
-    ``mode="reflect"``; for a 3-tap kernel the mirror is the edge pixel itself), ``gx`` the same
-    transposed.
+    Notes
+    -----
+    ``gy`` is ``[-1, 0, 1]`` along rows by ``[1, 2, 1]`` along columns, divided by 8
+    (``scipy.ndimage.sobel``, ``mode="reflect"``: for a 3-tap kernel the mirror is the edge
+    pixel itself), ``gx`` the same transposed.
     """
     height, width = image.shape
-    total = 0.0
+    shift = np.float64(image[0, 0])
+    per_row = np.zeros((height, 5))  # partial sums per row: no shared accumulators
     for i in prange(height):
         up = max(i - 1, 0)
         down = min(i + 1, height - 1)
         row_total = 0.0
+        row_abs = 0.0
+        row_square = 0.0
+        row_sobel = 0.0
+        row_immerkaer = 0.0
         for j in range(width):
+            value = np.float64(image[i, j])
+            row_total += value - shift
+            row_abs += abs(value)
+            row_square += (value - shift) * (value - shift)
             left = max(j - 1, 0)
             right = min(j + 1, width - 1)
             a, b, c = image[up, left], image[up, j], image[up, right]
@@ -272,25 +249,19 @@ def sobel_energy(image):
             g, h, k = image[down, left], image[down, j], image[down, right]
             grad_y = np.float64((g + 2.0 * h + k) - (a + 2.0 * b + c)) / 8.0
             grad_x = np.float64((c + 2.0 * f + k) - (a + 2.0 * d + g)) / 8.0
-            row_total += grad_y * grad_y + grad_x * grad_x
-        total += row_total
-    return total
-
-
-@njit(parallel=True, **_JIT)
-def immerkaer_abs_sum(image):
-    """Sum of ``|image * K|`` over the valid region, ``K = [1,-2,1]^T [1,-2,1]`` (float64)."""
-    height, width = image.shape
-    total = 0.0
-    for i in prange(height - 2):
-        row_total = 0.0
-        for j in range(width - 2):
-            top = image[i, j] - 2.0 * image[i, j + 1] + image[i, j + 2]
-            mid = image[i + 1, j] - 2.0 * image[i + 1, j + 1] + image[i + 1, j + 2]
-            low = image[i + 2, j] - 2.0 * image[i + 2, j + 1] + image[i + 2, j + 2]
-            row_total += abs(np.float64(top - 2.0 * mid + low))
-        total += row_total
-    return total
+            row_sobel += grad_y * grad_y + grad_x * grad_x
+            if 0 < i < height - 1 and 0 < j < width - 1:
+                top = a - 2.0 * b + c
+                middle = d - 2.0 * value + f
+                bottom = g - 2.0 * h + k
+                row_immerkaer += abs(np.float64(top - 2.0 * middle + bottom))
+        per_row[i, 0] = row_total
+        per_row[i, 1] = row_abs
+        per_row[i, 2] = row_square
+        per_row[i, 3] = row_sobel
+        per_row[i, 4] = row_immerkaer
+    totals = per_row.sum(axis=0)
+    return totals[0], totals[1], totals[2], totals[3], totals[4]
 
 
 @njit(parallel=True, **_JIT)

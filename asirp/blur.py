@@ -308,7 +308,12 @@ class BlurOperator:
             bounds.append((low, high))
         (row_low, row_high), (col_low, col_high) = bounds
         rows = (table.index_select(-2, row_high) - table.index_select(-2, row_low)).float()
-        return rows.index_select(-1, col_high) - rows.index_select(-1, col_low)
+        sums = (rows[..., -1:] - rows[..., :1]).expand(*rows.shape[:-1], self.object_shape[1])
+        sums = sums.contiguous()  # every column sees the whole PSF width, except near the edges
+        edge = torch.nonzero((col_low > 0) | (col_high < self.psf_shape[1])).squeeze(1)
+        high, low = col_high[edge], col_low[edge]
+        sums[..., edge] = rows.index_select(-1, high) - rows.index_select(-1, low)
+        return sums
 
     def crop(self, obj: torch.Tensor) -> torch.Tensor:
         """The part of an object that lies under the data grid, ``(B, H, W)``."""

@@ -151,23 +151,38 @@ class SeparableBlur:
         self.adjoint_shift = (radius[0] + offset[0], radius[1] + offset[1])
         self.edge = _kernels.EDGE_PERIODIC if periodic else _kernels.EDGE_ZERO
 
-    def forward(self, obj: np.ndarray, out: np.ndarray) -> None:
-        """Blur objects ``(B, *object_shape)`` into ``out`` ``(B, *data_shape)``."""
+    def _run(
+        self,
+        src: np.ndarray,
+        taps: tuple[np.ndarray, np.ndarray],
+        shift: tuple[int, int],
+        out: np.ndarray,
+        epilogue: int = 0,
+        first: np.ndarray | None = None,
+        second: np.ndarray | None = None,
+        background: float = 0.0,
+    ) -> None:
+        """Call the correlation kernel on torch's thread count (unused arrays: ``out``)."""
         use_torch_threads()
         self._kernels.correlate_separable(
-            _float32_stack(obj, self.object_shape),
-            *self.flipped,
-            *self.forward_shift,
+            src,
+            *taps,
+            *shift,
             self.edge,
             out,
+            epilogue,
+            out if first is None else first,
+            out if second is None else second,
+            np.float32(background),
         )
+
+    def forward(self, obj: np.ndarray, out: np.ndarray) -> None:
+        """Blur objects ``(B, *object_shape)`` into ``out`` ``(B, *data_shape)``."""
+        self._run(_float32_stack(obj, self.object_shape), self.flipped, self.forward_shift, out)
 
     def adjoint(self, data: np.ndarray, out: np.ndarray) -> None:
         """Transpose of :meth:`forward`: data ``(B, *data_shape)`` into ``out`` (object grid)."""
-        use_torch_threads()
-        self._kernels.correlate_separable(
-            _float32_stack(data, self.data_shape), *self.taps, *self.adjoint_shift, self.edge, out
-        )
+        self._run(_float32_stack(data, self.data_shape), self.taps, self.adjoint_shift, out)
 
     def poisson_ratio(
         self,
@@ -190,16 +205,15 @@ class SeparableBlur:
         prediction, ratio : numpy.ndarray
             Outputs ``(B, *data_shape)``.
         """
-        use_torch_threads()
-        self._kernels.correlate_poisson_ratio(
+        self._run(
             _float32_stack(obj, self.object_shape),
-            *self.flipped,
-            *self.forward_shift,
-            self.edge,
-            _float32_stack(data, self.data_shape),
-            np.float32(background),
+            self.flipped,
+            self.forward_shift,
             prediction,
+            self._kernels.POISSON_RATIO,
+            _float32_stack(data, self.data_shape),
             ratio,
+            background,
         )
 
     def multiplicative_adjoint(
@@ -218,13 +232,12 @@ class SeparableBlur:
         out : numpy.ndarray
             Output ``(B, *object_shape)``.
         """
-        use_torch_threads()
-        self._kernels.correlate_multiplicative(
+        self._run(
             _float32_stack(data, self.data_shape),
-            *self.taps,
-            *self.adjoint_shift,
-            self.edge,
+            self.taps,
+            self.adjoint_shift,
+            out,
+            self._kernels.MULTIPLICATIVE,
             _float32_stack(factor, self.object_shape),
             _float32_stack(denominator, self.object_shape),
-            out,
         )
