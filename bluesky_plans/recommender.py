@@ -20,7 +20,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from bluesky_plans.budget import StageTiming, region_scan_time_s, select_within_budget
-from bluesky_plans.roi import RegionOfInterest, detect_rois
+from bluesky_plans.roi import RegionOfInterest, detect_rois, merge_overlapping
 
 
 class NoRecommendation(Exception):
@@ -100,6 +100,19 @@ class RoiRecommender:
         """Tell several maps; the last one decides what is pending."""
         for axes, image in zip(xs, ys, strict=True):
             self.tell(axes, image)
+
+    def tell_regions(self, regions: Iterable[RegionOfInterest]) -> None:
+        """Add regions found elsewhere (e.g. on partial maps); overlapping ones merge."""
+        fresh = [
+            region for region in regions if not any(region.overlaps(done) for done in self._asked)
+        ]
+        merged = merge_overlapping(fresh + self._pending)
+        self._pending = sorted(merged, key=lambda region: region.score, reverse=True)
+
+    @property
+    def pending(self) -> list[RegionOfInterest]:
+        """Regions found and not yet asked for, best score first."""
+        return list(self._pending)
 
     def ask(self, n: int, tell_pending: bool = True) -> list[RegionOfInterest]:
         """Up to ``n`` pending regions that fit the remaining budget, best score first.

@@ -1,0 +1,408 @@
+"""Adaptive region-of-interest rescans: coarse map, restoration, ROI detection, fine scans.
+
+:func:`adaptive_roi_scan` is the feedback loop of online restoration: a coarse step scan of a
+region, its restored map (from the live callback in-process or from the ASIRP Tango device,
+see :mod:`bluesky_plans.maps`), regions of interest found on it by a pluggable strategy
+(:mod:`bluesky_plans.roi`), and fine step scans of those regions within a beam-time budget
+(:mod:`bluesky_plans.budget`). Each scan is an ordinary ``grid_scan`` run; every fine run's
+start document links to the coarse run (``coarse_uid``) and to the region that caused it.
+
+With ``live_feedback=True`` (in-process restorer only) regions are queued while the coarse
+scan is still running: a listener on the restorer's partial results (it runs in the
+restorer's worker thread, never on the RunEngine's) detects regions in the rows restored so
+far, so the fine scans can start the moment the coarse scan ends.
+"""
+
+from __future__ import annotations
+
+import math
+import queue
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import bluesky.plans as bp
+import numpy as np
+from bluesky.preprocessors import subs_wrapper
+
+from bluesky_plans.budget import StageTiming, fine_step_um, grid_points
+from bluesky_plans.maps import LiveMaps, MapOutcome, MapProvider
+from bluesky_plans.recommender import NoRecommendation, RoiRecommender
+from bluesky_plans.roi import RegionOfInterest, detect_rois, roi_strategies
+
+
+@dataclass
+class AdaptiveReport:
+    """What an adaptive scan did (filled in while the plan runs).
+
+    Attributes
+    ----------
+    coarse_uid : str or None
+        Uid of the coarse run.
+    fine_uids : list of str
+        Uids of the fine runs, in scan order.
+    coarse_outcome : MapOutcome or None
+        The coarse map used for detection (restored, or raw with the fallback reason).
+    regions : list of RegionOfInterest
+        The regions rescanned, in order.
+    queued_live : list of RegionOfInterest
+        Regions queued from partial maps of the coarse scan.
+    queued_during_scan : int
+        How many of them were queued before the coarse run's stop document.
+    skipped : list of RegionOfInterest
+        Regions dropped by the budget.
+    fine_step_um : float
+        Step of the rescans, µm.
+    estimated_fine_s : float
+        Estimated time of the rescans, s.
+    """
+
+    coarse_uid: str | None = None
+    fine_uids: list[str] = field(default_factory=list)
+    coarse_outcome: MapOutcome | None = None
+    regions: list[RegionOfInterest] = field(default_factory=list)
+    queued_live: list[RegionOfInterest] = field(default_factory=list)
+    queued_during_scan: int = 0
+    skipped: list[RegionOfInterest] = field(default_factory=list)
+    fine_step_um: float = math.nan
+    estimated_fine_s: float = 0.0
+
+    @property
+    def uids(self) -> list[str]:
+        """All run uids, coarse first."""
+        return ([self.coarse_uid] if self.coarse_uid else []) + list(self.fine_uids)
+
+
+def _check_range(name: str, values: Sequence[float]) -> tuple[float, float]:
+    try:
+        low, high = (float(v) for v in values)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be (start, stop) in µm, got {values!r}") from None
+    if not (math.isfinite(low) and math.isfinite(high)):
+        raise ValueError(f"{name} must be finite, got {values!r}")
+    if high <= low:
+        raise ValueError(f"{name} is empty: stop ({high:g}) must exceed start ({low:g}) µm")
+    return low, high
+
+
+class _LiveRegionQueue:
+    """Listener on partial restorations: queue regions found in the rows restored so far."""
+
+    def __init__(self, run_uid_box: list[str], axes, strategy, guard_rows: int, options):
+        self.run_uid_box = run_uid_box
+        self.x_um, self.y_um = axes
+        self.strategy = strategy
+        self.guard_rows = guard_rows
+        self.options = options
+        self.queue: queue.Queue[RegionOfInterest] = queue.Queue()
+        self.coarse_finished = threading.Event()
+        self.queued_during_scan = 0
+        self._queued: list[RegionOfInterest] = []
+        self._lock = threading.Lock()
+
+    def __call__(self, result: Any) -> None:
+        if result.final or not result.ok or not self.run_uid_box:
+            return
+        if result.run_uid != self.run_uid_box[0]:
+            return
+        rows = result.rows_restored - self.guard_rows  # the last rows are not settled yet
+        if rows < 3:
+            return
+        try:
+            found = detect_rois(
+                result.restored_map[:rows],
+                self.x_um,
+                self.y_um[:rows],
+                self.strategy,
+                **self.options,
+            )
+        except ValueError:
+            return
+        with self._lock:
+            for region in found:
+                if not any(region.overlaps(done) for done in self._queued):
+                    self._queued.append(region)
+                    self.queue.put(region)
+                    if not self.coarse_finished.is_set():
+                        self.queued_during_scan += 1
+
+    def drain(self) -> list[RegionOfInterest]:
+        regions = []
+        while True:
+            try:
+                regions.append(self.queue.get_nowait())
+            except queue.Empty:
+                return regions
+
+
+def adaptive_roi_scan(
+    detectors: Sequence[Any],
+    x_motor: Any,
+    y_motor: Any,
+    x_range_um: Sequence[float],
+    y_range_um: Sequence[float],
+    coarse_step_um: float,
+    *,
+    maps: MapProvider,
+    beam_fwhm_um: float,
+    target_resolution_um: float,
+    timing: StageTiming,
+    strategy: str = "threshold",
+    strategy_options: Mapping[str, Any] | None = None,
+    margin_um: float | None = None,
+    min_size_um: float | None = None,
+    max_size_um: float | None = None,
+    max_rois: int = 10,
+    budget_s: float | None = None,
+    snake: bool = True,
+    live_feedback: bool = False,
+    report: AdaptiveReport | None = None,
+    md: Mapping[str, Any] | None = None,
+):
+    """Coarse scan, restored map, ROI detection, fine scans of the regions found.
+
+    Arguments are checked when the function is called, before any plan message exists, so
+    a bad argument raises ``ValueError`` before any motor moves.
+
+    Parameters
+    ----------
+    detectors : sequence of readable devices
+        Detectors of every scan (e.g. ``[xrf, i0]``).
+    x_motor, y_motor : settable devices
+        Stage motors in µm; x is the fast axis.
+    x_range_um, y_range_um : (float, float)
+        Coarse region, µm.
+    coarse_step_um : float
+        Coarse step on both axes, µm.
+    maps : MapProvider
+        Source of the restored coarse map (:class:`~bluesky_plans.maps.LiveMaps` or
+        :class:`~bluesky_plans.maps.TangoMaps`).
+    beam_fwhm_um : float
+        Beam FWHM, µm (PSF of the restoration, and floor of the fine step).
+    target_resolution_um : float
+        Smallest feature to resolve in the rescans, µm; sets the fine step
+        (:func:`~bluesky_plans.budget.fine_step_um`).
+    timing : StageTiming
+        Dwell and stage speed, for the beam-time budget.
+    strategy : str
+        ROI strategy (:func:`~bluesky_plans.roi.roi_strategies`).
+    strategy_options : mapping, optional
+        Options of the strategy (``level``, ``k``, ...).
+    margin_um, min_size_um, max_size_um : float, optional
+        Region rules (defaults: half the beam FWHM, two beam FWHM, none).
+    max_rois : int
+        Most regions to rescan.
+    budget_s : float, optional
+        Beam time allowed for the rescans, s (estimated from ``timing``).
+    snake : bool
+        Snake the fast axis.
+    live_feedback : bool
+        Queue regions from partial restorations during the coarse scan (needs
+        :class:`~bluesky_plans.maps.LiveMaps`).
+    report : AdaptiveReport, optional
+        Filled in as the plan runs (uids, the map used, regions, skipped regions).
+    md : mapping, optional
+        Metadata added to every run's start document.
+
+    Returns
+    -------
+    generator
+        The plan; its return value is the list of run uids, coarse first.
+
+    Raises
+    ------
+    ValueError
+        An empty region, non-positive steps or sizes, a fine step not finer than the coarse
+        one, a negative budget, an unknown strategy, live feedback without a live restorer.
+    """
+    x0, x1 = _check_range("x_range_um", x_range_um)
+    y0, y1 = _check_range("y_range_um", y_range_um)
+    for name, value in (("coarse_step_um", coarse_step_um), ("beam_fwhm_um", beam_fwhm_um)):
+        if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
+            raise ValueError(f"{name} must be > 0 µm, got {value!r}")
+    step = fine_step_um(beam_fwhm_um, target_resolution_um, coarse_step_um)
+    if strategy not in roi_strategies():
+        raise ValueError(f"unknown ROI strategy {strategy!r}; available: {roi_strategies()}")
+    if budget_s is not None and not (math.isfinite(budget_s) and budget_s >= 0):
+        raise ValueError(f"budget_s must be >= 0 s, got {budget_s}")
+    if isinstance(max_rois, bool) or not isinstance(max_rois, int) or max_rois < 1:
+        raise ValueError(f"max_rois must be an integer >= 1, got {max_rois!r}")
+    if live_feedback and not isinstance(maps, LiveMaps):
+        raise ValueError("live_feedback needs maps=LiveMaps(restorer) (an in-process restorer)")
+    margin = 0.5 * beam_fwhm_um if margin_um is None else float(margin_um)
+    min_size = 2.0 * beam_fwhm_um if min_size_um is None else float(min_size_um)
+    if margin < 0 or min_size < 0:
+        raise ValueError(f"margin_um and min_size_um must be >= 0, got {margin}, {min_size}")
+    if max_size_um is not None and max_size_um <= min_size:
+        raise ValueError(f"max_size_um ({max_size_um}) must exceed min_size_um ({min_size})")
+    columns = grid_points(x1 - x0, coarse_step_um)
+    rows = grid_points(y1 - y0, coarse_step_um)
+    if rows < 2 or columns < 2:
+        raise ValueError(
+            f"the coarse region needs at least 2 x 2 points at {coarse_step_um:g} µm, "
+            f"got {rows} x {columns}"
+        )
+    x_axis = x0 + coarse_step_um * np.arange(columns)
+    y_axis = y0 + coarse_step_um * np.arange(rows)
+    options = dict(strategy_options or {})
+    rules = {
+        "margin_um": margin,
+        "min_size_um": min_size,
+        "max_size_um": max_size_um,
+        "max_count": max_rois,
+        "bounds_um": (x0, x1, y0, y1),
+    }
+    recommender = RoiRecommender(
+        strategy, fine_step_um=step, timing=timing, budget_s=budget_s, **rules, **options
+    )
+    report = report if report is not None else AdaptiveReport()
+    report.fine_step_um = step
+    plan_args = {
+        "detectors": [getattr(d, "name", repr(d)) for d in detectors],
+        "x_motor": getattr(x_motor, "name", repr(x_motor)),
+        "y_motor": getattr(y_motor, "name", repr(y_motor)),
+        "x_range_um": [x0, x1],
+        "y_range_um": [y0, y1],
+        "coarse_step_um": coarse_step_um,
+        "beam_fwhm_um": beam_fwhm_um,
+        "target_resolution_um": target_resolution_um,
+        "strategy": strategy,
+        "strategy_options": options,
+        "max_rois": max_rois,
+        "budget_s": budget_s,
+        "live_feedback": live_feedback,
+    }
+    base_md = {
+        "plan_name": "adaptive_roi_scan",
+        "plan_args": plan_args,
+        "beam_fwhm_um": beam_fwhm_um,
+        **dict(md or {}),
+    }
+    return _adaptive_plan(
+        detectors,
+        x_motor,
+        y_motor,
+        (x0, x1, y0, y1),
+        (rows, columns),
+        (x_axis, y_axis),
+        coarse_step_um,
+        step,
+        maps,
+        recommender,
+        rules,
+        options,
+        snake,
+        live_feedback,
+        report,
+        base_md,
+    )
+
+
+def _adaptive_plan(
+    detectors,
+    x_motor,
+    y_motor,
+    bounds,
+    shape,
+    axes,
+    coarse_step,
+    fine_step,
+    maps,
+    recommender,
+    rules,
+    options,
+    snake,
+    live_feedback,
+    report,
+    base_md,
+):
+    x0, _, y0, _ = bounds
+    rows, columns = shape
+    run_uid_box: list[str] = []
+    live_queue = None
+    token = None
+    if live_feedback:
+        guard_rows = max(2, math.ceil(base_md["beam_fwhm_um"] / coarse_step))
+        live_queue = _LiveRegionQueue(
+            run_uid_box, axes, recommender.strategy, guard_rows, {**rules, **options}
+        )
+        token = maps.restorer.subscribe(live_queue)
+
+    def remember_uid(name, doc):
+        if name == "start" and not run_uid_box:
+            run_uid_box.append(doc["uid"])
+        elif name == "stop" and live_queue is not None:
+            live_queue.coarse_finished.set()
+
+    coarse_md = {**base_md, "adaptive_stage": "coarse"}
+
+    try:
+        coarse_uid = yield from subs_wrapper(
+            bp.grid_scan(
+                list(detectors),
+                y_motor,
+                y0,
+                y0 + (rows - 1) * coarse_step,
+                rows,
+                x_motor,
+                x0,
+                x0 + (columns - 1) * coarse_step,
+                columns,
+                snake_axes=snake,
+                md=coarse_md,
+            ),
+            {"all": [remember_uid]},
+        )
+        report.coarse_uid = coarse_uid
+        outcome = yield from maps.restored_map(
+            coarse_uid,
+            pixel_um=(coarse_step, coarse_step),
+            beam_fwhm_um=base_md["beam_fwhm_um"],
+        )
+    finally:  # partial results arrive until the final one: listen until then
+        if token is not None:
+            maps.restorer.unsubscribe(token)
+    report.coarse_outcome = outcome
+
+    queued = live_queue.drain() if live_queue is not None else []
+    report.queued_live = list(queued)
+    report.queued_during_scan = 0 if live_queue is None else live_queue.queued_during_scan
+    recommender.tell(axes, outcome.image)
+    recommender.tell_regions(queued)  # regions queued live merge with the final map's
+    try:
+        regions = recommender.ask(int(rules["max_count"]))
+    except NoRecommendation:
+        regions = []
+    report.regions = list(regions)
+    report.skipped = recommender.pending
+    report.estimated_fine_s = float(sum(recommender.time_of(region) for region in regions))
+
+    for index, region in enumerate(regions):
+        fine_rows = grid_points(region.height_um, fine_step)
+        fine_columns = grid_points(region.width_um, fine_step)
+        fine_md = {
+            **base_md,
+            "adaptive_stage": "fine",
+            "coarse_uid": coarse_uid,
+            "roi_index": index,
+            "roi": region.as_dict(),
+            "fine_step_um": fine_step,
+            "queued_during_coarse": any(region.overlaps(q) for q in queued),
+            **outcome.describe(),
+        }
+        uid = yield from bp.grid_scan(
+            list(detectors),
+            y_motor,
+            region.y_min_um,
+            region.y_min_um + (fine_rows - 1) * fine_step,
+            fine_rows,
+            x_motor,
+            region.x_min_um,
+            region.x_min_um + (fine_columns - 1) * fine_step,
+            fine_columns,
+            snake_axes=snake,
+            md=fine_md,
+        )
+        report.fine_uids.append(uid)
+    return report.uids
