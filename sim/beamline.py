@@ -40,6 +40,25 @@ from sim.spectra import DetectorModel, SpectralModel
 class SimulatedBeamline:
     """Devices and ground truth of one simulated beamline (build it with :func:`make_beamline`).
 
+    Parameters
+    ----------
+    model : XRFForwardModel
+        The forward model.
+    clock : SimClock
+        Simulated clock shared by the devices.
+    rng : numpy.random.Generator
+        Random generator of the counts.
+    limits_um : ((float, float), (float, float))
+        Travel limits of y and x, µm.
+    dwell_s : float
+        Initial dwell time, s.
+    velocity_um_s : float
+        Stage speed, µm/s.
+    max_fly_speed_um_s, min_fly_period_s : float
+        Fly-scan limits.
+    seed : int or None
+        Seed the beamline was built with (recorded in raw-scan metadata).
+
     Attributes
     ----------
     x, y : SimMotor

@@ -142,14 +142,16 @@ class SimMotor(Device):
             raise ValueError(f"limits must be (low, high) with low < high, got {limits!r}")
         self._limits = (low, high)
         self.egu = "um"
+        if not velocity_um_s > 0:
+            raise ValueError(f"velocity_um_s must be > 0, got {velocity_um_s!r}")
+        if not (acceleration_time_s >= 0 and settle_time_s >= 0):
+            raise ValueError("acceleration_time_s and settle_time_s must be >= 0 s")
         for signal, value in (
             (self.velocity, velocity_um_s),
             (self.acceleration_time, acceleration_time_s),
             (self.settle_time, settle_time_s),
         ):
             signal.put(float(value), timestamp=clock.now)
-        if not velocity_um_s > 0:
-            raise ValueError(f"velocity_um_s must be > 0, got {velocity_um_s!r}")
         self._check(init_pos)
         self.readback.put(float(init_pos), timestamp=clock.now)
         self.setpoint.put(float(init_pos), timestamp=clock.now)
@@ -551,12 +553,7 @@ class SimFlyer(Device):
         described: dict[str, dict[str, Any]] = {}
         for device in (self._x, self._y, self._xrf, self._i0):
             described.update(device.describe())
-        keys = self._keys()
-        for key in keys:
-            if key not in described:  # the spectrum, when enabled after the devices were built
-                signal = self._xrf.spectrum
-                described[key] = signal.describe()[signal.name]
-        return {self.stream_name: {key: dict(described[key]) for key in keys}}
+        return {self.stream_name: {key: dict(described[key]) for key in self._keys()}}
 
     def prepare(self, value: FlyLine) -> DeviceStatus:
         """Check a line and move to its start (y and x); returns a done Status."""
