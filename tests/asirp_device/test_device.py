@@ -136,9 +136,11 @@ def test_restore_matches_the_engine_and_pushes_change_and_data_ready_events(devi
     assert counters[0] >= 1
     assert events.values("progress")[-1] == 100
     assert device.method_used == "richardson_lucy"
-    assert json.loads(device.metrics_json) == expected.metrics
-    assert device.contrast_std == expected.metrics["contrast_std"]
-    assert device.residual == expected.metrics["residual"]
+    # same image; float64 reductions may differ in the last bit (numpy's SIMD sums depend on
+    # memory alignment)
+    assert json.loads(device.metrics_json) == pytest.approx(expected.metrics, rel=1e-12)
+    assert device.contrast_std == pytest.approx(expected.metrics["contrast_std"], rel=1e-12)
+    assert device.residual == pytest.approx(expected.metrics["residual"], rel=1e-12)
     assert device.iterations_run == expected.params["iterations_run"]
     assert device.last_duration_ms > 0
     assert device.progress == 100
