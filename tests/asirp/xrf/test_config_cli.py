@@ -146,7 +146,6 @@ def test_cli_with_config_and_overrides(tmp_path, raw_file, capsys):
         (["{raw}", "--element", "Cu", "--normalize", "flux", "-o", "{out}"], "invalid choice"),
         (["{raw}", "--element", "Cu"], "no output folder"),
         (["{raw}", "-o", "{out}"], "give an element"),
-        (["{raw}", "--element", "Cu", "--restore", "wiener", "-o", "{out}"], None),
         (["{raw}", "--element", "Cu", "--config", "{missing}", "-o", "{out}"], "config file"),
         (["{raw}", "--element", "Cu", "--channels", "5", "2000", "-o", "{out}"], "extends past"),
         (["{raw}", "--element", "Cu", "--detectors", "7", "-o", "{out}"], "do not exist"),
@@ -155,10 +154,6 @@ def test_cli_with_config_and_overrides(tmp_path, raw_file, capsys):
 def test_cli_errors_exit_2_with_one_line(tmp_path, raw_file, capsys, arguments, words):
     values = {"raw": raw_file, "out": tmp_path / "out", "missing": tmp_path / "missing.h5"}
     argv = ["xrf-map", *(a.format(**values) for a in arguments)]
-    if words is None:
-        # The beam size comes from the scan metadata (20 µm): no error.
-        assert main(argv) == 0
-        return
     assert main(argv) == 2
     error = capsys.readouterr().err.strip()
     assert error.startswith("asirp: error:")
