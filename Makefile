@@ -13,8 +13,8 @@ $(STAMP): pyproject.toml requirements/constraints.txt
 	$(BIN)/python -m pip install --quiet -c requirements/constraints.txt -e ".[test]"
 	touch $(STAMP)
 
-demo: $(STAMP)  ## restore the built-in simulated µ-XRF mesh map into out/demo
-	$(BIN)/asirp demo --output out/demo
+demo: $(STAMP)  ## the whole control-room loop on the embedded default, report in out/demo
+	$(BIN)/asirp control-room --output out/demo
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -1,0 +1,342 @@
+"""The whole control-room loop on the embedded default, as ``asirp control-room`` runs it.
+
+1. An embedded sqlite Tango database and the ASIRP device server (child processes).
+2. An embedded tiled server writing to the output folder (raw runs and derived restored runs).
+3. The simulated µ-XRF beamline (seed-like sample with element hotspots), a RunEngine, and the
+   live restorer publishing derived runs.
+4. An adaptive ROI scan: a coarse map restored by the Tango device (through the ophyd-async
+   client), regions detected on the restored map, fine rescans within a beam-time budget.
+5. A report in the output folder: ``control_room.png`` (raw vs restored coarse map, the regions
+   and the restored fine maps), ``summary.json`` and ``summary.md`` (methods, metrics, hotspot
+   recall on restored vs raw maps, beam time used vs a full fine scan).
+Every process started is stopped at the end, also on errors and Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+DEVICE_NAME = "asirp/restoration/1"
+SERVER_INSTANCE = "control_room"
+
+
+def _figure(path: Path, report: Any, axes, restorer: Any, hotspots, element: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Circle, Rectangle
+
+    outcome = report.coarse_outcome
+    x_um, y_um = axes
+    step = float(x_um[1] - x_um[0])
+    extent = (x_um[0] - step / 2, x_um[-1] + step / 2, y_um[0] - step / 2, y_um[-1] + step / 2)
+    figure, panels = plt.subplots(1, 3, figsize=(15, 5), constrained_layout=True)
+    titles = ("raw coarse map", f"restored ({outcome.method or 'failed: raw'})", "fine rescans")
+    images = (outcome.raw, outcome.image, outcome.image)
+    for panel, title, image in zip(panels, titles, images, strict=True):
+        shown = panel.imshow(image, origin="lower", extent=extent, cmap="magma")
+        panel.set_title(title)
+        panel.set_xlabel("x (µm)")
+        panel.set_ylabel("y (µm)")
+        figure.colorbar(shown, ax=panel, shrink=0.8, label=f"{element} (counts at mean I0)")
+    for region in report.regions:
+        for panel in panels[1:]:
+            panel.add_patch(
+                Rectangle(
+                    (region.x_min_um, region.y_min_um),
+                    region.width_um,
+                    region.height_um,
+                    fill=False,
+                    edgecolor="cyan",
+                    linewidth=1.2,
+                )
+            )
+    for uid in report.fine_uids:
+        result = restorer.latest_for(uid)
+        if result is None:
+            continue
+        fine = result.restored_map if result.ok else result.raw_map
+        region = report.regions[report.fine_uids.index(uid)]
+        rows, cols = fine.shape
+        fine_step = report.fine_step_um
+        panels[2].imshow(
+            fine,
+            origin="lower",
+            cmap="magma",
+            extent=(
+                region.x_min_um - fine_step / 2,
+                region.x_min_um + (cols - 0.5) * fine_step,
+                region.y_min_um - fine_step / 2,
+                region.y_min_um + (rows - 0.5) * fine_step,
+            ),
+        )
+    for spot in hotspots:
+        if spot.element == element:
+            panels[0].add_patch(
+                Circle(
+                    (spot.centre_um[1], spot.centre_um[0]),
+                    spot.radius_um,
+                    fill=False,
+                    edgecolor="lime",
+                    linewidth=0.8,
+                )
+            )
+    panels[2].set_xlim(extent[0], extent[1])
+    panels[2].set_ylim(extent[2], extent[3])
+    panels[0].set_title("raw coarse map (green: true hotspots)")
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def run_control_room(
+    output: str | Path,
+    *,
+    seed: int = 0,
+    element: str = "Se",
+    beam_fwhm_um: float = 50.0,
+    field_um: float = 800.0,
+    coarse_step_um: float = 50.0,
+    target_resolution_um: float = 20.0,
+    budget_fraction: float = 1.0 / 3.0,
+    method: str = "richardson_lucy",
+    min_radius_um: float = 20.0,
+    min_concentration: float = 3.0,
+    use_tango: bool = True,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Run the loop and write the report; return the summary (also in ``summary.json``).
+
+    Parameters
+    ----------
+    output : str or Path
+        Output folder (Tango database file, tiled data, figures, summary).
+    seed : int
+        Seed of the simulated sample and counts.
+    element : str
+        Element whose map drives the rescans.
+    beam_fwhm_um, field_um, coarse_step_um, target_resolution_um : float
+        Beam, scanned field (square, centred), coarse step and wanted resolution, µm.
+    budget_fraction : float
+        Total beam time allowed (coarse + rescans) as a fraction of a full fine scan.
+    method : str
+        Restoration method of the device and the live restorer.
+    min_radius_um, min_concentration : float
+        Hotspots that must be found (µm, µg/cm²), for the recall figures.
+    use_tango : bool
+        Restore the coarse map on the Tango device (``False``: in-process live restorer).
+    log : callable
+        Progress messages.
+    """
+    import bluesky.plan_stubs  # noqa: F401  (imported early: the RunEngine's loop needs it)
+    from bluesky import RunEngine
+
+    import sim
+    from bluesky_plans.adaptive import AdaptiveReport, adaptive_roi_scan
+    from bluesky_plans.budget import StageTiming, fine_step_um, grid_scan_time_s
+    from bluesky_plans.evaluation import score_regions
+    from bluesky_plans.maps import LiveMaps, TangoMaps
+    from bluesky_plans.roi import detect_rois
+    from callbacks import EmbeddedTiledServer, LiveRestorer, derived_runs, raw_run_writer
+
+    if not 0 < budget_fraction <= 1:
+        raise ValueError(f"budget_fraction must be in (0, 1], got {budget_fraction}")
+    folder = Path(output)
+    folder.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    stack: list[Callable[[], None]] = []
+    try:
+        if use_tango:
+            from asirp_device.embedded import EmbeddedDatabase, ServerProcess, register_device
+
+            data_root = folder / "data"
+            data_root.mkdir(exist_ok=True)
+            database = EmbeddedDatabase(folder / "tango.db", port=0)
+            tango_host = database.start()
+            stack.append(database.stop)
+            register_device(
+                tango_host,
+                DEVICE_NAME,
+                SERVER_INSTANCE,
+                {"DataRoot": str(data_root.resolve()), "DefaultMethod": method},
+            )
+            server = ServerProcess(tango_host, SERVER_INSTANCE, listen_host="127.0.0.1")
+            server.start(DEVICE_NAME)
+            stack.append(server.stop)
+            log(f"Tango: database {tango_host}, device {DEVICE_NAME} running")
+        tiled_server = EmbeddedTiledServer(folder / "tiled")
+        stack.append(tiled_server.close)
+        catalog = tiled_server.client()
+        log(f"tiled: {tiled_server.uri.split('?')[0]} writing to {tiled_server.directory}")
+
+        beamline = sim.make_beamline(
+            "seed", beam_fwhm_um=beam_fwhm_um, seed=seed, field_um=field_um
+        )
+        engine = RunEngine({})
+        engine.subscribe(raw_run_writer(catalog))
+        restorer = LiveRestorer(
+            element=element, normalize="i0", method=method, every_rows=4, tiled=catalog
+        )
+        stack.append(lambda: restorer.close(60))
+        engine.subscribe(restorer)
+        if use_tango:
+            from ophyd_async.core import init_devices
+
+            from asirp_device.client import ASIRPClient
+
+            with init_devices():
+                client = ASIRPClient(f"tango://{tango_host}/{DEVICE_NAME}", name="asirp")
+            maps: Any = TangoMaps(client, restorer)
+        else:
+            maps = LiveMaps(restorer)
+
+        half = (field_um / 2) - beam_fwhm_um
+        span = 2 * half
+        timing = StageTiming(dwell_s=beamline.xrf.dwell_time.get(), velocity_um_s=1000.0)
+        fine_step = fine_step_um(beam_fwhm_um, target_resolution_um, coarse_step_um)
+        full_fine_s = grid_scan_time_s(span, span, fine_step, timing)
+        coarse_s = grid_scan_time_s(span, span, coarse_step_um, timing)
+        budget_s = budget_fraction * full_fine_s - coarse_s
+        if budget_s <= 0:
+            raise ValueError("the coarse scan alone exceeds the beam-time budget")
+        report = AdaptiveReport()
+        clock_start = beamline.clock.now
+        log(
+            f"adaptive scan: {span:.0f} µm field, coarse {coarse_step_um:g} µm, fine "
+            f"{fine_step:g} µm, budget {budget_s:.0f} s for rescans"
+        )
+        engine(
+            adaptive_roi_scan(
+                beamline.detectors,
+                beamline.x,
+                beamline.y,
+                (-half, half),
+                (-half, half),
+                coarse_step_um,
+                maps=maps,
+                beam_fwhm_um=beam_fwhm_um,
+                target_resolution_um=target_resolution_um,
+                timing=timing,
+                max_rois=12,
+                budget_s=budget_s,
+                report=report,
+                md={"sample": "seed", "element": element},
+            )
+        )
+        simulated_s = beamline.clock.now - clock_start
+        restorer.wait(120)
+
+        outcome = report.coarse_outcome
+        x_axis = -half + coarse_step_um * np.arange(outcome.raw.shape[1])
+        y_axis = -half + coarse_step_um * np.arange(outcome.raw.shape[0])
+        area = (-half, half, -half, half)
+        rules = {
+            "margin_um": 0.5 * beam_fwhm_um,
+            "min_size_um": 2.0 * beam_fwhm_um,
+            "max_count": 12,
+            "bounds_um": area,
+        }
+        raw_filled = np.where(np.isfinite(outcome.raw), outcome.raw, np.nanmin(outcome.raw))
+        raw_regions = detect_rois(raw_filled, x_axis, y_axis, "threshold", **rules)
+        restored_regions = detect_rois(outcome.image, x_axis, y_axis, "threshold", **rules)
+        truth = beamline.truth.hotspots
+        criteria = {
+            "element": element,
+            "area_um": area,
+            "min_radius_um": min_radius_um,
+            "min_concentration": min_concentration,
+        }
+        scores = {
+            "restored_map": score_regions(restored_regions, truth, **criteria).as_dict(),
+            "raw_map": score_regions(raw_regions, truth, **criteria).as_dict(),
+            "rescanned": score_regions(report.regions, truth, **criteria).as_dict(),
+        }
+        derived = derived_runs(catalog, report.coarse_uid)
+        summary = {
+            "sample": "seed",
+            "element": element,
+            "seed": seed,
+            "beam_fwhm_um": beam_fwhm_um,
+            "field_um": span,
+            "coarse_step_um": coarse_step_um,
+            "fine_step_um": fine_step,
+            "restoration": {
+                "where": "Tango device" if use_tango else "in-process live restorer",
+                **outcome.describe(),
+                "metrics": outcome.metrics,
+            },
+            "regions": [region.as_dict() for region in report.regions],
+            "regions_skipped_for_budget": len(report.skipped),
+            "run_uids": report.uids,
+            "derived_runs_in_tiled_for_coarse_run": len(derived),
+            "hotspots": {
+                "criteria": f"{element} hotspots with radius >= {min_radius_um:g} µm and "
+                f"peak >= {min_concentration:g} µg/cm² inside the field",
+                **scores,
+            },
+            "beam_time_s": {
+                "full_fine_scan_estimate": full_fine_s,
+                "coarse_estimate": coarse_s,
+                "rescans_estimate": report.estimated_fine_s,
+                "adaptive_estimate": coarse_s + report.estimated_fine_s,
+                "adaptive_simulated_clock": simulated_s,
+                "fraction_of_full_estimate": (coarse_s + report.estimated_fine_s) / full_fine_s,
+                "saved_estimate": full_fine_s - coarse_s - report.estimated_fine_s,
+            },
+            "wall_time_s": time.perf_counter() - started,
+        }
+        _figure(folder / "control_room.png", report, (x_axis, y_axis), restorer, truth, element)
+        (folder / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+        (folder / "summary.md").write_text(_markdown(summary))
+        return summary
+    finally:
+        for stop in reversed(stack):
+            try:
+                stop()
+            except Exception as error:  # keep stopping the rest
+                log(f"while stopping: {type(error).__name__}: {error}")
+
+
+def _markdown(summary: dict[str, Any]) -> str:
+    beam = summary["beam_time_s"]
+    hot = summary["hotspots"]
+    restoration = summary["restoration"]
+    lines = [
+        f"# ASIRP control-room loop: {summary['sample']} sample, {summary['element']} map",
+        "",
+        f"- Beam {summary['beam_fwhm_um']:g} µm FWHM; field {summary['field_um']:g} µm; "
+        f"coarse step {summary['coarse_step_um']:g} µm; fine step {summary['fine_step_um']:g} µm",
+        f"- Coarse map restored by the {restoration['where']}: {restoration['map_used']} map "
+        f"used, method {restoration['method']}"
+        + (
+            f" (fallback: {restoration['fallback_reason']})"
+            if restoration["fallback_reason"]
+            else ""
+        ),
+        f"- {len(summary['regions'])} regions rescanned "
+        f"({summary['regions_skipped_for_budget']} skipped for the budget)",
+        f"- Hotspots ({hot['criteria']}):",
+    ]
+    for key in ("restored_map", "raw_map", "rescanned"):
+        score = hot[key]
+        lines.append(
+            f"  - ROIs on the {key.replace('_', ' ')}: recall {score['recall']:.0%} "
+            f"({score['found']}/{score['relevant']}), "
+            f"{score['false_regions']} of {score['regions']} regions without a hotspot"
+        )
+    lines += [
+        f"- Beam time (estimate): coarse {beam['coarse_estimate']:.0f} s + rescans "
+        f"{beam['rescans_estimate']:.0f} s = {beam['adaptive_estimate']:.0f} s, vs a full fine "
+        f"scan {beam['full_fine_scan_estimate']:.0f} s ({beam['fraction_of_full_estimate']:.0%}; "
+        f"saved {beam['saved_estimate']:.0f} s); simulated clock "
+        f"{beam['adaptive_simulated_clock']:.0f} s",
+        f"- Wall time {summary['wall_time_s']:.0f} s",
+        "",
+    ]
+    return "\n".join(lines)
