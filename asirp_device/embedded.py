@@ -7,7 +7,8 @@ Embedded (no ``TANGO_HOST``)
     2. The device is registered (server ``ASIRP/<instance>``, class ``ASIRP``) with its
        ``DataRoot`` and any other properties given.
     3. The server runs as ``python -m asirp_device.server <instance>`` with that ``TANGO_HOST``,
-       listening on ``host`` only.
+       listening on ``host`` only (and ``OMP_WAIT_POLICY=PASSIVE`` unless set, see
+       :data:`SERVER_OMP_WAIT_POLICY`).
 Facility (``TANGO_HOST`` set)
     Steps 2 and 3 in that database; the server listens on every interface.
 
@@ -92,6 +93,16 @@ def _child_environment(tango_host: str | None) -> dict[str, str]:
         env["TANGO_HOST"] = tango_host
     env.setdefault("ORBscanGranularity", "1")
     return env
+
+
+SERVER_OMP_WAIT_POLICY = "PASSIVE"
+"""``OMP_WAIT_POLICY`` given to the device server unless the environment sets one.
+
+torch's OpenMP threads otherwise spin while they wait for work; on a machine shared with other
+processes (the control-room case) they then take the cores the computing thread needs. Measured
+on 2 busy cores (load about 11): a 256 x 256 Richardson-Lucy restoration of 10 iterations took
+a median 589 ms in the server with the default policy and 21 ms with ``PASSIVE``.
+"""
 
 
 class _Child:
@@ -313,6 +324,7 @@ class ServerProcess:
     def start(self, device_name: str, stop: threading.Event | None = None) -> None:
         """Start the server and wait until ``device_name`` answers a ping."""
         env = _child_environment(self.tango_host)
+        env.setdefault("OMP_WAIT_POLICY", SERVER_OMP_WAIT_POLICY)
         argv = [sys.executable, "-m", "asirp_device.server", self.instance]
         if self.listen_host is not None:
             argv += ["-ORBendPoint", f"giop:tcp:{self.listen_host}:0"]

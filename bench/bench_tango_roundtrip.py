@@ -7,7 +7,8 @@ the ``ASIRP`` server in its own process) and times, over ``--repeats`` rounds af
 core
     :func:`asirp.restore` in this process on the same map with the same settings:
     Richardson-Lucy, ``--iterations`` iterations (10; ``stop="fixed"``, so exactly that many),
-    Gaussian PSF from a 50 µm beam at 10 µm steps.
+    Gaussian PSF from a 50 µm beam at 10 µm steps; called in the main thread, and in a fresh
+    worker thread as the device runs it.
 round trip
     what a client does: write ``input_image`` (float32 ``--size`` x ``--size``, 1024 by
     default), call ``Restore`` (it returns at once), wait for the ``State`` change event that
@@ -15,13 +16,18 @@ round trip
     device's own ``last_duration_ms`` (its worker's wall time) is read after each round,
     outside the timing.
 
-Each round runs the core call, then the round trip, so that both see the same machine load.
-Every figure is the median over the rounds (min and max in brackets), taken with
+Each round runs the two core calls, then the round trip, so that all see the same machine
+load. Every figure is the median over the rounds (min and max in brackets), taken with
 :func:`time.perf_counter`; the overhead is median(round trip) - median(core). The restored map
 of the device is checked to be identical to the core's. The client waits idle while the server
 computes (and the server idles while the core runs), so the two processes do not compete for
-the cores; the header and footer print the load average, which should be low (other work on
-the same cores slows torch down a lot).
+the cores; the header and footer print the load average, which should be low.
+
+Note: ``asirp serve`` (and so this script) starts the server with ``OMP_WAIT_POLICY=PASSIVE``
+unless the environment sets a policy (see ``asirp_device.embedded.SERVER_OMP_WAIT_POLICY``):
+with other work on the same cores, torch's spinning OpenMP threads otherwise slow it down many
+times. So that the core runs under the same policy, the script restarts itself with that
+setting when ``OMP_WAIT_POLICY`` is not set; the header prints the policy in use.
 
 How to run
 ----------
@@ -38,6 +44,7 @@ import argparse
 import os
 import platform
 import statistics
+import sys
 import tempfile
 import threading
 import time
@@ -49,7 +56,12 @@ import tango
 import torch
 
 import asirp
-from asirp_device.embedded import EmbeddedDatabase, ServerProcess, register_device
+from asirp_device.embedded import (
+    SERVER_OMP_WAIT_POLICY,
+    EmbeddedDatabase,
+    ServerProcess,
+    register_device,
+)
 
 DEVICE = "bench/asirp/roundtrip"
 BEAM_FWHM_UM = 50.0
@@ -123,11 +135,17 @@ def run(size: int, repeats: int, iterations: int) -> None:
     def core() -> np.ndarray:
         return asirp.restore(image, "richardson_lucy", **settings).image
 
+    def core_in_thread() -> None:
+        worker = threading.Thread(target=core, name="core-worker")
+        worker.start()
+        worker.join()
+
     print(
         f"# ASIRP Tango round trip vs core engine: {platform.platform()}, Python "
         f"{platform.python_version()}, torch {torch.__version__} "
         f"({torch.get_num_threads()} threads), pytango {tango.__version__}, CPU count "
-        f"{os.cpu_count()}, load average {load_average()}"
+        f"{os.cpu_count()}, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')}, "
+        f"load average {load_average()}"
     )
     print(
         f"# map {size} x {size} float32, Richardson-Lucy {iterations} iterations (fixed), "
@@ -158,12 +176,15 @@ def run(size: int, repeats: int, iterations: int) -> None:
             }
             totals: list[float] = []
             server_ms: list[float] = []
-            core_times: list[float] = []
+            core_times: dict[str, list[float]] = {"main thread": [], "worker thread": []}
             restored = np.empty(0)
             for round_index in range(repeats + 1):
                 started = time.perf_counter()
                 expected = core()
-                core_time = time.perf_counter() - started
+                core_main = time.perf_counter() - started
+                started = time.perf_counter()
+                core_in_thread()
+                core_worker = time.perf_counter() - started
                 watcher.arm()
                 t0 = time.perf_counter()
                 proxy.write_attribute("input_image", image)
@@ -177,7 +198,8 @@ def run(size: int, repeats: int, iterations: int) -> None:
                 t4 = time.perf_counter()
                 if round_index == 0:
                     continue  # warm-up
-                core_times.append(core_time)
+                core_times["main thread"].append(core_main)
+                core_times["worker thread"].append(core_worker)
                 for name, start, end in zip(steps, (t0, t1, t2, t3), (t1, t2, t3, t4), strict=True):
                     steps[name].append(end - start)
                 totals.append(t4 - t0)
@@ -190,21 +212,26 @@ def run(size: int, repeats: int, iterations: int) -> None:
             database.stop()
     identical = np.array_equal(restored, expected)
 
-    print(f"{'case':<34} {'median [min, max]':>30}")
-    print(f"{'core asirp.restore':<34} {summary(core_times)}")
-    print(f"{'Tango round trip (total)':<34} {summary(totals)}")
+    print(f"{'case':<38} {'median [min, max]':>30}")
+    for where, values in core_times.items():
+        print(f"{'core asirp.restore, ' + where:<38} {summary(values)}")
+    print(f"{'Tango round trip (total)':<38} {summary(totals)}")
     for name, values in steps.items():
-        print(f"{'  ' + name:<34} {summary(values)}")
-    print(f"{'  (device worker, last_duration_ms)':<34} {summary(server_ms)}")
+        print(f"{'  ' + name:<38} {summary(values)}")
+    print(f"{'  (device worker, last_duration_ms)':<38} {summary(server_ms)}")
     waits = steps["wait for ON event"]
     latency = [wait - worker for wait, worker in zip(waits, server_ms, strict=True)]
-    print(f"{'  (wait - worker: start + events)':<34} {summary(latency)}")
-    overhead = statistics.median(totals) - statistics.median(core_times)
-    print(
-        f"overhead = median(round trip) - median(core) = {1000 * overhead:.1f} ms "
-        f"({100 * overhead / statistics.median(core_times):.0f} % of the core time); "
-        f"device result identical to the core's: {identical}"
-    )
+    print(f"{'  (wait - worker: start + events)':<38} {summary(latency)}")
+    moved = [steps[name] for name in steps if "wait" not in name]
+    transport = [sum(values) for values in zip(*moved, strict=True)]
+    print(f"{'  (write + Restore call + read)':<38} {summary(transport)}")
+    for where, values in core_times.items():
+        overhead = statistics.median(totals) - statistics.median(values)
+        print(
+            f"overhead vs core in the {where}: {1000 * overhead:.1f} ms "
+            f"({100 * overhead / statistics.median(values):.0f} % of that core time)"
+        )
+    print(f"device result identical to the core's: {identical}")
     print(f"# load average at the end: {load_average()}")
     if not identical:
         raise SystemExit("the device's restored map differs from the core engine's")
@@ -223,4 +250,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
+    if "OMP_WAIT_POLICY" not in os.environ:  # run the core under the server's policy
+        os.environ["OMP_WAIT_POLICY"] = SERVER_OMP_WAIT_POLICY
+        os.execv(sys.executable, [sys.executable, *sys.argv])
     main()
