@@ -129,7 +129,8 @@ def start_nodb_server(properties: dict[str, Any]) -> ChildServer:
     return ChildServer(
         [sys.executable, str(NODB_SERVER), json.dumps(properties)],
         r"ASIRP_READY (?P<trl>tango://\S+)",
-        env=child_environment(ORBscanGranularity="1"),
+        # as asirp serve does (asirp_device.embedded.SERVER_OMP_WAIT_POLICY); a quick shutdown
+        env=child_environment(OMP_WAIT_POLICY="PASSIVE", ORBscanGranularity="1"),
     )
 
 
