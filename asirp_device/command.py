@@ -65,7 +65,8 @@ def register(subcommands: Any) -> None:
     parser.add_argument(
         "--host",
         default="127.0.0.1",
-        help="interface the embedded database and the server listen on (default 127.0.0.1)",
+        help="interface the embedded database and the server listen on (default 127.0.0.1; "
+        "with TANGO_HOST the server listens on every interface)",
     )
     parser.add_argument(
         "--property",
