@@ -162,6 +162,8 @@ class _Child:
                 self.process.kill()
                 self.process.wait()
         self._reader.join(timeout=2.0)
+        if self.process.stdout is not None and not self._reader.is_alive():
+            self.process.stdout.close()  # at EOF: the reader is done with it
         return self.process.returncode
 
 
