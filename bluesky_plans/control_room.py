@@ -5,7 +5,8 @@
 3. The simulated µ-XRF beamline (seed-like sample with element hotspots), a RunEngine, and the
    live restorer publishing derived runs.
 4. An adaptive ROI scan: a coarse map restored by the Tango device (through the ophyd-async
-   client), regions detected on the restored map, fine rescans within a beam-time budget.
+   client), regions detected on the restored map (the ``hotspots`` strategy), fine rescans
+   within a beam-time budget.
 5. A report in the output folder: ``control_room.png`` (raw vs restored coarse map, the regions
    and the restored fine maps), ``summary.json`` and ``summary.md`` (methods, metrics, hotspot
    recall on restored vs raw maps, beam time used vs a full fine scan).
@@ -223,6 +224,7 @@ def run_control_room(
                 beam_fwhm_um=beam_fwhm_um,
                 target_resolution_um=target_resolution_um,
                 timing=timing,
+                strategy="hotspots",
                 max_rois=12,
                 budget_s=budget_s,
                 report=report,
@@ -243,8 +245,6 @@ def run_control_room(
             "bounds_um": area,
         }
         raw_filled = np.where(np.isfinite(outcome.raw), outcome.raw, np.nanmin(outcome.raw))
-        raw_regions = detect_rois(raw_filled, x_axis, y_axis, "threshold", **rules)
-        restored_regions = detect_rois(outcome.image, x_axis, y_axis, "threshold", **rules)
         truth = beamline.truth.hotspots
         criteria = {
             "element": element,
@@ -252,11 +252,13 @@ def run_control_room(
             "min_radius_um": min_radius_um,
             "min_concentration": min_concentration,
         }
-        scores = {
-            "restored_map": score_regions(restored_regions, truth, **criteria).as_dict(),
-            "raw_map": score_regions(raw_regions, truth, **criteria).as_dict(),
-            "rescanned": score_regions(report.regions, truth, **criteria).as_dict(),
-        }
+        scores = {"rescanned": score_regions(report.regions, truth, **criteria).as_dict()}
+        for strategy in ("hotspots", "threshold"):
+            for name, image in (("restored", outcome.image), ("raw", raw_filled)):
+                regions = detect_rois(image, x_axis, y_axis, strategy, **rules)
+                scores[f"{strategy}_on_{name}_map"] = score_regions(
+                    regions, truth, **criteria
+                ).as_dict()
         derived = derived_runs(catalog, report.coarse_uid)
         summary = {
             "sample": "seed",
@@ -323,10 +325,10 @@ def _markdown(summary: dict[str, Any]) -> str:
         f"({summary['regions_skipped_for_budget']} skipped for the budget)",
         f"- Hotspots ({hot['criteria']}):",
     ]
-    for key in ("restored_map", "raw_map", "rescanned"):
+    for key in [key for key in hot if key != "criteria"]:
         score = hot[key]
         lines.append(
-            f"  - ROIs on the {key.replace('_', ' ')}: recall {score['recall']:.0%} "
+            f"  - {key.replace('_', ' ')}: recall {score['recall']:.0%} "
             f"({score['found']}/{score['relevant']}), "
             f"{score['false_regions']} of {score['regions']} regions without a hotspot"
         )

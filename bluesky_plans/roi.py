@@ -16,6 +16,12 @@ Built-in strategies
     The ``k`` connected regions with the largest integrated signal above a lower level
     (``level``, default: the map's median plus ``sigma`` robust standard deviations). Useful
     when a few strong features matter more than everything above a threshold.
+``hotspots``
+    Local hotspots on a smooth background (element hotspots in tissue): the map minus its
+    median over ``background_px`` x ``background_px`` pixels (which keeps ramps and removes
+    peaks smaller than about half the window), thresholded at the residual's median plus
+    ``sigma`` robust standard deviations (the noise of the flat parts). Score: the integrated
+    residual above that level.
 ``detail``
     Regions of high local detail: the smoothed squared gradient magnitude of the map,
     thresholded with Otsu. Score: the integrated detail. Finds edges and texture rather than
@@ -172,6 +178,21 @@ def top_k_strategy(
     return regions[: int(k)]
 
 
+def hotspot_strategy(
+    image: np.ndarray, *, background_px: int = 7, sigma: float = 4.0
+) -> list[tuple[PixelBox, float]]:
+    """Local hotspots above a smooth (median) background; see module notes."""
+    if int(background_px) < 3:
+        raise ValueError(f"hotspots background_px must be >= 3, got {background_px}")
+    if sigma <= 0:
+        raise ValueError(f"hotspots sigma must be > 0, got {sigma}")
+    tophat = image - ndimage.median_filter(image, size=int(background_px), mode="reflect")
+    median = float(np.median(tophat))
+    robust_std = 1.4826 * float(np.median(np.abs(tophat - median)))
+    cut = median + sigma * max(robust_std, np.finfo(np.float64).tiny)
+    return _connected_regions(tophat > cut, np.clip(tophat - cut, 0.0, None))
+
+
 def detail_strategy(
     image: np.ndarray, *, smoothing_px: float = 1.5
 ) -> list[tuple[PixelBox, float]]:
@@ -188,6 +209,7 @@ def detail_strategy(
 _STRATEGIES: dict[str, StrategyFunction] = {
     "threshold": threshold_strategy,
     "top_k": top_k_strategy,
+    "hotspots": hotspot_strategy,
     "detail": detail_strategy,
 }
 

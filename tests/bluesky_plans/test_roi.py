@@ -153,3 +153,24 @@ def test_bad_maps_and_axes():
         detect_rois(np.ones((8, 8)), np.zeros(8), y_um)
     with pytest.raises(ValueError, match="positive width"):
         RegionOfInterest(1.0, 1.0, 0.0, 1.0, 0.0, "t")
+
+
+def test_hotspots_strategy_finds_local_peaks_on_a_smooth_background():
+    rows, cols = np.mgrid[:64, :64]
+    background = 5.0 + 0.1 * cols  # a gradient brighter than the faint spot on the left
+    image = background.copy()
+    image[(rows - 20) ** 2 + (cols - 10) ** 2 <= 4] += 2.0  # faint, on the dark side
+    image[(rows - 40) ** 2 + (cols - 50) ** 2 <= 4] += 4.0
+    x_um, y_um = _axes(image.shape)
+    found = detect_rois(image, x_um, y_um, "hotspots")
+    strongest = found[:2]  # best score first
+    assert any(region.contains(100.0, 200.0) for region in strongest)
+    assert any(region.contains(500.0, 400.0) for region in strongest)
+    # a global threshold misses the faint spot: it is darker than the bright side's background
+    assert not any(
+        region.contains(100.0, 200.0)
+        for region in detect_rois(image, x_um, y_um, "threshold")
+        if region.width_um < 200.0
+    )
+    with pytest.raises(ValueError, match="background_px"):
+        detect_rois(image, x_um, y_um, "hotspots", background_px=1)
