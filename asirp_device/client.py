@@ -20,6 +20,7 @@ Examples
 from __future__ import annotations
 
 from typing import Annotated as A
+from typing import Any
 
 import numpy.typing as npt
 from ophyd_async.core import (
@@ -32,6 +33,7 @@ from ophyd_async.core import (
     wait_for_value,
 )
 from ophyd_async.tango.core import DevStateEnum, TangoDevice
+from tango.asyncio_executor import AsyncioExecutor, get_global_executor, set_global_executor
 
 _READ = StandardReadableFormat.UNCACHED_SIGNAL
 _CONFIG = StandardReadableFormat.CONFIG_SIGNAL
@@ -86,6 +88,19 @@ class ASIRPClient(TangoDevice, StandardReadable):
     ) -> None:
         self._restore_timeout = restore_timeout
         super().__init__(trl, support_events=True, name=name, auto_fill_signals=False)
+
+    async def connect(self, *args: Any, **kwargs: Any) -> None:
+        """Connect (arguments as :meth:`ophyd_async.core.Device.connect`) from this event loop.
+
+        pytango keeps one global asyncio executor, tied to the thread that created it, and
+        ophyd-async 0.21 creates the device's ``DeviceProxy`` without checking it: once a first
+        RunEngine's event loop has used Tango, connecting from a second RunEngine's loop got a
+        plain synchronous proxy (``TypeError: ... can't be used in 'await' expression``). The
+        executor is moved to the running loop first, as ophyd-async does before reads/writes.
+        """
+        if not get_global_executor().in_executor_context():
+            set_global_executor(AsyncioExecutor())
+        await super().connect(*args, **kwargs)
 
     @AsyncStatus.wrap
     async def trigger(self) -> None:

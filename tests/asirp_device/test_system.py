@@ -181,6 +181,17 @@ def test_the_ophyd_async_client_reads_the_restored_map_in_a_plan(served: Served)
     assert descriptor["configuration"]["asirp"]["data"]["asirp-iterations"] == ITERATIONS
     assert event["data"]["asirp-State"] == "ON"
 
+    # a second RunEngine runs its own event loop (the next session, the next test): the client
+    # must connect from it too
+    second_engine = RunEngine({}, call_returns_result=True)
+    with init_devices():
+        again = ASIRPClient(f"tango://{served.tango_host}/{DEVICE}", name="again")
+
+    def read_back():
+        return (yield from bps.rd(again.restored_image))
+
+    np.testing.assert_array_equal(second_engine(read_back()).plan_result, expected.image)
+
 
 def test_bad_properties_give_fault_and_init_recovers(served: Served):
     host, port = served.tango_host.split(":")
