@@ -16,6 +16,7 @@ smallest fast position.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -204,22 +205,23 @@ class ScanGeometry:
             indices.append(index)
         return indices[0], indices[1], valid
 
+    @functools.cached_property
+    def _axes(self) -> tuple[tuple[float, float, int], tuple[float, float, int]]:
+        """(first position, step, size) per axis, for the scalar path."""
+        (first_y, _), (first_x, _) = self.extents
+        step_y, step_x = self.step
+        return (first_y, step_y, self.shape[0]), (first_x, step_x, self.shape[1])
+
     def index_from_position(self, slow: float, fast: float) -> tuple[int, int] | None:
         """Pixel ``(row, column)`` of one point, or ``None`` if outside the map (scalar path)."""
-        result = []
-        for value, (first, _), step, n in zip(
-            (slow, fast), self.extents, self.step, self.shape, strict=True
-        ):
-            if not math.isfinite(value):
-                return None
-            if step == 0:
-                result.append(0)
-                continue
-            scaled = (value - first) / step
-            if not -POSITION_TOLERANCE <= scaled <= n - 1 + POSITION_TOLERANCE:
-                return None
-            result.append(min(n - 1, max(0, round(scaled))))
-        return result[0], result[1]
+        (first_y, step_y, n_y), (first_x, step_x, n_x) = self._axes
+        row = _index(slow, first_y, step_y, n_y)
+        if row < 0:
+            return None
+        col = _index(fast, first_x, step_x, n_x)
+        if col < 0:
+            return None
+        return row, col
 
     def indices_from_sequence(
         self, seq_num: np.ndarray
@@ -261,6 +263,18 @@ class ScanGeometry:
             "axes": "rows = slow (outer) axis, columns = fast axis; pixel (0, 0) at the first "
             "extents",
         }
+
+
+def _index(value: float, first: float, step: float, n: int) -> int:
+    """Pixel index of a position along one axis, or -1 if outside (or not finite)."""
+    if value != value or value in (math.inf, -math.inf):
+        return -1
+    if step == 0:
+        return 0
+    scaled = (value - first) / step
+    if not -POSITION_TOLERANCE <= scaled <= n - 1 + POSITION_TOLERANCE:
+        return -1
+    return min(n - 1, max(0, round(scaled)))
 
 
 def _position_fields(start: Mapping[str, Any]) -> tuple[tuple[str | None, str | None], str | None]:

@@ -25,6 +25,13 @@ Failures
     when the final restoration fails. Bad documents (no ``shape``, NaN readings, events of an
     unknown descriptor, positions outside the map) are logged and skipped; nothing raised here
     reaches the RunEngine.
+Routing
+    The ``RunRouter`` creates one mapper per run and routes start, descriptor and stop
+    documents; ``event`` and ``event_page`` documents then go straight to the mapper of their
+    descriptor (the RunRouter's own path copies pages through its ``Filler`` and packs every
+    event into a page, about 40 times the cost of mapping a point). External data
+    (Resource/Datum) is therefore not filled: a mapped field that holds a datum reference is
+    unreadable, and those points are skipped.
 Publication
     Each raw run gets one derived run (see :mod:`callbacks.publish`), written to tiled when a
     client is given and passed to document subscribers.
@@ -306,7 +313,7 @@ class _RunState(DocumentRouter):
                 return
             pixel = self.geometry.index_from_position(slow, fast)
             if pixel is None:
-                self._skip(f"position ({slow:g}, {fast:g}) outside the map", doc.get("seq_num"))
+                self._skip("position outside the map", doc.get("seq_num"), f" ({slow:g}, {fast:g})")
                 return
             row, col = pixel
         else:
@@ -411,10 +418,10 @@ class _RunState(DocumentRouter):
         job = _Job(self, live_map.image(), rows, live_map.points, final, exit_status, reason)
         self.owner._worker.submit(job)
 
-    def _skip(self, why: str, seq_num: Any) -> None:
+    def _skip(self, why: str, seq_num: Any, detail: str = "") -> None:
         self.skipped[why] += 1
         if self.skipped[why] <= MAX_WARNINGS_PER_REASON:
-            _LOG.warning("run %s: skipped point seq_num=%s: %s", self.uid, seq_num, why)
+            _LOG.warning("run %s: skipped point seq_num=%s: %s%s", self.uid, seq_num, why, detail)
 
     def _skip_many(self, why: str, mask: np.ndarray, seq: np.ndarray) -> None:
         count = int(mask.sum())
@@ -558,23 +565,17 @@ class LiveRestorer:
     def __call__(self, name: str, doc: dict[str, Any]) -> None:
         """Take one Bluesky document; never raises (problems are logged and skipped)."""
         try:
-            if name == "event":
-                # Fast path: the RunRouter would pack each event into a one-row page and pass
-                # it through its Filler (about 40x the cost of mapping the point).
+            if name in ("event", "event_page"):
+                # Fast path to the run's mapper: the RunRouter would pass each page through
+                # its Filler (a copy) and pack each event into a page first (about 40 times
+                # the cost of mapping the point; see bench/bench_live.py).
                 route = self._descriptor_routes.get(doc["descriptor"], False)
                 if route is False:
                     self._unknown(name, doc)
                 elif route is not None:
-                    route.event(doc)
+                    getattr(route, name)(doc)
                 return
-            if name == "event_page":
-                route = self._descriptor_routes.get(doc["descriptor"], False)
-                if route is False:
-                    self._unknown(name, doc)
-                    return
-                if route is None:
-                    return
-            elif name == "start":
+            if name == "start":
                 if doc["uid"] in self._known_runs:
                     _LOG.warning("ignored a second start document for run %s", doc["uid"])
                     return
@@ -839,6 +840,18 @@ class LiveRestorer:
         """The latest restored map ``(H * s, W * s)`` float32, or ``None``."""
         latest = self.latest
         return None if latest is None else latest.restored_map
+
+    @property
+    def method_used(self) -> str | None:
+        """The method that ran for the latest result (``auto`` resolved); ``None`` if it failed."""
+        latest = self.latest
+        return None if latest is None else latest.method
+
+    @property
+    def metrics(self) -> dict[str, float]:
+        """Image-quality figures of the latest result (empty before one, or if it failed)."""
+        latest = self.latest
+        return {} if latest is None else latest.metrics
 
     @property
     def progress(self) -> float:
