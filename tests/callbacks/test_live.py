@@ -85,6 +85,8 @@ def test_final_map_equals_offline_restoration_and_properties_follow_the_scan(bea
     assert restorer.active_run is None
     assert restorer.progress == 1.0
     assert final.method == "wiener"
+    assert restorer.method_used == "wiener"
+    assert restorer.metrics == final.metrics
     assert "contrast_std" in final.metrics
     assert [r.sequence for r in results] == list(range(1, len(results) + 1))
     partial = [r for r in results if not r.final]

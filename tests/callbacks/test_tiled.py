@@ -15,6 +15,7 @@ import asirp
 from callbacks.live import LiveRestorer
 from callbacks.publish import DERIVED_PLAN_NAME, derived_runs, raw_run_writer, read_final_map
 from tests.callbacks.conftest import BEAM_FWHM_UM, STEP_UM, assemble, grid_plan
+from tests.callbacks.test_live import Stage
 
 
 def _raw_map_from_tiled(raw):
@@ -132,3 +133,25 @@ def test_a_method_that_raises_mid_scan_fails_the_derived_run_not_the_scan(
     with pytest.raises(LookupError):
         read_final_map(derived)
     assert any("restoration" in rec.message and "failed" in rec.message for rec in caplog.records)
+
+
+def test_tiled_failures_are_counted_and_never_reach_the_run_engine(
+    tiled_server, run_engine, tiled_client
+):
+    from tiled.client import from_uri
+
+    client = from_uri(tiled_server.uri)
+    restorer = LiveRestorer("det", "wiener", psf_sigma_px=1.0, tiled=client)
+    client.context.close()  # tiled goes away for this client: every write now fails
+    run_engine.subscribe(restorer)
+    (uid,) = run_engine(Stage().scan(6, 6))
+    assert restorer.wait(30)
+    restorer.close(10)
+    result = restorer.latest
+    assert result.run_uid == uid
+    assert result.ok
+    assert result.exit_status == "success"
+    # The start document was refused; TiledWriter then drops the rest of that run.
+    assert restorer.tiled.errors == 1
+    assert "closed" in restorer.tiled.last_error
+    assert result.derived_uid not in tiled_client
