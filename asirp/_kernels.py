@@ -15,10 +15,11 @@ each map ``b`` of a stack,
 
 where ``src`` continues past its edges as zero (``EDGE_ZERO``), periodically
 (``EDGE_PERIODIC``) or mirrored with the edge pixel repeated (``EDGE_SYMMETRIC``,
-``d c b a | a b c d``). One output row at a time: the column pass sums the ``ny`` source rows
-into a line buffer (kept in the L1/L2 cache), whose margins are filled by the edge rule, and the
-row pass sums ``nx`` shifted views of that line. Taps are applied four at a time so each
-vectorised loop writes its destination once per four taps.
+``d c b a | a b c d``). Four output rows at a time: the column pass sums the ``ny`` source
+rows of each into a line buffer (kept in the L1/L2 cache; a source row loaded once serves the four
+lines), the line's margins are filled by the edge rule, and the row pass sums ``nx`` shifted views
+of the line. Taps are applied four at a time so each vectorised loop writes its destination once
+per four taps. The passes are bound by loads from the cache, not by arithmetic.
 """
 
 from __future__ import annotations
@@ -34,8 +35,16 @@ EDGE_SYMMETRIC = 2
 """The source is mirrored about its edges, edge pixel repeated (``numpy.pad(mode="symmetric")``,
 ``scipy.ndimage`` ``mode="reflect"``)."""
 
+PLAIN = 0
+"""Epilogue of :func:`correlate_separable`: ``out = corr(src)``."""
+POISSON_RATIO = 1
+"""Epilogue: ``out = corr(src) + background`` (the prediction), ``second = first / max(out,
+1e-12)``."""
+MULTIPLICATIVE = 2
+"""Epilogue: ``out = first * corr(src) / second`` (``second`` may be shared by the stack)."""
+
 ROW_BLOCK = 16
-"""Output rows per parallel task."""
+"""Output rows per parallel task (a multiple of 4)."""
 
 _JIT = {"cache": True, "fastmath": True, "nogil": True}
 
@@ -66,6 +75,46 @@ def _taps1(dst, s0, c0, accumulate):
 
 
 @njit(**_JIT)
+def _four_rows_taps4(d0, d1, d2, d3, s0, s1, s2, s3, s4, s5, s6, c0, c1, c2, c3, accumulate):
+    """Four taps for four consecutive output rows from seven consecutive source rows.
+
+    ``d_k (+)= c0 s_k + c1 s_{k+1} + c2 s_{k+2} + c3 s_{k+3}``: each source row is loaded once
+    for the four outputs (the column pass is bound by loads, not arithmetic).
+    """
+    if accumulate:
+        for t in range(d0.size):
+            x0, x1, x2, x3, x4, x5, x6 = s0[t], s1[t], s2[t], s3[t], s4[t], s5[t], s6[t]
+            d0[t] += c0 * x0 + c1 * x1 + c2 * x2 + c3 * x3
+            d1[t] += c0 * x1 + c1 * x2 + c2 * x3 + c3 * x4
+            d2[t] += c0 * x2 + c1 * x3 + c2 * x4 + c3 * x5
+            d3[t] += c0 * x3 + c1 * x4 + c2 * x5 + c3 * x6
+    else:
+        for t in range(d0.size):
+            x0, x1, x2, x3, x4, x5, x6 = s0[t], s1[t], s2[t], s3[t], s4[t], s5[t], s6[t]
+            d0[t] = c0 * x0 + c1 * x1 + c2 * x2 + c3 * x3
+            d1[t] = c0 * x1 + c1 * x2 + c2 * x3 + c3 * x4
+            d2[t] = c0 * x2 + c1 * x3 + c2 * x4 + c3 * x5
+            d3[t] = c0 * x3 + c1 * x4 + c2 * x5 + c3 * x6
+
+
+@njit(**_JIT)
+def _four_rows_taps1(d0, d1, d2, d3, s0, s1, s2, s3, c0, accumulate):
+    """One tap for four consecutive output rows: ``d_k (+)= c0 s_k``."""
+    if accumulate:
+        for t in range(d0.size):
+            d0[t] += c0 * s0[t]
+            d1[t] += c0 * s1[t]
+            d2[t] += c0 * s2[t]
+            d3[t] += c0 * s3[t]
+    else:
+        for t in range(d0.size):
+            d0[t] = c0 * s0[t]
+            d1[t] = c0 * s1[t]
+            d2[t] = c0 * s2[t]
+            d3[t] = c0 * s3[t]
+
+
+@njit(**_JIT)
 def _source_index(k, size, edge):
     """Index into a source axis of ``size`` for position ``k`` under the edge rule; -1 = zero."""
     if 0 <= k < size:
@@ -79,23 +128,15 @@ def _source_index(k, size, edge):
 
 
 @njit(**_JIT)
-def _blur_row(src, b, i, ty, tx, sy, sx, edge, rows, coefs, line, out_row):
-    """One output row of the separable correlation into ``out_row`` (``line``: scratch)."""
-    height, width = src.shape[1], src.shape[2]
-    n_out = out_row.size
-    n_line = line.size  # n_out + tx.size - 1
+def _column_pass_one(src, b, i, ty, sy, edge, rows, coefs, dst, lo, hi):
+    """Column pass of output row ``i`` into ``dst``: source columns ``lo:hi``, any edge rule."""
     count = 0
     for a in range(ty.size):
-        row = _source_index(i + a - sy, height, edge)
+        row = _source_index(i + a - sy, src.shape[1], edge)
         if row >= 0:
             rows[count] = row
             coefs[count] = ty[a]
             count += 1
-    # column pass: line[t] = sum_a ty[a] src[row_a, t - sx] for the columns the source holds
-    start = sx
-    stop = min(n_line, width + sx)
-    dst = line[start:stop]
-    lo, hi = start - sx, stop - sx
     g = 0
     while g + 4 <= count:
         _taps4(
@@ -116,14 +157,60 @@ def _blur_row(src, b, i, ty, tx, sy, sx, edge, rows, coefs, line, out_row):
         g += 1
     if count == 0:
         dst[:] = 0.0
-    # margins of the line by the edge rule
+
+
+@njit(**_JIT)
+def _column_pass_four(src, b, rows, ty, lines, start, stop, lo, hi):
+    """Column pass of four consecutive output rows; ``rows``: their ``ny + 3`` source rows."""
+    d0, d1 = lines[0, start:stop], lines[1, start:stop]
+    d2, d3 = lines[2, start:stop], lines[3, start:stop]
+    g = 0
+    while g + 4 <= ty.size:
+        _four_rows_taps4(
+            d0,
+            d1,
+            d2,
+            d3,
+            src[b, rows[g], lo:hi],
+            src[b, rows[g + 1], lo:hi],
+            src[b, rows[g + 2], lo:hi],
+            src[b, rows[g + 3], lo:hi],
+            src[b, rows[g + 4], lo:hi],
+            src[b, rows[g + 5], lo:hi],
+            src[b, rows[g + 6], lo:hi],
+            ty[g],
+            ty[g + 1],
+            ty[g + 2],
+            ty[g + 3],
+            g > 0,
+        )
+        g += 4
+    while g < ty.size:
+        _four_rows_taps1(
+            d0,
+            d1,
+            d2,
+            d3,
+            src[b, rows[g], lo:hi],
+            src[b, rows[g + 1], lo:hi],
+            src[b, rows[g + 2], lo:hi],
+            src[b, rows[g + 3], lo:hi],
+            ty[g],
+            g > 0,
+        )
+        g += 1
+
+
+@njit(**_JIT)
+def _row_pass(line, start, stop, sx, width, edge, tx, out_row):
+    """Fill the line's margins by the edge rule, then ``out_row[j] = sum_c tx[c] line[j + c]``."""
     for t in range(0, start):
         k = _source_index(t - sx, width, edge)
         line[t] = line[k + sx] if k >= 0 else 0.0
-    for t in range(stop, n_line):
+    for t in range(stop, line.size):
         k = _source_index(t - sx, width, edge)
         line[t] = line[k + sx] if k >= 0 else 0.0
-    # row pass: out_row[j] = sum_c tx[c] line[j + c]
+    n_out = out_row.size
     c = 0
     while c + 4 <= tx.size:
         _taps4(
@@ -144,15 +231,20 @@ def _blur_row(src, b, i, ty, tx, sy, sx, edge, rows, coefs, line, out_row):
         c += 1
 
 
+@njit(**_JIT)
+def _finish_row(result, epilogue, first_row, second_row, background):
+    """The element-wise epilogue of one output row (see :func:`correlate_separable`)."""
+    if epilogue == POISSON_RATIO:
+        for j in range(result.size):
+            value = result[j] + background
+            result[j] = value
+            second_row[j] = first_row[j] / max(value, np.float32(1e-12))
+    elif epilogue == MULTIPLICATIVE:
+        for j in range(result.size):
+            result[j] = first_row[j] * result[j] / second_row[j]
+
+
 # --- separable correlation entry point ----------------------------------------------------------
-
-PLAIN = 0
-"""``out = corr(src)``."""
-POISSON_RATIO = 1
-"""``out = corr(src) + background`` (the prediction), ``second = first / max(out, 1e-12)``."""
-MULTIPLICATIVE = 2
-"""``out = first * corr(src) / second`` (``second`` may be shared by the stack)."""
-
 
 @njit(parallel=True, **_JIT)
 def correlate_separable(src, ty, tx, sy, sx, edge, out, epilogue, first, second, background):
@@ -178,32 +270,44 @@ def correlate_separable(src, ty, tx, sy, sx, edge, out, epilogue, first, second,
         See ``epilogue``; ``(B, H, W)`` float32.
     background : float32
         Added to the blur for ``POISSON_RATIO``.
+
+    Notes
+    -----
+    Each task takes ``ROW_BLOCK`` output rows of one map, four at a time where all their source
+    rows exist (:func:`_column_pass_four`), else one at a time (near zero edges).
     """
     batch, height, width = out.shape
+    src_height, src_width = src.shape[1], src.shape[2]
     n_line = width + tx.size - 1
+    start = sx  # the line holds source column t - sx at t, in [start, stop)
+    stop = min(n_line, src_width + sx)
+    lo, hi = start - sx, stop - sx
     blocks = (height + ROW_BLOCK - 1) // ROW_BLOCK
     shared = second.shape[0] == 1
     for task in prange(batch * blocks):
         b = task // blocks
-        start = (task - b * blocks) * ROW_BLOCK
-        line = np.zeros(n_line, dtype=np.float32)
-        rows = np.empty(ty.size, dtype=np.int64)
+        i = (task - b * blocks) * ROW_BLOCK
+        last = min(i + ROW_BLOCK, height)
+        lines = np.zeros((4, n_line), dtype=np.float32)
+        rows = np.empty(ty.size + 3, dtype=np.int64)
         coefs = np.empty(ty.size, dtype=np.float32)
-        for i in range(start, min(start + ROW_BLOCK, height)):
-            result = out[b, i]
-            _blur_row(src, b, i, ty, tx, sy, sx, edge, rows, coefs, line, result)
-            if epilogue == POISSON_RATIO:
-                measured = first[b, i]
-                ratio = second[b, i]
-                for j in range(width):
-                    value = result[j] + background
-                    result[j] = value
-                    ratio[j] = measured[j] / max(value, np.float32(1e-12))
-            elif epilogue == MULTIPLICATIVE:
-                factor = first[b, i]
-                below = second[0 if shared else b, i]
-                for j in range(width):
-                    result[j] = factor[j] * result[j] / below[j]
+        while i < last:
+            count = 4 if i + 4 <= last else 1
+            for a in range(ty.size + 3 if count == 4 else 0):
+                rows[a] = _source_index(i + a - sy, src_height, edge)
+                if rows[a] < 0:
+                    count = 1
+            if count == 4:
+                _column_pass_four(src, b, rows, ty, lines, start, stop, lo, hi)
+            else:
+                _column_pass_one(src, b, i, ty, sy, edge, rows, coefs, lines[0, start:stop], lo, hi)
+            for k in range(count):
+                result = out[b, i + k]
+                _row_pass(lines[k], start, stop, sx, src_width, edge, tx, result)
+                if epilogue != PLAIN:
+                    below = second[0 if shared else b, i + k]
+                    _finish_row(result, epilogue, first[b, i + k], below, background)
+            i += count
 
 
 # --- image figures ------------------------------------------------------------------------------

@@ -190,7 +190,7 @@ class IterationControl:
         Returns
         -------
         torch.Tensor
-            The estimate to continue from.
+            The estimate to continue from (``new`` itself when every image accepts it).
         """
         accept = self.active.clone()
         if self.rule == "discrepancy":
@@ -207,6 +207,8 @@ class IterationControl:
             self.active &= ~(change / size < self.tolerance)
         self.accepted = accept
         self.iterations_run += accept.to(torch.int64)
+        if bool(accept.all()):
+            return new  # no copy: every image takes its update
         shape = (-1,) + (1,) * (new.ndim - 1)
         return torch.where(accept.view(shape), new, current)
 

@@ -83,7 +83,10 @@ def total_variation_divergence(image: torch.Tensor, epsilon: float) -> torch.Ten
 
 
 def extrapolate(
-    estimate: torch.Tensor, previous: torch.Tensor, alpha: torch.Tensor
+    estimate: torch.Tensor,
+    previous: torch.Tensor,
+    alpha: torch.Tensor,
+    out: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Biggs-Andrews prediction ``max(x_k + alpha (x_k - x_{k-1}), 0)`` in two passes.
 
@@ -93,18 +96,43 @@ def extrapolate(
         ``x_k`` and ``x_{k-1}``, ``(B, H_o, W_o)``.
     alpha : torch.Tensor
         Extrapolation factor per image, ``(B, 1, 1)``, in ``[0, 1)``.
+    out : torch.Tensor, optional
+        Where to write the result (not ``estimate`` or ``previous``).
 
     Returns
     -------
     torch.Tensor
         ``(B, H_o, W_o)``, non-negative.
     """
-    return torch.lerp(previous, estimate, 1.0 + alpha).clamp_min_(0.0)
+    return torch.lerp(previous, estimate, 1.0 + alpha, out=out).clamp_min_(0.0)
 
 
 def batch_dot(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
     """Inner product of each image of two stacks, ``(B, 1, 1)``, in one pass."""
     return torch.linalg.vecdot(first.flatten(1), second.flatten(1)).view(-1, 1, 1)
+
+
+class _Buffers:
+    """Object-grid work arrays reused across iterations.
+
+    A fresh megapixel array costs its page faults on every allocation; the loop's arrays go back
+    to the pool once nothing refers to them any more.
+    """
+
+    def __init__(self, like: torch.Tensor):
+        self.like = like
+        self.free: list[torch.Tensor] = []
+
+    def take(self) -> torch.Tensor:
+        return self.free.pop() if self.free else torch.empty_like(self.like)
+
+    def recycle(self, done: list[torch.Tensor | None], live: list[torch.Tensor | None]) -> None:
+        """Return the arrays of ``done`` that are not in ``live`` (by identity) to the pool."""
+        kept = {id(t) for t in live if t is not None} | {id(t) for t in self.free}
+        for tensor in done:
+            if tensor is not None and id(tensor) not in kept and tensor.shape == self.like.shape:
+                self.free.append(tensor)
+                kept.add(id(tensor))
 
 
 @no_grad
@@ -125,30 +153,37 @@ def run(problem: Problem, params: dict[str, Any]) -> MethodOutput:
     accelerate = params["acceleration"]
 
     control = IterationControl(problem, params)
+    buffers = _Buffers(estimate)
+    prediction, ratio = torch.empty_like(data), torch.empty_like(data)
     previous: torch.Tensor | None = None
+    step: torch.Tensor | None = None
     previous_step: torch.Tensor | None = None
     previous_energy: torch.Tensor | None = None
     alpha = torch.zeros((data.shape[0], 1, 1), dtype=data.dtype, device=data.device)
     for _ in control:
         if accelerate and previous is not None:
-            point = extrapolate(estimate, previous, alpha)
+            point = extrapolate(estimate, previous, alpha, out=buffers.take())
         else:
             point = estimate
-        prediction, ratio = operator.poisson_ratio(point, data, background)
+        operator.poisson_ratio(point, data, background, out=(prediction, ratio))
         denominator = normaliser
         if tv_weight > 0:
             curvature = total_variation_divergence(point, tv_epsilon)
             denominator = (normaliser - tv_weight * curvature).clamp_min(0.1 * normaliser)
-        updated = operator.multiplicative_adjoint(ratio, point, denominator)
+        updated = operator.multiplicative_adjoint(ratio, point, denominator, out=buffers.take())
         if accelerate:
-            step = updated - point
+            step = torch.sub(updated, point, out=step)  # the spare step array, if any
             energy = batch_dot(step, step)
             if previous_step is not None and previous_energy is not None:
                 numerator = batch_dot(step, previous_step)
                 alpha = (numerator / previous_energy.clamp_min(1e-30)).clamp(0.0, MAX_EXTRAPOLATION)
-            previous_step, previous_energy = step, energy
+            previous_step, step, previous_energy = step, previous_step, energy
+        accepted = control.step(point, updated, data, prediction)
+        older = previous
+        if accelerate:
             previous = estimate
-        estimate = control.step(point, updated, data, prediction)
+        buffers.recycle([point, updated, estimate, older], live=[accepted, previous])
+        estimate = accepted
         alpha = alpha * control.active.view(-1, 1, 1)  # stopped images stay where they stopped
     return MethodOutput(operator.crop(estimate), problem.psf, control.info())
 

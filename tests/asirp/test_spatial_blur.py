@@ -51,6 +51,20 @@ def test_direct_path_is_the_fft_operator(boundary, sigma, shape):
 
 
 @pytest.mark.parametrize("boundary", BOUNDARIES)
+def test_direct_path_with_a_one_pixel_and_a_map_wide_psf(boundary):
+    shape = (9, 14)
+    for kernel in (np.ones((1, 1), np.float32), gaussian_psf((1.0, 30.0), max_shape=shape)):
+        assert kernel.shape[1] in (1, shape[1] - 1)
+        psf = torch.from_numpy(kernel)
+        fft = BlurOperator(psf, shape, boundary, path="fft")
+        direct = BlurOperator(psf, shape, boundary, path="direct")
+        obj = _random(fft.object_shape, seed=10, batch=3)
+        data = _random(shape, seed=11, batch=3)
+        np.testing.assert_allclose(direct.forward(obj), fft.forward(obj), atol=1e-3)
+        np.testing.assert_allclose(direct.adjoint(data), fft.adjoint(data), atol=1e-3)
+
+
+@pytest.mark.parametrize("boundary", BOUNDARIES)
 @pytest.mark.parametrize("path", ["direct", "fft"])
 def test_adjoint_identity(boundary, path):
     psf = torch.from_numpy(gaussian_psf((1.5, 2.5)))
