@@ -313,6 +313,75 @@ def correlate_separable(src, ty, tx, sy, sx, edge, out, epilogue, first, second,
 # --- image figures ------------------------------------------------------------------------------
 
 
+@njit(**_JIT)
+def _pixel_terms(a, b, c, d, value, f, g, h, k, shift):
+    """One pixel's terms of :func:`image_figures` from its 3 x 3 neighbourhood (float64).
+
+    The neighbourhood is ``a b c`` (row above), ``d value f``, ``g h k`` (row below).
+    """
+    grad_y = ((g + 2.0 * h + k) - (a + 2.0 * b + c)) / 8.0
+    grad_x = ((c + 2.0 * f + k) - (a + 2.0 * d + g)) / 8.0
+    second = (a - 2.0 * b + c) - 2.0 * (d - 2.0 * value + f) + (g - 2.0 * h + k)
+    return (
+        value - shift,
+        abs(value),
+        (value - shift) * (value - shift),
+        grad_y * grad_y + grad_x * grad_x,
+        abs(second),
+    )
+
+
+@njit(**_JIT)
+def _row_figures(up, row, down, shift, immerkaer, sums):
+    """Add the terms of one row (``up``, ``down``: its neighbour rows, itself at the edges)."""
+    width = row.size
+    for j in (0, width - 1):  # mirrored columns: the edge pixel is its own neighbour
+        left, right = max(j - 1, 0), min(j + 1, width - 1)
+        terms = _pixel_terms(
+            np.float64(up[left]),
+            np.float64(up[j]),
+            np.float64(up[right]),
+            np.float64(row[left]),
+            np.float64(row[j]),
+            np.float64(row[right]),
+            np.float64(down[left]),
+            np.float64(down[j]),
+            np.float64(down[right]),
+            shift,
+        )
+        for q in range(4):  # the Immerkaer sum leaves out the edge columns
+            sums[q] += terms[q]
+    total = 0.0
+    total_abs = 0.0
+    total_square = 0.0
+    sobel = 0.0
+    second = 0.0
+    for j in range(1, width - 1):  # interior columns: no branches, vectorised
+        terms = _pixel_terms(
+            np.float64(up[j - 1]),
+            np.float64(up[j]),
+            np.float64(up[j + 1]),
+            np.float64(row[j - 1]),
+            np.float64(row[j]),
+            np.float64(row[j + 1]),
+            np.float64(down[j - 1]),
+            np.float64(down[j]),
+            np.float64(down[j + 1]),
+            shift,
+        )
+        total += terms[0]
+        total_abs += terms[1]
+        total_square += terms[2]
+        sobel += terms[3]
+        second += terms[4]
+    sums[0] += total
+    sums[1] += total_abs
+    sums[2] += total_square
+    sums[3] += sobel
+    if immerkaer:
+        sums[4] += second
+
+
 @njit(parallel=True, **_JIT)
 def image_figures(image):
     """Sums over a 2-D float32 map for the no-reference figures, accumulated in float64.
@@ -328,42 +397,15 @@ def image_figures(image):
     -----
     ``gy`` is ``[-1, 0, 1]`` along rows by ``[1, 2, 1]`` along columns, divided by 8
     (``scipy.ndimage.sobel``, ``mode="reflect"``: for a 3-tap kernel the mirror is the edge
-    pixel itself), ``gx`` the same transposed.
+    pixel itself), ``gx`` the same transposed. The map must be at least 3 x 3.
     """
-    height, width = image.shape
+    height = image.shape[0]
     shift = np.float64(image[0, 0])
     per_row = np.zeros((height, 5))  # partial sums per row: no shared accumulators
     for i in prange(height):
-        up = max(i - 1, 0)
-        down = min(i + 1, height - 1)
-        row_total = 0.0
-        row_abs = 0.0
-        row_square = 0.0
-        row_sobel = 0.0
-        row_immerkaer = 0.0
-        for j in range(width):
-            value = np.float64(image[i, j])
-            row_total += value - shift
-            row_abs += abs(value)
-            row_square += (value - shift) * (value - shift)
-            left = max(j - 1, 0)
-            right = min(j + 1, width - 1)
-            a, b, c = image[up, left], image[up, j], image[up, right]
-            d, f = image[i, left], image[i, right]
-            g, h, k = image[down, left], image[down, j], image[down, right]
-            grad_y = np.float64((g + 2.0 * h + k) - (a + 2.0 * b + c)) / 8.0
-            grad_x = np.float64((c + 2.0 * f + k) - (a + 2.0 * d + g)) / 8.0
-            row_sobel += grad_y * grad_y + grad_x * grad_x
-            if 0 < i < height - 1 and 0 < j < width - 1:
-                top = a - 2.0 * b + c
-                middle = d - 2.0 * value + f
-                bottom = g - 2.0 * h + k
-                row_immerkaer += abs(np.float64(top - 2.0 * middle + bottom))
-        per_row[i, 0] = row_total
-        per_row[i, 1] = row_abs
-        per_row[i, 2] = row_square
-        per_row[i, 3] = row_sobel
-        per_row[i, 4] = row_immerkaer
+        up = image[max(i - 1, 0)]
+        down = image[min(i + 1, height - 1)]
+        _row_figures(up, image[i], down, shift, 0 < i < height - 1, per_row[i])
     totals = per_row.sum(axis=0)
     return totals[0], totals[1], totals[2], totals[3], totals[4]
 

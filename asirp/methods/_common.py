@@ -8,7 +8,13 @@ from asirp.blur import BlurOperator
 
 
 def non_negative(data: torch.Tensor) -> torch.Tensor:
-    """Counts for the Poisson methods: negative values (from dark subtraction) are set to zero."""
+    """Counts for the Poisson methods: negative values (from dark subtraction) are set to zero.
+
+    Returns ``data`` itself when it has no negative value (one read instead of a copy), else a
+    clamped copy; the caller must not modify the result in place.
+    """
+    if data.numel() and float(data.min()) >= 0.0:
+        return data
     return data.clamp_min(0.0)
 
 
@@ -34,9 +40,10 @@ def smooth_initial_estimate(
     torch.Tensor
         ``(B, *operator.object_shape)``, strictly positive.
     """
-    estimate = operator.adjoint(data) / normaliser
+    estimate = operator.adjoint(data)  # a fresh array (direct path) or a view (FFT path)
+    estimate = estimate.div_(normaliser) if estimate.is_contiguous() else estimate / normaliser
     floor = 1e-3 * data.mean(dim=(-2, -1), keepdim=True).clamp_min(1e-12)
-    return torch.maximum(estimate, floor)
+    return torch.maximum(estimate, floor, out=estimate)
 
 
 def adjoint_of_ones(operator: BlurOperator, data: torch.Tensor) -> torch.Tensor:

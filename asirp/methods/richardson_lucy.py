@@ -149,7 +149,7 @@ def run(problem: Problem, params: dict[str, Any]) -> MethodOutput:
     else:
         estimate = smooth_initial_estimate(operator, data, normaliser)
     tv_weight = params["tv_weight"]
-    tv_epsilon = 1e-3 * float(data.mean().clamp_min(1e-12))
+    tv_epsilon = 1e-3 * float(data.mean().clamp_min(1e-12)) if tv_weight > 0 else 0.0
     accelerate = params["acceleration"]
 
     control = IterationControl(problem, params)
