@@ -19,6 +19,7 @@ Examples
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated as A
 from typing import Any
 
@@ -30,7 +31,6 @@ from ophyd_async.core import (
     StandardReadable,
     StandardReadableFormat,
     TriggerableCommand,
-    wait_for_value,
 )
 from ophyd_async.tango.core import DevStateEnum, TangoDevice
 from tango.asyncio_executor import AsyncioExecutor, get_global_executor, set_global_executor
@@ -107,18 +107,28 @@ class ASIRPClient(TangoDevice, StandardReadable):
         """Restore the current ``input_image`` and wait until the device leaves ``RUNNING``.
 
         ``Restore`` switches the device to ``RUNNING`` before it returns, so the first state
-        that is not ``RUNNING`` belongs to this restoration (change events on ``State``).
+        read afterwards that is not ``RUNNING`` belongs to this restoration. The state is read
+        from the device each time (never from a monitor's cache, which may still hold the state
+        from before ``Restore``), every 5 ms at first, then less often, at most every 50 ms.
 
         Raises
         ------
         RestorationFailed
             If the device ends in ``ALARM`` (or any state but ``ON``), with its status.
+        TimeoutError
+            If it is still ``RUNNING`` after ``restore_timeout`` s.
         """
         await self.Restore.trigger()
-        await wait_for_value(
-            self.State, lambda state: state != DevStateEnum.RUNNING, self._restore_timeout
-        )
-        state = await self.State.get_value()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._restore_timeout
+        pause = 0.005
+        while (state := await self.State.get_value(cached=False)) == DevStateEnum.RUNNING:
+            if loop.time() > deadline:
+                raise TimeoutError(
+                    f"{self.name}: still RUNNING after {self._restore_timeout} s; call Abort"
+                )
+            await asyncio.sleep(pause)
+            pause = min(0.05, 1.5 * pause)
         if state != DevStateEnum.ON:
-            status = await self.Status.get_value()
+            status = await self.Status.get_value(cached=False)
             raise RestorationFailed(f"{self.name}: the device is in {state.value}: {status}")
