@@ -225,6 +225,7 @@ def run_control_room(
                 target_resolution_um=target_resolution_um,
                 timing=timing,
                 strategy="hotspots",
+                max_size_um=4.0 * beam_fwhm_um,  # big merged regions split into tiles
                 max_rois=12,
                 budget_s=budget_s,
                 report=report,
@@ -241,6 +242,7 @@ def run_control_room(
         rules = {
             "margin_um": 0.5 * beam_fwhm_um,
             "min_size_um": 2.0 * beam_fwhm_um,
+            "max_size_um": 4.0 * beam_fwhm_um,
             "max_count": 12,
             "bounds_um": area,
         }

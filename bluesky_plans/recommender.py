@@ -102,11 +102,15 @@ class RoiRecommender:
             self.tell(axes, image)
 
     def tell_regions(self, regions: Iterable[RegionOfInterest]) -> None:
-        """Add regions found elsewhere (e.g. on partial maps); overlapping ones merge."""
-        fresh = [
-            region for region in regions if not any(region.overlaps(done) for done in self._asked)
-        ]
-        merged = merge_overlapping(fresh + self._pending)
+        """Add regions found elsewhere (e.g. on partial maps).
+
+        A region that overlaps one already pending or already asked for is dropped (the
+        pending one covers it); pending regions are never merged with each other, so tiles of
+        a large region stay tiles.
+        """
+        known = self._asked + self._pending
+        fresh = [region for region in regions if not any(region.overlaps(k) for k in known)]
+        merged = self._pending + merge_overlapping(fresh)
         self._pending = sorted(merged, key=lambda region: region.score, reverse=True)
 
     @property

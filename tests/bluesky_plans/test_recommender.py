@@ -5,6 +5,7 @@ import pytest
 
 from bluesky_plans.budget import StageTiming
 from bluesky_plans.recommender import NoRecommendation, RoiRecommender, as_plan_items
+from bluesky_plans.roi import RegionOfInterest
 
 STEP_UM = 20.0
 
@@ -99,3 +100,23 @@ def test_bad_arguments():
         RoiRecommender(fine_step_um=1.0, timing=timing).ask(0)
     with pytest.raises(ValueError, match="detector"):
         as_plan_items([], detectors=[], x_motor="x", y_motor="y", step_um=1.0)
+
+
+def test_told_regions_join_without_merging_tiles():
+    timing = StageTiming(dwell_s=0.05, velocity_um_s=1000.0)
+    recommender = RoiRecommender(
+        "threshold", fine_step_um=5.0, timing=timing, level=0.5, max_size_um=100.0
+    )
+    image = np.zeros((30, 30))
+    image[5:25, 5:25] = 1.0  # 400 µm square -> split into 100 µm tiles
+    axes = (np.arange(30) * STEP_UM, np.arange(30) * STEP_UM)
+    recommender.tell(axes, image)
+    tiles = recommender.pending
+    assert len(tiles) > 1
+    inside = RegionOfInterest(150.0, 160.0, 150.0, 160.0, 9.0, "live")
+    elsewhere = RegionOfInterest(560.0, 580.0, 560.0, 580.0, 9.0, "live")
+    recommender.tell_regions([inside, elsewhere])
+    pending = recommender.pending
+    assert len(pending) == len(tiles) + 1
+    assert elsewhere in pending
+    assert inside not in pending
