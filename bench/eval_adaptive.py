@@ -141,6 +141,8 @@ def main() -> None:
                 target_resolution_um=20.0,
                 timing=timing,
                 max_rois=12,
+                strategy=args.strategy,
+                max_size_um=4 * BEAM_UM,
                 budget_s=full / 3 - coarse,
                 report=report,
             )
