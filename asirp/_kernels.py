@@ -427,3 +427,48 @@ def residual_sums(data, predicted, background):
         misfit += row_misfit
         energy += row_energy
     return misfit, energy
+
+
+# --- element-wise steps of accelerated iterations ------------------------------------------------
+
+
+@njit(parallel=True, **_JIT)
+def extrapolate(estimate, previous, alpha, out):
+    """``out = max(estimate + alpha[b] (estimate - previous), 0)``, all ``(B, H, W)`` float32.
+
+    ``alpha`` is ``(B,)`` float32 (one factor per map); ``out`` may not alias the inputs.
+    """
+    batch, height, width = out.shape
+    for task in prange(batch * height):
+        b = task // height
+        i = task - b * height
+        factor = alpha[b]
+        current, before, result = estimate[b, i], previous[b, i], out[b, i]
+        for j in range(width):
+            value = current[j] + factor * (current[j] - before[j])
+            result[j] = max(value, np.float32(0.0))
+
+
+@njit(parallel=True, **_JIT)
+def difference_and_products(new, old, previous, out):
+    """``out = new - old`` and, per map, ``sum(out * out)`` and ``sum(out * previous)``.
+
+    All arrays ``(B, H, W)`` float32. ``previous`` may be ``out`` itself when the second sum is
+    not wanted (it then uses the old values of ``out``). Returns ``(B, 2)`` float64.
+    """
+    batch, height, width = out.shape
+    per_row = np.zeros((batch * height, 2))
+    for task in prange(batch * height):
+        b = task // height
+        i = task - b * height
+        after, before, earlier, result = new[b, i], old[b, i], previous[b, i], out[b, i]
+        energy = 0.0
+        overlap = 0.0
+        for j in range(width):
+            difference = after[j] - before[j]
+            overlap += np.float64(difference) * np.float64(earlier[j])
+            result[j] = difference
+            energy += np.float64(difference) * np.float64(difference)
+        per_row[task, 0] = energy
+        per_row[task, 1] = overlap
+    return per_row.reshape(batch, height, 2).sum(axis=1)

@@ -82,13 +82,23 @@ def total_variation_divergence(image: torch.Tensor, epsilon: float) -> torch.Ten
     return divergence
 
 
+def _compiled(*tensors: torch.Tensor) -> bool:
+    """Whether the compiled CPU kernels apply: contiguous float32 CPU tensors."""
+    return all(
+        t.device.type == "cpu" and t.dtype == torch.float32 and t.is_contiguous() for t in tensors
+    )
+
+
 def extrapolate(
     estimate: torch.Tensor,
     previous: torch.Tensor,
     alpha: torch.Tensor,
     out: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Biggs-Andrews prediction ``max(x_k + alpha (x_k - x_{k-1}), 0)`` in two passes.
+    """Biggs-Andrews prediction ``max(x_k + alpha (x_k - x_{k-1}), 0)``.
+
+    One pass of a compiled kernel on the CPU (torch's parallel operations between the blur
+    kernels would leave their threads spinning on the same cores), two torch operations else.
 
     Parameters
     ----------
@@ -104,7 +114,63 @@ def extrapolate(
     torch.Tensor
         ``(B, H_o, W_o)``, non-negative.
     """
+    if out is None:
+        out = torch.empty_like(estimate)
+    if estimate.ndim == 3 and _compiled(estimate, previous, out):
+        from asirp import _kernels
+        from asirp.separable import use_torch_threads
+
+        use_torch_threads()
+        factor = alpha.detach().reshape(-1).to("cpu", torch.float32).numpy()
+        _kernels.extrapolate(estimate.numpy(), previous.numpy(), factor, out.numpy())
+        return out
     return torch.lerp(previous, estimate, 1.0 + alpha, out=out).clamp_min_(0.0)
+
+
+def step_products(
+    updated: torch.Tensor,
+    point: torch.Tensor,
+    previous_step: torch.Tensor | None,
+    out: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """The step ``updated - point`` and its inner products with itself and the previous step.
+
+    Parameters
+    ----------
+    updated, point : torch.Tensor
+        ``(B, H_o, W_o)``.
+    previous_step : torch.Tensor or None
+        The previous iteration's step (``(B, H_o, W_o)``), if any.
+    out : torch.Tensor, optional
+        Where to write the step (not ``previous_step``).
+
+    Returns
+    -------
+    step : torch.Tensor
+        ``(B, H_o, W_o)``.
+    energy : torch.Tensor
+        ``<step, step>`` per image, ``(B, 1, 1)``.
+    overlap : torch.Tensor or None
+        ``<step, previous_step>`` per image, ``(B, 1, 1)``; None without a previous step.
+    """
+    if out is None:
+        out = torch.empty_like(updated)
+    earlier = out if previous_step is None else previous_step
+    if updated.ndim == 3 and _compiled(updated, point, earlier, out):
+        from asirp import _kernels
+        from asirp.separable import use_torch_threads
+
+        use_torch_threads()
+        sums = _kernels.difference_and_products(
+            updated.numpy(), point.numpy(), earlier.numpy(), out.numpy()
+        )
+        products = torch.from_numpy(sums).to(updated.dtype).view(-1, 2, 1, 1)
+        energy, overlap = products[:, 0], products[:, 1]
+    else:
+        torch.sub(updated, point, out=out)
+        energy = batch_dot(out, out)
+        overlap = batch_dot(out, earlier)
+    return out, energy, (overlap if previous_step is not None else None)
 
 
 def batch_dot(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
@@ -171,12 +237,10 @@ def run(problem: Problem, params: dict[str, Any]) -> MethodOutput:
             curvature = total_variation_divergence(point, tv_epsilon)
             denominator = (normaliser - tv_weight * curvature).clamp_min(0.1 * normaliser)
         updated = operator.multiplicative_adjoint(ratio, point, denominator, out=buffers.take())
-        if accelerate:
-            step = torch.sub(updated, point, out=step)  # the spare step array, if any
-            energy = batch_dot(step, step)
-            if previous_step is not None and previous_energy is not None:
-                numerator = batch_dot(step, previous_step)
-                alpha = (numerator / previous_energy.clamp_min(1e-30)).clamp(0.0, MAX_EXTRAPOLATION)
+        if accelerate:  # `step` is the spare step array, if any
+            step, energy, overlap = step_products(updated, point, previous_step, out=step)
+            if overlap is not None and previous_energy is not None:
+                alpha = (overlap / previous_energy.clamp_min(1e-30)).clamp(0.0, MAX_EXTRAPOLATION)
             previous_step, step, previous_energy = step, previous_step, energy
         accepted = control.step(point, updated, data, prediction)
         older = previous
