@@ -90,6 +90,8 @@ class Parameter:
         """Human-readable valid range, for tables and help."""
         if self.choices is not None:
             return "|".join(self.choices)
+        if self.kind is str:
+            return "text"
         if self.kind is bool:
             return "true|false"
         low = "-inf" if self.minimum is None else f"{self.minimum:g}"

@@ -1,0 +1,248 @@
+"""What every super-resolution method shares: parameters, the PSF on the measured grid, the check.
+
+A super-resolution method (family ``"super-resolution"``) receives measured maps ``(B, H, W)``
+and returns ``(B, s H, s W)`` with ``s`` = its ``scale`` parameter (2 or 4), in the same intensity
+units. Its PSF is optional: given (as for every ASIRP method, on the *measured* grid), it sets the
+beam of the forward model (:func:`asirp.sr.degrade.sigma_from_psf`); otherwise the beam sigma is
+estimated from each map (:func:`asirp.sr.degrade.estimate_blur_sigma`). The returned PSF is the
+fine-grid Gaussian of the forward model, ``(h, w)`` or ``(B, h, w)``.
+
+Each result is checked against its input (:mod:`asirp.sr.consistency`); the figures go to
+``Restoration.metrics`` and the beam used, its source and the tiling to ``Restoration.params``.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from asirp.backend import to_numpy, to_tensor
+from asirp.psf import gaussian_psf
+from asirp.registry import MethodOutput, Parameter, Problem
+from asirp.sr.consistency import DEFAULT_TOLERANCE, consistency_figures, warn_if_inconsistent
+from asirp.sr.degrade import estimate_blur_sigma, sigma_from_psf
+from asirp.sr.inference import upscale
+
+SCALES = (2, 4)
+
+SCALE = Parameter("scale", int, 2, "upscaling factor: 2 or 4", minimum=2, maximum=4)
+TILE = Parameter(
+    "tile",
+    int,
+    None,
+    "largest tile side for tiled inference, input px (None: 256 on the CPU, 1024 on CUDA)",
+    minimum=16,
+    maximum=8192,
+)
+OVERLAP = Parameter("overlap", int, 16, "overlap between tiles, input px", minimum=0, maximum=256)
+HALF = Parameter("half", bool, True, "float16 on CUDA GPUs (ignored on the CPU)")
+TOLERANCE = Parameter(
+    "consistency_tolerance",
+    float,
+    DEFAULT_TOLERANCE,
+    "largest consistency residual accepted, in noise sigmas (see asirp.sr.consistency)",
+    minimum=0.1,
+    maximum=1000.0,
+)
+COMMON_PARAMETERS = (SCALE, TILE, OVERLAP, HALF, TOLERANCE)
+"""Parameters every super-resolution method takes."""
+
+
+def check_scale(params: dict[str, Any], method: str) -> int:
+    """The ``scale`` parameter, which must be 2 or 4."""
+    scale = int(params["scale"])
+    if scale not in SCALES:
+        raise ValueError(f"parameter 'scale' of method {method!r} is {scale}; allowed: 2 or 4")
+    return scale
+
+
+def tile_size(params: dict[str, Any], device: torch.device) -> int:
+    """The ``tile`` parameter, or its automatic value for the device."""
+    if params["tile"] is not None:
+        return int(params["tile"])
+    return 1024 if device.type == "cuda" else 256
+
+
+@dataclass
+class Beam:
+    """The beam of the forward model for each map of a problem.
+
+    Attributes
+    ----------
+    sigma_px : list of float
+        Beam sigma of each map, measured pixels.
+    source : str
+        ``"given"`` (from the PSF passed to :func:`asirp.restore`) or ``"estimated"``.
+    """
+
+    sigma_px: list[float]
+    source: str
+
+
+def resolve_beam(problem: Problem) -> Beam:
+    """The beam sigma: from the given PSF, or estimated from each map's spectrum."""
+    if problem.psf is not None:
+        sigma = sigma_from_psf(problem.psf)
+        return Beam([sigma] * problem.data.shape[0], "given")
+    return Beam([estimate_blur_sigma(image) for image in to_numpy(problem.data)], "estimated")
+
+
+def fine_psf(beam: Beam, scale: int, device: torch.device) -> torch.Tensor:
+    """The forward model's fine-grid PSF: ``(h, w)`` when shared, else ``(B, h, w)``."""
+    if len(set(beam.sigma_px)) == 1:
+        return to_tensor(gaussian_psf(beam.sigma_px[0] * scale), device)
+    kernels = [gaussian_psf(sigma * scale) for sigma in beam.sigma_px]
+    size = max(kernel.shape[0] for kernel in kernels)
+    padded = [np.pad(k, (size - k.shape[0]) // 2) for k in kernels]
+    return to_tensor(np.stack(padded), device)
+
+
+def finish(
+    method: str,
+    problem: Problem,
+    params: dict[str, Any],
+    fine: torch.Tensor,
+    beam: Beam,
+    info: dict[str, Any],
+) -> MethodOutput:
+    """Check a super-resolved stack against its input and package the method's output.
+
+    Parameters
+    ----------
+    method : str
+        Method name (for the warning).
+    problem : Problem
+        The problem solved (its ``data`` are the measured maps).
+    params : dict
+        The resolved parameters (``scale``, ``consistency_tolerance``).
+    fine : torch.Tensor
+        ``(B, s H, s W)`` result.
+    beam : Beam
+        Beam of the forward model.
+    info : dict
+        Method facts for ``Restoration.params``.
+
+    Returns
+    -------
+    MethodOutput
+        The result, the fine-grid PSF, the facts and the per-map consistency figures.
+    """
+    scale = int(params["scale"])
+    tolerance = float(params["consistency_tolerance"])
+    figures = []
+    for index, sigma in enumerate(beam.sigma_px):
+        figures += consistency_figures(
+            problem.data[index : index + 1], fine[index : index + 1], sigma, scale, tolerance
+        )
+    warn_if_inconsistent(method, figures, tolerance)
+    metrics = {key: [figure[key] for figure in figures] for key in figures[0]}
+    facts = {
+        **info,
+        "beam_sigma_px": [round(s, 4) for s in beam.sigma_px],
+        "beam_source": beam.source,
+        "forward_model": "gaussian beam on the fine grid, then area sampling (asirp.sr.degrade)",
+    }
+    return MethodOutput(fine.float(), fine_psf(beam, scale, problem.device), facts, metrics=metrics)
+
+
+@dataclass
+class LoadedNetwork:
+    """A network ready for inference and how to feed it.
+
+    Attributes
+    ----------
+    network : torch.nn.Module
+        In evaluation mode, on the target device.
+    channels : int
+        Image channels it takes (3 for RGB models).
+    multiple : int
+        Input sides must be multiples of this.
+    source : str
+        Where the weights came from (file path).
+    description : str
+        Architecture and size, for the record.
+    """
+
+    network: nn.Module
+    channels: int
+    multiple: int
+    source: str
+    description: str
+
+
+@lru_cache(maxsize=8)
+def _cached_network(
+    loader: Callable[[str, int], LoadedNetwork], path: str, scale: int, device: str, stamp: float
+) -> LoadedNetwork:
+    loaded = loader(path, scale)
+    loaded.network.to(torch.device(device))
+    for parameter in loaded.network.parameters():
+        parameter.requires_grad_(False)
+    return loaded
+
+
+def network_for(
+    loader: Callable[[str, int], LoadedNetwork], path: Path, scale: int, device: torch.device
+) -> LoadedNetwork:
+    """Load (or reuse) the network in a weight file for a device; reloads if the file changed."""
+    return _cached_network(loader, str(path), scale, str(device), path.stat().st_mtime)
+
+
+def run_pretrained(
+    method: str,
+    problem: Problem,
+    params: dict[str, Any],
+    loaded: LoadedNetwork,
+    progress: Callable[[float], None] | None = None,
+    cancel: threading.Event | None = None,
+) -> MethodOutput:
+    """Super-resolve a problem with a trained network, then check the result.
+
+    Parameters
+    ----------
+    method : str
+        Method name.
+    problem : Problem
+        Measured maps, optional PSF, device, hooks.
+    params : dict
+        Resolved parameters (the common ones of :data:`COMMON_PARAMETERS`).
+    loaded : LoadedNetwork
+        The network.
+    progress, cancel
+        Override the problem's hooks (defaults: the problem's).
+
+    Returns
+    -------
+    MethodOutput
+        See :func:`finish`.
+    """
+    scale = check_scale(params, method)
+    beam = resolve_beam(problem)
+    on_gpu = problem.device.type == "cuda"
+    fine = upscale(
+        loaded.network,
+        problem.data,
+        scale,
+        tile=tile_size(params, problem.device),
+        overlap=int(params["overlap"]),
+        batch=16 if on_gpu else 1,
+        half=bool(params["half"]),
+        channels=loaded.channels,
+        multiple=loaded.multiple,
+        progress=progress or problem.progress,
+        cancel=cancel or problem.cancel,
+    )
+    info = {
+        "weights": loaded.source,
+        "network": loaded.description,
+        "precision": "float16" if on_gpu and params["half"] else "float32",
+    }
+    return finish(method, problem, params, fine, beam, info)

@@ -1,0 +1,297 @@
+r"""Zero-shot super-resolution (ZSSR): a small CNN trained on the input map itself.
+
+For each map ``y`` (Shocher et al. 2018):
+
+1. **Pairs from the map.** Random crops of ``y`` ("fathers"), with the eight flips and 90°
+   rotations, are degraded by the forward model of :mod:`asirp.sr.degrade` (the beam, of
+   ``scale`` times its sigma on the finer grid, then area sampling by ``scale``) into "sons". The
+   beam is the given PSF's (:func:`asirp.sr.degrade.sigma_from_psf`) or estimated from the map
+   (:func:`asirp.sr.degrade.estimate_blur_sigma`). Noise is added to each son so that its noise
+   matches the map's (Immerkaer's estimate, with a Poisson-like variance proportional to the
+   intensity when the map is non-negative), less what survives of the father's own noise.
+2. **Training.** :class:`asirp.sr.models.ZSSRNet` (starting as bicubic interpolation: its last
+   layer is zero) learns son -> father with an L1 loss and Adam. A fixed set of validation pairs
+   (other crops and noise) is scored every ``eval_every`` iterations; the learning rate drops
+   tenfold when it stops improving for ``patience`` scores, and training stops after two drops
+   (early stopping), at ``iterations``, or when ``time_budget_s`` is spent. The best-scoring
+   weights are kept.
+3. **Super-resolution.** The trained network is applied to ``y`` itself (tiled, see
+   :mod:`asirp.sr.inference`).
+
+Each map of a stack gets its own network and its own time budget. Randomness (initial weights,
+crops, noise) comes from generators seeded with the ``seed`` of :func:`asirp.restore`, the same for
+every map, so a map gives the same result alone or in a stack; the result is reproducible when the
+iteration count or early stopping (not the time budget) ends the training.
+
+Differences from the original: the network works on the measured grid with a pixel-shuffle
+output (``scale^2`` times cheaper than ZSSR's on the bicubic-upsampled grid), the degradation is
+the beam + area model instead of a bicubic kernel, and there is no test-time self-ensemble.
+
+References
+----------
+.. [1] A. Shocher, N. Cohen and M. Irani, "'Zero-shot' super-resolution using deep internal
+   learning", CVPR 3118-3126 (2018).
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from asirp.backend import to_numpy
+from asirp.metrics import noise_sigma
+from asirp.registry import MethodOutput, Parameter, Problem
+from asirp.sr.degrade import degrade
+from asirp.sr.inference import robust_normalisation, upscale
+from asirp.sr.models import ZSSRNet
+from asirp.sr.runner import COMMON_PARAMETERS, check_scale, finish, resolve_beam, tile_size
+
+PARAMETERS = (
+    *COMMON_PARAMETERS,
+    Parameter("iterations", int, 2000, "largest number of training iterations per map", 1, 100_000),
+    Parameter(
+        "time_budget_s", float, 60.0, "training time limit per map, s", minimum=0.1, maximum=86400
+    ),
+    Parameter("crop", int, 64, "training crop side (father), input px", minimum=8, maximum=1024),
+    Parameter("batch", int, 8, "crops per training iteration", minimum=1, maximum=256),
+    Parameter("learning_rate", float, 1e-3, "initial Adam learning rate", minimum=1e-6, maximum=1),
+    Parameter("channels", int, 32, "feature channels of the CNN", minimum=4, maximum=256),
+    Parameter("depth", int, 6, "convolutions of the CNN", minimum=2, maximum=32),
+    Parameter("eval_every", int, 25, "iterations between validation scores", minimum=1),
+    Parameter("patience", int, 4, "scores without improvement before the rate drops", minimum=1),
+    Parameter("noise", bool, True, "add noise matching the input's to the training inputs"),
+)
+"""Parameters of the ``zssr`` method."""
+
+VALIDATION_PAIRS = 16
+
+
+@dataclass
+class NoiseModel:
+    """Noise to add to sons (normalised units): ``variance = a + b * value``, minus what survives.
+
+    Attributes
+    ----------
+    constant, slope : float
+        Variance model of the input's noise.
+    keep : float
+        Fraction of a father's noise variance that survives the degradation.
+    """
+
+    constant: float
+    slope: float
+    keep: float
+
+    def add(self, sons: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Sons with noise added, same shape."""
+        variance = (self.constant + self.slope * sons).clamp_min(0.0) * (1.0 - self.keep)
+        noise = torch.randn(sons.shape, generator=generator).to(sons.device)
+        return sons + noise * variance.sqrt()
+
+
+def noise_model(
+    normalised: torch.Tensor, offset: float, span: float, sigma: float, scale: int
+) -> NoiseModel:
+    """The noise model of a normalised map ``(H, W)`` (see the module notes)."""
+    level = float(noise_sigma(to_numpy(normalised)))
+    mean = float(normalised.mean())
+    raw_mean = mean * span + offset
+    poisson_like = float(normalised.min()) * span + offset >= -3.0 * level * span and raw_mean > 0
+    if poisson_like:
+        # var(v) = level^2 * raw(v) / raw_mean with raw(v) = v * span + offset
+        slope = level**2 * span / raw_mean
+        constant = level**2 * offset / raw_mean
+    else:
+        slope, constant = 0.0, level**2
+    probe = torch.randn((1, 64 * scale, 64 * scale), generator=torch.Generator().manual_seed(0))
+    keep = float(degrade(probe, sigma, scale).var())
+    return NoiseModel(constant, slope, min(keep, 1.0))
+
+
+def _dihedral(images: torch.Tensor, index: int) -> torch.Tensor:
+    """One of the eight flips/rotations of ``(N, 1, H, W)`` images."""
+    if index & 4:
+        images = images.transpose(-2, -1)
+    if index & 1:
+        images = images.flip(-1)
+    if index & 2:
+        images = images.flip(-2)
+    return images
+
+
+def _pairs(
+    image: torch.Tensor,
+    count: int,
+    crop: int,
+    sigma: float,
+    scale: int,
+    noise: NoiseModel | None,
+    generator: torch.Generator,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``count`` (son, father) pairs: ``(N, 1, crop/s, crop/s)`` and ``(N, 1, crop, crop)``."""
+    rows, cols = image.shape
+    tops = torch.randint(0, rows - crop + 1, (count,), generator=generator).tolist()
+    lefts = torch.randint(0, cols - crop + 1, (count,), generator=generator).tolist()
+    turns = torch.randint(0, 8, (count,), generator=generator).tolist()
+    fathers = torch.stack(
+        [
+            _dihedral(image[None, None, top : top + crop, left : left + crop], turn)[0]
+            for top, left, turn in zip(tops, lefts, turns, strict=True)
+        ]
+    )
+    sons = degrade(fathers[:, 0], sigma, scale)
+    if noise is not None:
+        sons = noise.add(sons, generator)
+    return sons[:, None], fathers
+
+
+def train_zssr(
+    image: torch.Tensor,
+    sigma: float,
+    scale: int,
+    params: dict[str, Any],
+    problem: Problem,
+    seed: int,
+) -> tuple[ZSSRNet, dict[str, Any]]:
+    """Train the image-specific network on one map.
+
+    Parameters
+    ----------
+    image : torch.Tensor
+        ``(H, W)`` measured map (any intensity scale), on the compute device.
+    sigma : float
+        Beam sigma, measured pixels.
+    scale : int
+        Upscaling factor.
+    params : dict
+        The method's resolved parameters.
+    problem : Problem
+        For cancellation and the device.
+    seed : int
+        Seed of the weights, crops and noise.
+
+    Returns
+    -------
+    network : ZSSRNet
+        The best network found, in evaluation mode.
+    facts : dict
+        ``iterations_run``, ``stopped_by`` (``"early_stopping"``, ``"iterations"``,
+        ``"time_budget"``), ``validation_l1`` (best score, normalised units) and
+        ``bicubic_validation_l1`` (the untrained network's).
+    """
+    device = problem.device
+    rows, cols = image.shape
+    crop = min(int(params["crop"]), rows, cols) // scale * scale
+    if crop < 2 * scale:
+        raise ValueError(f"zssr needs maps of at least {2 * scale} px per side, got {(rows, cols)}")
+    normalisation = robust_normalisation(image[None])
+    normalised = normalisation.apply(image[None])[0].float()
+    noise = (
+        noise_model(
+            normalised, float(normalisation.offset), float(normalisation.scale), sigma, scale
+        )
+        if params["noise"]
+        else None
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        network = ZSSRNet(scale, int(params["channels"]), int(params["depth"]))
+    last = network.layers[-1]
+    torch.nn.init.zeros_(last.weight)
+    torch.nn.init.zeros_(last.bias)
+    network.to(device).train()
+    # CPU generators (crop positions, turns, noise), whatever the device: the same stream
+    # on every device, and torch.randint takes no CUDA generator for CPU results.
+    generator = torch.Generator().manual_seed(seed)
+    validation_generator = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        val_sons, val_fathers = _pairs(
+            normalised, VALIDATION_PAIRS, crop, sigma, scale, noise, validation_generator
+        )
+
+    def score() -> float:
+        network.eval()
+        with torch.no_grad():
+            value = float(F.l1_loss(network(val_sons), val_fathers))
+        network.train()
+        return value
+
+    rate = float(params["learning_rate"])
+    optimiser = torch.optim.Adam(network.parameters(), lr=rate)
+    best = score()
+    facts: dict[str, Any] = {"bicubic_validation_l1": best}
+    best_state = copy.deepcopy(network.state_dict())
+    stale, drops, iteration, stopped_by = 0, 0, 0, "iterations"
+    started = time.perf_counter()
+    while iteration < int(params["iterations"]):
+        problem.check_cancel()
+        if time.perf_counter() - started > float(params["time_budget_s"]):
+            stopped_by = "time_budget"
+            break
+        with torch.no_grad():
+            sons, fathers = _pairs(
+                normalised, int(params["batch"]), crop, sigma, scale, noise, generator
+            )
+        loss = F.l1_loss(network(sons), fathers)
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        iteration += 1
+        if iteration % int(params["eval_every"]) == 0:
+            value = score()
+            if value < best * (1.0 - 1e-3):
+                best, stale = value, 0
+                best_state = copy.deepcopy(network.state_dict())
+            else:
+                stale += 1
+            if stale >= int(params["patience"]):
+                drops, stale = drops + 1, 0
+                if drops > 2:
+                    stopped_by = "early_stopping"
+                    break
+                for group in optimiser.param_groups:
+                    group["lr"] *= 0.1
+    network.load_state_dict(best_state)
+    facts.update(
+        {
+            "iterations_run": iteration,
+            "stopped_by": stopped_by,
+            "validation_l1": best,
+            "training_s": round(time.perf_counter() - started, 3),
+        }
+    )
+    return network.eval(), facts
+
+
+def run(problem: Problem, params: dict[str, Any]) -> MethodOutput:
+    """ZSSR on each map of ``(B, H, W)``: train on the map, then super-resolve it."""
+    scale = check_scale(params, "zssr")
+    beam = resolve_beam(problem)
+    batch = problem.data.shape[0]
+    outputs, facts = [], []
+    for index in range(batch):
+        image = problem.data[index]
+        network, found = train_zssr(
+            image, beam.sigma_px[index], scale, params, problem, problem.seed
+        )
+        problem.progress((index + 0.9) / batch)
+        fine = upscale(
+            network,
+            image[None],
+            scale,
+            tile=tile_size(params, problem.device),
+            overlap=int(params["overlap"]),
+            batch=1,
+            half=bool(params["half"]),
+            cancel=problem.cancel,
+        )
+        outputs.append(fine[0])
+        facts.append(found)
+        problem.progress((index + 1) / batch)
+    info = {key: [fact[key] for fact in facts] for key in facts[0]}
+    return finish("zssr", problem, params, torch.stack(outputs), beam, info)
