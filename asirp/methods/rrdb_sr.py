@@ -1,0 +1,98 @@
+"""``rrdb_sr``: ESRGAN-style RRDB super-resolution; ASIRP's small network or your (Real-)ESRGAN.
+
+By default a small RRDBNet trained by ASIRP (``asirp train rrdb_sr``, like ``fca_sr``) runs. Its
+layer layout and parameter names are Real-ESRGAN's, so published Real-ESRGAN and ESRGAN weights
+(x2 or x4, ``.pth`` or ``.safetensors``) load directly with ``weights=FILE``
+(:mod:`asirp.sr.esrgan`); the single-channel map is repeated to RGB for them and the three output
+channels averaged back. Intensities keep their physical scale through a reversible normalisation
+(:mod:`asirp.sr.inference`). Files are read without executing code (:mod:`asirp.sr.weights`).
+
+With the optional spandrel package installed, other architectures that it recognises load too;
+ASIRP never needs it (it imports torchvision, which has no CPU build for the pinned torch).
+
+Models trained on photographs (Real-ESRGAN) invent textures: watch the consistency check
+(:mod:`asirp.sr.consistency`), which every result goes through.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from asirp.registry import MethodOutput, MethodSpec, Parameter, Problem, register_method
+from asirp.sr.esrgan import load_with_spandrel, rrdb_from_state
+from asirp.sr.models import count_parameters
+from asirp.sr.runner import (
+    COMMON_PARAMETERS,
+    LoadedNetwork,
+    check_scale,
+    network_for,
+    run_pretrained,
+)
+from asirp.sr.weights import (
+    FORMAT,
+    WeightsArchitectureError,
+    build_from_weights,
+    load_weights,
+    shipped_weights_path,
+)
+
+WEIGHTS = Parameter(
+    "weights",
+    str,
+    None,
+    "weights file: ASIRP's, or Real-ESRGAN/ESRGAN .pth/.safetensors (None = the shipped ones)",
+)
+
+SPANDREL_MULTIPLE = 8
+"""Side multiple used for architectures loaded through spandrel (windowed transformers)."""
+
+
+def load_network(path: str, scale: int) -> LoadedNetwork:
+    """Build the RRDBNet (or, with spandrel, another architecture) stored in a weight file."""
+    loaded = load_weights(path)
+    if loaded.metadata.get("format") == FORMAT:
+        network = build_from_weights(loaded, "rrdb_sr", scale)
+        config = loaded.metadata.get("config", {})
+        channels = int(config.get("num_in_ch", 1))
+    else:
+        try:
+            network = rrdb_from_state(loaded.state, scale, f"weights in {path}")
+        except WeightsArchitectureError as error:
+            if "not an ESRGAN/Real-ESRGAN RRDBNet" not in str(error):
+                raise
+            try:
+                network, channels = load_with_spandrel(loaded.state, scale, f"weights in {path}")
+            except WeightsArchitectureError as fallback:
+                raise WeightsArchitectureError(f"{error}; {fallback}") from None
+            description = f"{type(network).__name__} x{scale} (spandrel)"
+            return LoadedNetwork(network, channels, SPANDREL_MULTIPLE, str(path), description)
+        channels = network.conv_first.in_channels // network.fold**2
+    description = (
+        f"RRDBNet x{scale}: {network.conv_first.out_channels} features, {len(network.body)} "
+        f"blocks, {channels} channel(s), {count_parameters(network)} parameters"
+    )
+    return LoadedNetwork(network, channels, network.fold, str(path), description)
+
+
+def run(problem: Problem, params: dict[str, Any]) -> MethodOutput:
+    """Super-resolve ``(B, H, W)`` maps to ``(B, s H, s W)`` with an RRDBNet."""
+    scale = check_scale(params, "rrdb_sr")
+    path = Path(params["weights"]) if params["weights"] else shipped_weights_path("rrdb_sr", scale)
+    if not path.is_file():
+        raise ValueError(f"weights file {path} not found")
+    loaded = network_for(load_network, path, scale, problem.device)
+    return run_pretrained("rrdb_sr", problem, params, loaded)
+
+
+register_method(
+    MethodSpec(
+        name="rrdb_sr",
+        family="super-resolution",
+        needs_psf=False,
+        scale=2,
+        summary="ESRGAN-style RRDBNet (ASIRP-trained; loads Real-ESRGAN/ESRGAN weights too)",
+        parameters=(*COMMON_PARAMETERS, WEIGHTS),
+        run=run,
+    )
+)
