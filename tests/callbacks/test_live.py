@@ -14,7 +14,13 @@ from ophyd.sim import SynAxis, SynSignal
 import asirp
 import sim
 from callbacks.live import LiveRestorer
-from tests.callbacks.conftest import BEAM_FWHM_UM, STEP_UM, assemble, grid_plan
+from tests.callbacks.conftest import (
+    BEAM_FWHM_UM,
+    STEP_UM,
+    assemble,
+    assert_same_restoration,
+    grid_plan,
+)
 
 
 class Stage:
@@ -80,7 +86,7 @@ def test_final_map_equals_offline_restoration_and_properties_follow_the_scan(bea
     assert final.ok
     assert final.exit_status == "success"
     np.testing.assert_allclose(final.raw_map, image, rtol=1e-6)
-    np.testing.assert_allclose(restorer.restored_map, offline.image, rtol=1e-5, atol=1e-4)
+    assert_same_restoration(restorer.restored_map, offline.image)
     assert restorer.latest_for(uid) is final
     assert restorer.active_run is None
     assert restorer.progress == 1.0
@@ -195,7 +201,7 @@ def test_fly_scan_event_pages_fill_whole_lines(run_engine):
     np.testing.assert_allclose(final.raw_map, image, rtol=1e-6)
     pixel = (10.0, 10.0)  # lines 10 µm apart, bins of 1000 µm/s x 10 ms
     offline = asirp.restore(image, "wiener", beam_fwhm_um=BEAM_FWHM_UM, pixel_um=pixel)
-    np.testing.assert_allclose(final.restored_map, offline.image, rtol=1e-5, atol=1e-4)
+    assert_same_restoration(final.restored_map, offline.image)
     assert any(not r.final for r in results)  # partial maps while flying
     restorer.close(10)
 
@@ -220,7 +226,7 @@ def test_interleaved_runs_are_routed_separately(run_engine):
         assert result.raw_map.shape == shape
         assert np.isfinite(result.raw_map).all()
         expected = asirp.restore(result.raw_map, "wiener", psf_sigma_px=1.0)
-        np.testing.assert_allclose(result.restored_map, expected.image, rtol=1e-5, atol=1e-4)
+        assert_same_restoration(result.restored_map, expected.image)
     restorer.close(10)
 
 
