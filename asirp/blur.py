@@ -172,11 +172,17 @@ class BlurOperator:
         self._otf = value
 
     def _runs_direct(self, *tensors: torch.Tensor, outputs: tuple[torch.Tensor, ...] = ()) -> bool:
-        """Whether the direct path applies: float32 CPU tensors, contiguous outputs."""
+        """Whether the direct path applies: float32 CPU tensors, contiguous outputs, no autograd.
+
+        The direct kernels are not differentiable, so tensors that need gradients take the FFT
+        path.
+        """
+        every = tensors + outputs
         return (
             self._direct is not None
-            and all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors + outputs)
+            and all(t.device.type == "cpu" and t.dtype == torch.float32 for t in every)
             and all(t.is_contiguous() for t in outputs)
+            and not (torch.is_grad_enabled() and any(t.requires_grad for t in every))
         )
 
     def object_spectrum(self, obj: torch.Tensor) -> torch.Tensor:

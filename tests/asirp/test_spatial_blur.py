@@ -64,6 +64,16 @@ def test_direct_path_with_a_one_pixel_and_a_map_wide_psf(boundary):
         np.testing.assert_allclose(direct.adjoint(data), fft.adjoint(data), atol=1e-3)
 
 
+def test_gradients_take_the_fft_path():
+    psf = torch.from_numpy(gaussian_psf(1.5))
+    operator = BlurOperator(psf, (20, 24))
+    assert operator.path == "direct"
+    obj = _random(operator.object_shape, seed=15, batch=1).requires_grad_(True)
+    operator.forward(obj).sum().backward()
+    expected = operator.adjoint(torch.ones((1, 20, 24)))  # d sum(Hx) / dx = H^T 1
+    np.testing.assert_allclose(obj.grad, expected, atol=1e-5)
+
+
 @pytest.mark.parametrize("boundary", BOUNDARIES)
 @pytest.mark.parametrize("path", ["direct", "fft"])
 def test_adjoint_identity(boundary, path):
