@@ -239,6 +239,14 @@ def engine_call(settings: Settings) -> tuple[str, dict[str, Any]]:
     return settings.method, {**kwargs, **params}
 
 
+def output_scale(settings: Settings) -> int:
+    """How many times larger than the input the result of ``settings`` is (1 but for SR)."""
+    if settings.auto_select:
+        return 1
+    spec = get_method(settings.method)
+    return int(spec.resolve_params(dict(settings.parameters)).get("scale", spec.scale))
+
+
 def validate_map(image: Any, name: str = "input_image") -> np.ndarray:
     """Check one 2-D map for the device and return a read-only float32 ``(H, W)`` copy.
 
@@ -586,6 +594,14 @@ class RestorationComponent:
                 if self._input is None:
                     raise NotReady("there is no input image: write input_image or call LoadImage")
                 method, kwargs = engine_call(self._settings)
+                scale = output_scale(self._settings)
+                rows, cols = self._input.shape
+                if max(rows, cols) * scale > MAX_SIDE_PX:
+                    raise ValueError(
+                        f"{self._settings.method} would return a {rows * scale}x{cols * scale} px "
+                        f"map (scale {scale}); restored_image holds at most {MAX_SIDE_PX} px a "
+                        "side: restore a smaller map or use a smaller scale"
+                    )
                 job = _Job(
                     image=self._input,
                     source=self._input_source,

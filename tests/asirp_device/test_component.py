@@ -176,6 +176,17 @@ def test_a_component_with_bad_defaults_is_not_built(settings, data_root, message
         RestorationComponent(settings, data_root=data_root)
 
 
+def test_a_result_too_large_for_the_image_attribute_is_refused_before_it_starts():
+    # a super-resolution method: its result is `scale` times larger than the input
+    spec = next(spec for spec in asirp.method_specs() if spec.scale > 1)
+    component = RestorationComponent(Settings(method=spec.name, parameters={"scale": 4}))
+    component.set_input(np.ones((1025, 64), np.float32))
+    with pytest.raises(ValueError, match="would return a 4100x256 px map"):
+        component.start()
+    assert component.state is ComponentState.ON
+    assert not component.busy
+
+
 def test_restore_without_input_is_refused():
     component = RestorationComponent()
     with pytest.raises(NotReady, match="no input image"):
