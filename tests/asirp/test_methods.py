@@ -11,7 +11,6 @@ import asirp
 import asirp.psf
 from tests.conftest import make_noisy_map
 
-
 # Deconvolution methods (same-size output); super-resolution is tested in tests/asirp/sr/.
 DECONVOLUTION = [*asirp.available_methods("non-blind"), *asirp.available_methods("blind")]
 
