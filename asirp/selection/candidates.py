@@ -1,0 +1,213 @@
+"""The candidates the selector considers: registered methods with parameter grids, and the input.
+
+Every method in the registry is a candidate when it fits the data and the context:
+
+- its output scale can be the one asked for (``MethodSpec.scale``, or its ``scale`` parameter
+  for super-resolution methods);
+- it needs a PSF only when one is described;
+- blind methods only when the PSF is *not* known (``psf_known=False``: the given PSF is a guess);
+- it accepts every method parameter the caller fixed (``asirp.restore(..., method="auto",
+  iterations=50)`` keeps only methods with ``iterations``).
+
+Each method is tried with a small grid of settings (:data:`THOROUGH_GRIDS`, :data:`CHEAP_GRIDS`),
+so the score also picks iteration counts and regularisers; a method the grids do not name (for
+example one registered after this module was written) is tried with its defaults. ``identity``
+(the input itself, bicubically upsampled for ``scale > 1``) is always a candidate, so the
+selector cannot return something its own score judges worse than the input.
+
+A method whose forward model is not "blur with the returned PSF" (scale 1) or "blur on the fine
+grid, then area sampling" (:mod:`asirp.sr.degrade`, scale > 1) registers its own with
+:func:`register_forward_model`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from asirp.registry import MethodSpec, get_method, method_specs
+
+IDENTITY = "identity"
+"""Name of the no-restoration candidate (the measured map as it is)."""
+
+THOROUGH_GRIDS: dict[str, tuple[dict[str, Any], ...]] = {
+    "richardson_lucy": (
+        {},
+        *({"stop": "fixed", "iterations": count} for count in (5, 10, 20, 40, 80)),
+        {"stop": "fixed", "iterations": 20, "tv_weight": 0.01},
+    ),
+    "wiener": ({},),
+    "unsupervised_wiener": ({},),
+    "tikhonov": ({}, {"regulariser": "identity"}),
+    "landweber": ({},),
+    "van_cittert": ({},),
+    "blind_richardson_lucy": ({},),
+}
+"""Settings tried in the thorough mode, per method (``{}`` = the method's defaults)."""
+
+CHEAP_GRIDS: dict[str, tuple[dict[str, Any], ...]] = {
+    "richardson_lucy": ({}, {"stop": "fixed", "iterations": 10}),
+    "wiener": ({},),
+    "unsupervised_wiener": (),
+    "tikhonov": ({},),
+    "landweber": (),
+    "van_cittert": ({},),
+    "blind_richardson_lucy": ({},),
+}
+"""Settings tried in the cheap (live) mode; ``()`` leaves a slow method out."""
+
+ForwardModel = Callable[[torch.Tensor, "torch.Tensor | None", int], torch.Tensor]
+"""``forward(estimate (B, sH, sW), psf on the input grid or None, scale) -> (B, H, W)``."""
+
+_FORWARD_MODELS: dict[str, ForwardModel] = {}
+
+
+def register_forward_model(method: str, forward: ForwardModel) -> None:
+    """Give the selector a method's own forward model (output -> predicted measurement).
+
+    Parameters
+    ----------
+    method : str
+        A registered method name.
+    forward : callable
+        ``forward(estimate, psf, scale)``: ``estimate`` is the method's output ``(B, sH, sW)``
+        (a tensor), ``psf`` the PSF on the measured grid (or ``None``), ``scale`` the output
+        scale; returns the noise-free measurement it predicts, ``(B, H, W)``.
+    """
+    if not callable(forward):
+        raise TypeError(f"forward model for {method!r} must be callable")
+    _FORWARD_MODELS[method] = forward
+
+
+def forward_model_for(method: str) -> ForwardModel | None:
+    """The forward model a method registered, or ``None`` (the selector's default)."""
+    return _FORWARD_MODELS.get(method)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One method with one setting.
+
+    Attributes
+    ----------
+    method : str
+        Registered method name, or ``"identity"``.
+    settings : str
+        The parameters as sorted JSON (hashable; see :attr:`params`).
+    """
+
+    method: str
+    settings: str = "{}"
+
+    @classmethod
+    def make(cls, method: str, params: dict[str, Any] | None = None) -> Candidate:
+        """Build a candidate from a method name and its parameters."""
+        return cls(method, json.dumps(params or {}, sort_keys=True))
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """The parameters given to the method (its defaults fill the rest)."""
+        return json.loads(self.settings)
+
+    @property
+    def label(self) -> str:
+        """``method(name=value, ...)`` for tables and reasons."""
+        params = self.params
+        if not params:
+            return self.method
+        inner = ", ".join(f"{key}={value}" for key, value in params.items())
+        return f"{self.method}({inner})"
+
+    def spec(self) -> MethodSpec | None:
+        """The method's registry record (``None`` for the identity)."""
+        return None if self.method == IDENTITY else get_method(self.method)
+
+
+def _output_scale(spec: MethodSpec, scale: int) -> dict[str, Any] | None:
+    """Parameters that make ``spec`` produce ``scale``, or ``None`` when it cannot."""
+    names = {parameter.name for parameter in spec.parameters}
+    if "scale" in names:
+        try:
+            spec.parameter("scale").validate(scale, spec.name)
+        except (TypeError, ValueError):
+            return None
+        return {"scale": scale}
+    return {} if spec.scale == scale else None
+
+
+def fitting_candidates(
+    *,
+    scale: int,
+    has_psf: bool,
+    psf_known: bool,
+    mode: str,
+    fixed: dict[str, Any],
+    names: tuple[str, ...] | None = None,
+) -> tuple[list[Candidate], dict[str, str]]:
+    """The candidates that fit the data and the context, and why the others do not.
+
+    Parameters
+    ----------
+    scale : int
+        Output scale asked for.
+    has_psf : bool
+        Whether a PSF is described.
+    psf_known : bool
+        Whether it is the true PSF (``False``: a guess, blind methods are considered).
+    mode : {"cheap", "thorough"}
+        Which grids to use.
+    fixed : dict
+        Method parameters the caller fixed; candidates must accept them all.
+    names : tuple of str, optional
+        Restrict to these methods (``"identity"`` is always kept).
+
+    Returns
+    -------
+    candidates : list of Candidate
+        Identity first, then every fitting method's settings (registry order).
+    excluded : dict of str to str
+        Method name -> why it is not a candidate.
+    """
+    candidates = [Candidate.make(IDENTITY)]
+    excluded: dict[str, str] = {}
+    grids = CHEAP_GRIDS if mode == "cheap" else THOROUGH_GRIDS
+    for spec in method_specs():
+        if names is not None and spec.name not in names:
+            continue
+        scale_params = _output_scale(spec, scale)
+        if scale_params is None:
+            excluded[spec.name] = f"does not produce scale {scale}"
+            continue
+        if spec.needs_psf and not has_psf:
+            excluded[spec.name] = "needs a PSF"
+            continue
+        if spec.family == "blind" and psf_known:
+            excluded[spec.name] = "the PSF is known (blind estimation is for a guessed PSF)"
+            continue
+        accepted = {parameter.name for parameter in spec.parameters}
+        missing = sorted(set(fixed) - accepted)
+        if missing:
+            excluded[spec.name] = f"does not take {', '.join(missing)}"
+            continue
+        grid = grids.get(spec.name, THOROUGH_GRIDS.get(spec.name, ({},)))
+        if not grid:
+            excluded[spec.name] = f"left out of the {mode} mode (slow)"
+            continue
+        spec.resolve_params({**scale_params, **fixed})  # the caller's values: errors are theirs
+        seen: set[Candidate] = set()
+        for setting in grid:
+            candidate = Candidate.make(spec.name, {**setting, **scale_params, **fixed})
+            if candidate in seen:
+                continue
+            try:
+                spec.resolve_params(candidate.params)
+            except (TypeError, ValueError) as error:  # a grid entry the method no longer takes
+                excluded[candidate.label] = str(error)
+                continue
+            seen.add(candidate)
+            candidates.append(candidate)
+    return candidates, excluded
