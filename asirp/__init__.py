@@ -23,16 +23,19 @@ from asirp.registry import (
     register_method,
 )
 from asirp.restore import Restoration, restore
+from asirp.selection import Selection, select
 
 __all__ = [
     "MethodSpec",
     "Parameter",
     "Restoration",
     "RestorationCancelled",
+    "Selection",
     "__version__",
     "available_methods",
     "get_method",
     "method_specs",
     "register_method",
     "restore",
+    "select",
 ]

@@ -1,31 +1,56 @@
-"""The rule-based ``method="auto"`` choice (a measured, adaptive selector comes later).
+"""``method="auto"``: the measured selector behind :func:`asirp.restore`, and its rule prior.
 
-The rule, for deconvolution of maps whose PSF is known (the documented use):
+``asirp.restore(image, "auto", ...)`` hands the choice to :func:`asirp.selection.select_stack`
+(see :mod:`asirp.selection` for the score, the modes, the budget and the policy file) and runs
+the method it chose. The selection context is given as keywords of :func:`asirp.restore`
+(:data:`CONTEXT_KEYS`: ``modality``, ``psf_known``, ``second``, ``budget_ms``, ``mode``,
+``scale``, ``candidates``, ``policy``, ``remember``); the other keywords are method parameters
+fixed for every candidate. The result records the choice: ``params["auto_reason"]`` (plain
+words), ``params["selection"]`` (every candidate with its score and cost, the split, the seed)
+and ``metrics["selection_s"]``, ``metrics["selection_score"]`` and
+``metrics["selection_gain_db"]``.
+
+The rule below (:func:`choose_method`) is what ``auto`` did before it measured anything. It is
+kept as the selector's prior: it orders the candidates (its choice is scored first, so a tight
+budget still scores it), and it decides alone for maps too small to split and score.
 
 1. No PSF described: refuse, naming the ways to give one (a beam FWHM and scan step, a sigma in
    pixels, an array or a file) or ``blind_richardson_lucy`` with a guess.
-2. More than 1 % of the pixels are negative: the data are not counts (background-subtracted or
-   processed), so the Poisson model does not hold; use ``tikhonov`` with a Laplacian regulariser
-   and a GCV-chosen weight (linear, accepts negative data, needs no iteration count).
+2. More than 1 % of the pixels are negative: the data are not counts, so the Poisson model does
+   not hold; use ``tikhonov`` with a Laplacian regulariser and a GCV-chosen weight.
 3. Otherwise (counts, raw or normalised): ``richardson_lucy`` with Biggs-Andrews acceleration,
-   stopped by the Poisson discrepancy principle (at most 200 iterations). For maps that are not
-   integer counts the Poisson scale is estimated from the noise (see :mod:`asirp.iteration`).
-   When the counts are so low (mean below 3 per pixel) that the discrepancy is met before the
-   first iteration, 10 iterations are run with a light total-variation term instead.
-
-Tests check that the choice improves PSNR over the measured map on meshes, seed-like tissue with
-hotspots and resolution targets, at several count levels.
+   stopped by the Poisson discrepancy principle (at most 200 iterations); when the counts are
+   so low (mean below 3 per pixel) that the discrepancy is met before the first iteration,
+   10 iterations with a light total-variation term instead.
 """
 
 from __future__ import annotations
 
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import torch
+
+from asirp.psf import ResolvedPSF
 
 NEGATIVE_FRACTION_LIMIT = 0.01
 LOW_COUNTS_MEAN = 3.0
+CONTEXT_KEYS = (
+    "modality",
+    "psf_known",
+    "second",
+    "budget_ms",
+    "mode",
+    "scale",
+    "candidates",
+    "policy",
+    "remember",
+)
+"""Keywords of :func:`asirp.restore` that describe the selection context, not a method."""
 
 
 @dataclass
@@ -72,4 +97,135 @@ def choose_method(stack: np.ndarray, has_psf: bool) -> AutoChoice:
         {"iterations": 200, "stop": "discrepancy", "acceleration": True},
         "non-negative counts: Richardson-Lucy (Poisson maximum likelihood) with Biggs-Andrews "
         "acceleration, stopped at the Poisson discrepancy",
+    )
+
+
+@dataclass
+class AutoResult:
+    """What :func:`asirp.restore` needs from an automatic choice.
+
+    Attributes
+    ----------
+    method : str
+        The method to run.
+    params : dict
+        Its parameters.
+    spec : MethodSpec or None
+        The spec to run when it is not in the registry (the identity: no restoration).
+    record : dict
+        Entries for ``Restoration.params`` (``auto_reason``, ``selection``).
+    metrics : dict of str to float
+        Entries for ``Restoration.metrics`` (``selection_s`` and, when scored,
+        ``selection_score`` and ``selection_gain_db``).
+    observe : callable
+        ``observe(ms)``: the measured time of the restoration, for the cost cache.
+    """
+
+    method: str
+    params: dict[str, Any]
+    spec: Any
+    record: dict[str, Any]
+    metrics: dict[str, float]
+    observe: Callable[[float], None]
+
+
+def identity_spec(scale: int = 1) -> Any:
+    """An unregistered method spec that returns its input (bicubically upsampled for scale > 1).
+
+    It is what "no restoration" runs as when the selector judges the input best; it is not in
+    the registry, so ``available_methods()`` never lists it.
+    """
+    import torch.nn.functional as F
+
+    from asirp.registry import MethodOutput, MethodSpec
+
+    def run(problem: Any, params: dict[str, Any]) -> MethodOutput:
+        data = problem.data
+        if scale > 1:
+            data = F.interpolate(
+                data[:, None], scale_factor=scale, mode="bicubic", align_corners=False
+            )[:, 0]
+        return MethodOutput(data.clone(), problem.psf, {"restoration": "none (the input)"})
+
+    return MethodSpec("identity", "non-blind", False, scale, (), run, "the input, unchanged")
+
+
+def resolve_auto(
+    stack: np.ndarray,
+    resolved_psf: ResolvedPSF | None,
+    params: dict[str, Any],
+    *,
+    seed: int,
+    device: str | torch.device,
+    cancel: threading.Event | None = None,
+    started: float | None = None,
+) -> AutoResult:
+    """Choose the method for ``asirp.restore(..., method="auto", **params)``.
+
+    Parameters
+    ----------
+    stack : numpy.ndarray
+        The checked maps ``(B, H, W)``.
+    resolved_psf : ResolvedPSF or None
+        The PSF.
+    params : dict
+        :func:`asirp.restore`'s keywords: the context (:data:`CONTEXT_KEYS`) and method
+        parameters to fix.
+    seed : int
+        Seed of the split.
+    device : str or torch.device
+        Compute device.
+    cancel : threading.Event, optional
+        Stops the selection.
+    started : float, optional
+        :func:`time.perf_counter` when the restoration began (the budget counts from there).
+
+    Returns
+    -------
+    AutoResult
+        The method, parameters and records.
+    """
+    from asirp.backend import resolve_device
+    from asirp.selection import COSTS, Candidate, make_context, select_stack
+
+    context_args = {key: params[key] for key in CONTEXT_KEYS if key in params}
+    fixed = {key: value for key, value in params.items() if key not in CONTEXT_KEYS}
+    remember = context_args.pop("remember", True)
+    policy = context_args.pop("policy", None)
+    if not isinstance(remember, bool):
+        raise TypeError(f"remember must be true or false, got {remember!r}")
+    context = make_context(stack, resolved_psf, **context_args)
+    compute = resolve_device(device)
+    selection = select_stack(
+        stack,
+        context,
+        fixed,
+        seed=seed,
+        device=compute,
+        policy=policy,
+        remember=remember,
+        cancel=cancel,
+        started=started if started is not None else time.perf_counter(),
+    )
+    spec = identity_spec(context.scale) if selection.method == "identity" else None
+    metrics = {"selection_s": float(selection.elapsed_s)}
+    chosen = selection.chosen
+    if chosen is not None and chosen.score is not None:
+        metrics["selection_score"] = float(chosen.score)
+        if chosen.gain_db is not None:
+            metrics["selection_gain_db"] = float(chosen.gain_db)
+    candidate = Candidate.make(selection.method, selection.params)
+    pixels = int(stack.shape[1] * stack.shape[2])
+    batch = int(stack.shape[0])
+
+    def observe(ms: float) -> None:
+        COSTS.record(candidate, pixels, ms / batch, compute)
+
+    return AutoResult(
+        selection.method,
+        dict(selection.params),
+        spec,
+        {"auto_reason": selection.reason, "selection": selection.to_dict()},
+        metrics,
+        observe,
     )

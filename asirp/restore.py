@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from asirp._version import __version__
-from asirp.auto import choose_method
+from asirp.auto import resolve_auto
 from asirp.backend import resolve_device, to_numpy, to_tensor
 from asirp.iteration import estimate_counts_gain
 from asirp.metrics import summary
@@ -143,7 +143,9 @@ def restore(
     cancel : threading.Event, optional
         Set it from another thread to stop; :class:`asirp.RestorationCancelled` is raised.
     **params
-        The method's parameters (``asirp methods`` lists them with defaults and ranges).
+        The method's parameters (``asirp methods`` lists them with defaults and ranges). With
+        ``method="auto"``, also the selection context (``modality``, ``budget_ms``, ``mode``,
+        ``second``, ``psf_known``, ``scale``, ``candidates``, ``policy``; see :mod:`asirp.auto`).
 
     Returns
     -------
@@ -170,11 +172,12 @@ def restore(
         pixel_um=pixel_um,
         psf_sigma_px=psf_sigma_px,
     )
-    auto_reason = None
-    if method == "auto":
-        choice = choose_method(stack, resolved_psf is not None)
-        method, params, auto_reason = choice.method, {**choice.params, **params}, choice.reason
-    spec = get_method(method)
+    auto = None
+    if method == "auto":  # the measured selector (asirp.selection); see asirp.auto
+        kwargs = {"seed": int(seed), "device": device, "cancel": cancel, "started": started}
+        auto = resolve_auto(stack, resolved_psf, params, **kwargs)
+        method, params = auto.method, auto.params
+    spec = auto.spec if auto is not None and auto.spec is not None else get_method(method)
     resolved = spec.resolve_params(params)
     if spec.needs_psf and resolved_psf is None:
         raise ValueError(
@@ -201,6 +204,7 @@ def restore(
         limit = CPU_CHUNK_PIXELS if compute_device.type == "cpu" else CHUNK_PIXELS
         chunk = max(1, min(batch, limit // (stack.shape[1] * stack.shape[2])))
     outputs: list[MethodOutput] = []
+    run_started = time.perf_counter()
     for start in range(0, batch, chunk):
         part = stack[start : start + chunk]
 
@@ -218,6 +222,8 @@ def restore(
             cancel=cancel,
         )
         outputs.append(spec.run(problem, resolved))
+    if auto is not None:
+        auto.observe(1e3 * (time.perf_counter() - run_started))
 
     restored = np.concatenate([to_numpy(output.image) for output in outputs])
     used_psf = _collect_psf(outputs, batch)
@@ -240,8 +246,8 @@ def restore(
         for figures, value in zip(per_image, values, strict=True):
             figures[key] = value
     record = {**resolved, **info, "device": str(compute_device), "seed": int(seed)}
-    if auto_reason is not None:
-        record["auto_reason"] = auto_reason
+    if auto is not None:
+        record.update(auto.record)
     if used_psf is not None and used_psf.ndim == 3 and was_2d:
         used_psf = used_psf[0]
     return Restoration(
@@ -249,7 +255,7 @@ def restore(
         method=method,
         params=record,
         psf=used_psf,
-        metrics=_mean_metrics(per_image),
+        metrics={**_mean_metrics(per_image), **(auto.metrics if auto is not None else {})},
         elapsed_s=time.perf_counter() - started,
         psf_description=resolved_psf.description if resolved_psf is not None else {},
     )
