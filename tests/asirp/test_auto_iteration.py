@@ -1,4 +1,4 @@
-"""The rule-based ``auto`` choice and the iteration control."""
+"""``method="auto"`` (the measured selector and its rule prior) and the iteration control."""
 
 from __future__ import annotations
 
@@ -13,19 +13,29 @@ from tests.conftest import make_noisy_map
 @pytest.mark.parametrize("peak", [5.0, 50.0, 1000.0])
 def test_auto_never_makes_documented_data_worse(kind, peak):
     sample = make_noisy_map(kind, peak=peak, seed=11)
-    result = asirp.restore(sample.measured, psf_sigma_px=2.0, reference=sample.truth)
+    result = asirp.restore(sample.measured, psf_sigma_px=2.0, reference=sample.truth, mode="cheap")
     assert result.metrics["psnr"] > result.metrics["psnr_input"]
     assert result.metrics["ssim"] > result.metrics["ssim_input"]
+    assert result.params["selection"]["source"] == "scored"
     assert result.params["auto_reason"]
 
 
-def test_auto_uses_a_linear_method_for_data_with_negative_values():
+def test_auto_does_not_thin_data_with_negative_values_as_counts():
     sample = make_noisy_map("mesh", peak=100.0)
     shifted = sample.measured - 40.0  # an over-subtracted dark
-    result = asirp.restore(shifted, psf_sigma_px=2.0)
-    assert result.method == "tikhonov"
+    result = asirp.restore(shifted, psf_sigma_px=2.0, reference=sample.truth - 40.0, mode="cheap")
+    assert result.params["selection"]["context"]["split"] == "fission"
     assert "negative" in result.params["auto_reason"]
-    assert result.params["weight_used"] > 0
+    assert result.metrics["psnr"] > result.metrics["psnr_input"]
+
+
+def test_maps_too_small_to_score_get_the_rule_prior():
+    image = make_noisy_map("mesh", peak=2.0, shape=(24, 24)).measured
+    result = asirp.restore(image, psf_sigma_px=2.0)
+    assert result.params["selection"]["source"] == "rule"
+    assert result.params["auto_reason"].startswith("very low counts")
+    assert result.params["iterations_run"] == 10
+    assert "too small" in result.params["auto_reason"]
 
 
 def test_discrepancy_stops_earlier_for_noisier_data():
