@@ -190,6 +190,15 @@ def resolve_auto(
 
     context_args = {key: params[key] for key in CONTEXT_KEYS if key in params}
     fixed = {key: value for key, value in params.items() if key not in CONTEXT_KEYS}
+    from asirp.registry import method_specs
+
+    known = {parameter.name for spec in method_specs() for parameter in spec.parameters}
+    unknown = sorted(set(fixed) - known)
+    if unknown:
+        raise ValueError(
+            f"no parameter {unknown[0]!r} in any method (method='auto'); selection context "
+            f"keys are {sorted(CONTEXT_KEYS)}"
+        )
     remember = context_args.pop("remember", True)
     policy = context_args.pop("policy", None)
     if not isinstance(remember, bool):
