@@ -406,7 +406,10 @@ def image_figures(image):
         up = image[max(i - 1, 0)]
         down = image[min(i + 1, height - 1)]
         _row_figures(up, image[i], down, shift, 0 < i < height - 1, per_row[i])
-    totals = per_row.sum(axis=0)
+    totals = np.zeros(5)
+    for i in range(height):  # in row order: the result does not depend on the thread count
+        for q in range(5):
+            totals[q] += per_row[i, q]
     return totals[0], totals[1], totals[2], totals[3], totals[4]
 
 
@@ -471,4 +474,8 @@ def difference_and_products(new, old, previous, out):
             energy += np.float64(difference) * np.float64(difference)
         per_row[task, 0] = energy
         per_row[task, 1] = overlap
-    return per_row.reshape(batch, height, 2).sum(axis=1)
+    sums = np.zeros((batch, 2))
+    for task in range(batch * height):  # in row order: independent of the thread count
+        sums[task // height, 0] += per_row[task, 0]
+        sums[task // height, 1] += per_row[task, 1]
+    return sums
