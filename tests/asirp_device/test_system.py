@@ -9,6 +9,7 @@ overlaps the client tests.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 import subprocess
@@ -179,6 +180,10 @@ def test_the_ophyd_async_client_reads_the_restored_map_in_a_plan(served: Served)
     async def monitor(on: bool) -> None:
         if on:
             client.State.subscribe_reading(states.append)
+            for _ in range(200):  # the first reading comes by event: wait for it (busy hosts)
+                if states:
+                    break
+                await asyncio.sleep(0.05)
         else:
             client.State.clear_sub(states.append)
 
