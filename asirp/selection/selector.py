@@ -1172,8 +1172,9 @@ def _reason(
     winner = entries[chosen]
     words = [
         f"Scored {len(scored)} of {len(entries)} candidates on a {region[0]}x{region[1]} px "
-        f"region ({n_splits} split(s), seed {seed}): each restored one part of the data and "
-        f"predicted the other. Split: {split_description}, since {split_why}."
+        f"region ({n_splits} split{'s' if n_splits > 1 else ''}, seed {seed}): each restored "
+        f"one part of the data and predicted the other. Split: {split_description}, since "
+        f"{split_why}."
     ]
     if chosen.method == IDENTITY and winner.score is not None and scored[0] == chosen:
         words.append("No candidate predicted the held-out data better than the input itself.")
@@ -1181,8 +1182,9 @@ def _reason(
         words.append(f"{winner.label} predicted best")
         runner_up = next((entries[c] for c in scored if c != chosen), None)
         if runner_up is not None and runner_up.score:
-            ratio = winner.score / runner_up.score
-            words[-1] += f" (score {100 * (1 - ratio):.0f} % below the runner-up {runner_up.label})"
+            below = 100 * (1 - winner.score / runner_up.score)
+            digits = 1 if abs(below) < 10 else 0
+            words[-1] += f" (score {below:.{digits}f} % below the runner-up {runner_up.label})"
         if winner.gain_db is not None and chosen.method != IDENTITY:
             words[-1] += f"; its estimated error is {winner.gain_db:.1f} dB below the input's"
         words[-1] += "."
