@@ -25,15 +25,26 @@ counts by the Poisson deviance
           \qquad \tilde y_f = y - y_f, \quad
           \hat\mu_f = \tfrac{1-p}{p} \left( G_s * x_f^{(k)} + p\,b \right),
 
-and the score of :math:`s` is :math:`\min_{k \le K} S_k(s)` (the iteration count is chosen by
-the held-out counts too). With a narrower beam than the truth the object is a blurrier copy of
-the true one that never touches zero, so positivity no longer regularises the fit, which
-follows more of the noise: the score rises slowly below the true width. With a wider beam the
-sharp edges cannot be reached with a positive object: the score rises steeply above it. The width
-is searched in log-space: a coarse grid of 5 widths over ``[sigma_min_px, sigma_max_px]``, then
-4 and 2 more inside the bracket of the best so far (a step of about 8 % in the end), and the
-vertex of the parabola through the best three. Candidates that have passed their best, or
-cannot catch up with the best of their map any more, leave the batch early.
+and the score of :math:`s` is :math:`S(s) = \min_{k \le K} S_k(s)` (the iteration count is
+chosen by the held-out counts too). With a narrower beam than the truth the object is a blurrier
+copy of the true one that never touches zero, so positivity no longer regularises the fit,
+which follows a little more of the noise: the score is flat or rises slowly below the true
+width. With a wider beam the sharp edges cannot be reached with a positive object: the score
+rises steeply above it.
+
+Choice: the *widest* width whose score is within one standard error of the best score
+(``SE_RULE``; the one-standard-error rule of Breiman et al. 1984, Hastie et al. 2009, sect.
+7.10), the standard error of a difference of scores being
+:math:`\sqrt{N \operatorname{var}_i(d_i - d_i^{\star})}` over the :math:`N` pixels' deviance
+terms. Within the flat part the data do not prefer a width; preferring the sharpest object
+consistent with them puts the estimate at the foot of the wall, where positivity starts to
+bind. The width is searched in log-space: a coarse grid of 5 widths over
+``[sigma_min_px, sigma_max_px]``, then 6 more between the widest acceptable width and the next
+wider one tried (a step of about 7 % for the default interval), and a linear interpolation of the
+excess score (in standard errors) to the threshold between those two. Candidates that have
+passed their best, or cannot come within one standard error of the best of their map any more,
+leave the batch early. With ``sigma_axes="per_axis"`` each axis is then widened on its own in
+the same way (rows, columns, then both again), from the common estimate.
 
 The fit fraction :math:`p` is 1/2 (two complementary halves) unless the map is bright: then
 each subset keeps about ``search_counts`` events at the brightest pixels
@@ -44,12 +55,14 @@ convergence makes a narrower beam predict better and the criterion would drift l
 the criterion in the regime where it tracks the beam, and the large held-out part makes the
 score precise.
 
-Limits: the search uses :math:`K` (``search_iterations``) RL iterations per candidate. On a
-fine mesh whose period is close to the beam width, positivity hardly binds below about
-1.2 :math:`\sigma` at 50-200 counts, and with many more iterations the optimum drifts to that
-wall (+20 %); the default :math:`K` = 200 keeps it within a few per cent of the beam on the test
-meshes and stars. Maps without near-zero regions or sharp edges (smooth tissue) do not identify
-the width: the score is then flat and the estimate is not meaningful (``score_span`` in the
+Limits: the search uses :math:`K` (``search_iterations``) RL iterations per candidate, and
+this cap is part of the estimator. On a fine mesh whose period is close to the beam width
+positivity hardly binds below about 1.2 :math:`\sigma` at 50-200 counts, and with many more
+iterations the wall moves there (+20 %); with the default :math:`K` = 200 the estimate is 0 to
++13 % off the beam on the test meshes (peak 50 to 1000 counts) and Siemens star. A wide axis of
+an anisotropic beam on such a mesh can need more iterations than :math:`K` to deconvolve, and
+is then underestimated. Maps without near-zero regions or sharp edges (smooth tissue) do not
+identify the width: the score is then flat and the estimate is not meaningful (``score_span`` in the
 report: the largest excess of a tried width over the best, per held-out pixel, is then about
 0.01 or less). Below about 30 counts at the brightest pixels the estimate drifts low.
 
@@ -63,6 +76,9 @@ References
    algorithms", IEEE TPAMI 33, 2354-2367 (2011).
 .. [4] S. J. Reeves and R. M. Mersereau, "Blur identification by the method of generalized
    cross-validation", IEEE Trans. Image Process. 1, 301-311 (1992).
+.. [5] L. Breiman, J. Friedman, R. Olshen and C. Stone, "Classification and Regression Trees",
+   Wadsworth (1984); T. Hastie, R. Tibshirani and J. Friedman, "The Elements of Statistical
+   Learning", 2nd ed., Springer (2009).
 """
 
 from __future__ import annotations
@@ -85,16 +101,26 @@ TRUNCATE = 4.0
 COARSE_POINTS = 5
 """Candidates of the first, coarse grid over the search interval (log-spaced)."""
 
-REFINE_POINTS = (4, 2)
-"""New candidates of each refinement round, evenly spaced in log-sigma inside the bracket of
-the best candidate so far (so each round divides the grid step by one more than this)."""
+REFINE_POINTS = (6,)
+"""New candidates of each refinement round, evenly spaced in log-sigma between the widest
+acceptable candidate so far and the next wider one tried (each round divides that step by one
+more than this)."""
 
 CHECK_EVERY = 5
 """Iterations between the checks that let finished or hopeless candidates leave the batch."""
 
-ASPECT_RANGE = 2.5
-"""``per_axis``: the aspect ratio (rows / columns) is searched within this factor of the one
-found for the common width."""
+SE_RULE = 1.0
+"""A width is acceptable while its held-out score is within this many standard errors of the
+best one (the one-standard-error rule); the widest acceptable width is kept."""
+
+AXIS_RANGE = 2.5
+"""``per_axis``: each axis is widened by at most this factor from the common-width estimate."""
+
+AXIS_POINTS = 3
+"""``per_axis``: candidates of the coarse grid along each axis (its start included)."""
+
+AXIS_REFINE_POINTS = (3,)
+"""``per_axis``: new candidates of each refinement round along an axis."""
 
 
 def gaussian_kernels(sigmas: torch.Tensor, radius: tuple[int, int]) -> torch.Tensor:
@@ -265,6 +291,26 @@ def make_folds(
     return Folds(tensor(fits), tensor(helds), np.asarray(fractions), float(background))
 
 
+def standard_error(deviance: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    r"""Standard error of a difference of summed held-out deviances, from per-pixel terms.
+
+    Parameters
+    ----------
+    deviance : torch.Tensor
+        ``(..., h, w)`` per-pixel held-out deviance of candidates.
+    reference : torch.Tensor
+        ``(h, w)`` or broadcastable: that of the reference (the best candidate).
+
+    Returns
+    -------
+    torch.Tensor
+        ``(...)``: :math:`\sqrt{N \operatorname{var}_i(d_i - d^{\mathrm{ref}}_i)}` with ``N``
+        pixels, in deviance units (events).
+    """
+    difference = (deviance - reference).flatten(-2).double()
+    return (difference.shape[-1] * difference.var(dim=-1)).sqrt()
+
+
 def heldout_scores(
     folds: Folds,
     sigmas: np.ndarray,
@@ -273,20 +319,20 @@ def heldout_scores(
     boundary: str,
     problem: Problem,
     progress: Callable[[float], None],
-    known_best: np.ndarray | None = None,
-) -> np.ndarray:
+    leader: tuple[np.ndarray, torch.Tensor] | None = None,
+) -> tuple[np.ndarray, torch.Tensor]:
     """Held-out Poisson deviance of Gaussian candidates, ``min`` over RL iterations.
 
     Every (map, candidate, subset) triple is one image of a batch restored together with its
-    own PSF. Candidates leave the batch early (every ``CHECK_EVERY`` iterations):
+    own PSF. Candidates leave the batch early (checked every ``CHECK_EVERY`` iterations):
 
     - once their score has not improved for as long again as the iteration of their best score
       (at least 20 iterations): the held-out deviance of RL falls, then rises as it starts to fit
       the noise;
-    - once they cannot reach the best score of their map any more, even if they kept improving
-      until ``iterations`` at the rate of the last ``CHECK_EVERY`` iterations (the held-out
-      deviance falls ever more slowly, so the score reported for them is their best so far, an
-      upper bound of what they would reach).
+    - once they cannot come within ``SE_RULE`` standard errors of the best score of their map
+      any more, even if they kept improving until ``iterations`` at the rate of their last
+      ``CHECK_EVERY`` iterations (the held-out deviance falls ever more slowly; the score
+      reported for them is their best so far, an upper bound of what they would reach).
 
     The FFT grid shrinks with the widest candidate left.
 
@@ -304,13 +350,15 @@ def heldout_scores(
         For cancellation.
     progress : callable
         ``progress(fraction)`` of this call's work.
-    known_best : numpy.ndarray, optional
-        ``(B,)`` best scores already known for each map (from earlier candidates).
+    leader : (numpy.ndarray, torch.Tensor), optional
+        Best score ``(B,)`` and its per-pixel deviance ``(B, h, w)`` already known for each map.
 
     Returns
     -------
-    numpy.ndarray
-        ``(B, n)`` the best summed held-out deviance (events), lower is better.
+    scores : numpy.ndarray
+        ``(B, n)`` the best summed held-out deviance (events) of each candidate.
+    maps : torch.Tensor
+        ``(B, n, h, w)`` its per-pixel terms (both subsets added).
     """
     batch, count = sigmas.shape[:2]
     shape = tuple(folds.fit.shape[-2:])
@@ -322,10 +370,13 @@ def heldout_scores(
     fraction = fraction[:, None, None].expand(-1, count, 2).reshape(-1, 1, 1)
     scale = (1.0 - fraction) / fraction
     background = folds.background * fraction
-    reference = torch.full((batch,), math.inf, dtype=torch.float64, device=device)
-    if known_best is not None:
-        reference = torch.as_tensor(known_best, dtype=torch.float64, device=device)
     owner = torch.arange(batch * count, device=device) // count  # map of each candidate
+    if leader is None:
+        known = torch.full((batch,), math.inf, dtype=torch.float64, device=device)
+        known_maps = torch.zeros((batch, *shape), device=device)
+    else:
+        known = torch.as_tensor(leader[0], dtype=torch.float64, device=device)
+        known_maps = leader[1]
 
     def build(rows: torch.Tensor) -> tuple[BlurOperator, torch.Tensor]:
         """Operator and ``H^T 1`` for the batch rows ``rows`` (two per candidate)."""
@@ -338,53 +389,84 @@ def heldout_scores(
         operator = BlurOperator(psfs, shape, boundary)
         return operator, operator.adjoint_of_ones().clamp_min(1e-6)
 
-    members = torch.arange(batch * count * 2, device=device)  # image index of each batch row
+    # Per candidate (all of them): best score, its iteration and its per-pixel terms. Scores are
+    # kept as half deviances without the terms that do not depend on the prediction
+    # (y log y - y, the same for every candidate of a map): sum of mu - y log mu.
     best = torch.full((batch * count,), math.inf, dtype=torch.float64, device=device)
     best_at = torch.zeros(batch * count, dtype=torch.int64, device=device)
-    checkpoint = best.clone()
-    operator, normaliser = build(members)
-    estimate = operator.adjoint(fit) / normaliser
-    estimate = torch.maximum(estimate, 1e-3 * fit.mean(dim=(-2, -1), keepdim=True).clamp_min(1e-6))
+    best_maps = torch.zeros((batch * count, *shape), device=device)
+    offset = (
+        (torch.xlogy(held, held) - held).sum(dim=(-2, -1), dtype=torch.float64).view(-1, 2).sum(1)
+    )
+    known = known / 2.0 - offset.view(batch, count)[:, 0]
+    known_maps = known_maps / 2.0
+
+    # The batch being iterated: two rows (subsets) per candidate still running.
+    alive = torch.arange(batch * count, device=device)
+    rows = torch.arange(batch * count * 2, device=device)
+    run_fit, run_held = fit.clone(), held.clone()
+    run_scale, run_background = scale.clone(), background.clone()
+    run_best, run_best_at, run_maps = best[alive], best_at[alive], best_maps[alive]
+    checkpoint = run_best.clone()
+    operator, normaliser = build(rows)
+    estimate = operator.adjoint(run_fit) / normaliser
+    estimate = torch.maximum(
+        estimate, 1e-3 * run_fit.mean(dim=(-2, -1), keepdim=True).clamp_min(1e-6)
+    )
     for iteration in range(iterations):
         problem.check_cancel()
-        prediction = operator.forward(estimate) + background[members]
-        prediction = prediction.clamp_min(1e-12)
-        held_now, mean = held[members], scale[members] * prediction
-        deviance = 2.0 * (torch.xlogy(held_now, held_now / mean) - held_now + mean)
-        totals = deviance.sum(dim=(-2, -1), dtype=torch.float64).view(-1, 2).sum(dim=1)
-        candidates = members[::2] // 2
-        improved = totals < best[candidates]
-        best[candidates] = torch.where(improved, totals, best[candidates])
-        best_at[candidates] = torch.where(improved, iteration, best_at[candidates])
-        estimate = estimate * operator.adjoint(fit[members] / prediction) / normaliser
+        prediction = (operator.forward(estimate) + run_background).clamp_min_(1e-12)
+        mean = prediction * run_scale
+        terms = (mean - run_held * mean.log()).view(-1, 2, *shape).sum(dim=1)
+        totals = terms.sum(dim=(-2, -1), dtype=torch.float64)
+        improved = totals < run_best
+        run_best = torch.where(improved, totals, run_best)
+        run_best_at = torch.where(improved, iteration, run_best_at)
+        run_maps = torch.where(improved.view(-1, 1, 1), terms, run_maps)
+        estimate = operator.multiplicative_adjoint(run_fit / prediction, estimate, normaliser)
         progress((iteration + 1) / iterations)
         if iteration % CHECK_EVERY != CHECK_EVERY - 1:
             continue
-        since = iteration - best_at[candidates]
-        passed = since > torch.clamp(best_at[candidates], min=20)
-        leader = torch.minimum(
-            reference, torch.full_like(reference, math.inf).scatter_reduce(0, owner, best, "amin")
+        passed = iteration - run_best_at > torch.clamp(run_best_at, min=20)
+        # The leader of each map: the best score known before this call or in this call.
+        best[alive], best_at[alive], best_maps[alive] = run_best, run_best_at, run_maps
+        per_map = best.view(batch, count)
+        ours, where = per_map.min(dim=1)
+        ahead = ours < known
+        leaders = torch.where(ahead, ours, known)
+        leader_maps = torch.where(
+            ahead.view(-1, 1, 1),
+            best_maps[torch.arange(batch, device=device) * count + where],
+            known_maps,
         )
-        rate = (checkpoint[candidates] - best[candidates]).clamp_min(0.0) / CHECK_EVERY
-        reachable = best[candidates] - rate * (iterations - 1 - iteration)
-        hopeless = (reachable > leader[owner[candidates]]) & (iteration >= 2 * CHECK_EVERY)
-        checkpoint[candidates] = best[candidates]
+        owners = owner[alive]
+        rate = (checkpoint - run_best).clamp_min(0.0) / CHECK_EVERY
+        reachable = run_best - rate * (iterations - 1 - iteration)
+        slack = SE_RULE * standard_error(run_maps, leader_maps[owners]).nan_to_num(0.0)
+        hopeless = (reachable > leaders[owners] + slack) & (iteration >= 20)
+        checkpoint = run_best.clone()
         done = passed | hopeless
         if bool(done.all()):
             break
         if bool(done.any()):
-            keep = (~done).repeat_interleave(2)
-            members = members[keep]
+            keep, keep_rows = ~done, (~done).repeat_interleave(2)
+            alive, rows = alive[keep], rows[keep_rows]
+            run_fit, run_held = run_fit[keep_rows], run_held[keep_rows]
+            run_scale, run_background = run_scale[keep_rows], run_background[keep_rows]
+            run_best, run_best_at, run_maps = run_best[keep], run_best_at[keep], run_maps[keep]
+            checkpoint = checkpoint[keep]
             old_shape = operator.object_shape
-            operator, normaliser = build(members)
+            operator, normaliser = build(rows)
             top = (old_shape[0] - operator.object_shape[0]) // 2
             left = (old_shape[1] - operator.object_shape[1]) // 2
-            estimate = estimate[keep][
+            estimate = estimate[keep_rows][
                 ...,
                 top : top + operator.object_shape[0],
                 left : left + operator.object_shape[1],
-            ]
-    return best.view(batch, count).cpu().numpy()
+            ].contiguous()
+    best[alive], best_maps[alive] = run_best, run_maps
+    scores = 2.0 * (best + offset)
+    return scores.view(batch, count).cpu().numpy(), 2.0 * best_maps.view(batch, count, *shape)
 
 
 @dataclass
@@ -396,128 +478,155 @@ class SearchResult:
     sigma : numpy.ndarray
         ``(B, 2)`` estimated widths (rows, columns), pixels.
     report : list of dict
-        Per map: the estimate, the candidates tried with their scores, the fit fraction, the
-        window, whether the estimate is at a bound of the search interval and how flat the
-        score is.
+        Per map: the estimate, the interval searched, whether the estimate is at its upper end,
+        the thinning fraction, the window, how much the score varies over the widths tried
+        (``score_span``) and every width tried with its score.
     """
 
     sigma: np.ndarray
     report: list[dict[str, Any]] = field(default_factory=list)
 
 
-def _parabola_vertex(points: list[tuple[float, float]]) -> float:
-    """Vertex (log-sigma) of the parabola through the best point and its two neighbours.
-
-    ``points`` are ``(log sigma, score)`` sorted by log sigma. The vertex is kept between the
-    neighbours; at an end of the list the best point itself is returned.
-    """
-    index = min(range(len(points)), key=lambda i: points[i][1])
-    if index == 0 or index == len(points) - 1:
-        return points[index][0]
-    (x0, f0), (x1, f1), (x2, f2) = points[index - 1 : index + 2]
-    numerator = (x1 - x0) ** 2 * (f1 - f2) - (x1 - x2) ** 2 * (f1 - f0)
-    denominator = (x1 - x0) * (f1 - f2) - (x1 - x2) * (f1 - f0)
-    if denominator == 0:  # three equal scores
-        return x1
-    vertex = x1 - 0.5 * numerator / denominator
-    return float(min(max(vertex, x0), x2))
-
-
 class _Scorer:
-    """Scores candidates for a stack, remembering every (sigma pair, score) tried per map."""
+    """Scores candidates of a stack and judges them against the best of each map.
+
+    Every width pair tried is remembered per map with its score and per-pixel deviance. A
+    candidate is *acceptable* when its score is within ``SE_RULE`` standard errors (of the
+    difference, :func:`standard_error`) of the best score of its map so far.
+    """
 
     def __init__(self, folds: Folds, params: dict[str, Any], problem: Problem, budget: int):
         self.folds, self.params, self.problem = folds, params, problem
-        self.tried: list[dict[tuple[float, float], float]] = [{} for _ in folds.fraction]
+        self.tried: list[dict[tuple[float, float], tuple[float, torch.Tensor]]] = [
+            {} for _ in folds.fraction
+        ]
         self.budget, self.spent = budget, 0
 
-    def __call__(self, sigmas: np.ndarray) -> np.ndarray:
-        """Scores ``(B, n)`` of candidates ``(B, n, 2)``."""
+    def leader(self, index: int) -> tuple[float, torch.Tensor | None]:
+        """Best score and its per-pixel deviance for map ``index`` (``inf``, None if none)."""
+        if not self.tried[index]:
+            return math.inf, None
+        return min(self.tried[index].values(), key=lambda item: item[0])
+
+    def excess(self, index: int, pair: tuple[float, float]) -> float:
+        """``(score - best) / standard error - SE_RULE`` of a tried pair: <= 0 if acceptable."""
+        score, deviance = self.tried[index][pair]
+        best, best_map = self.leader(index)
+        if score <= best:
+            return -SE_RULE
+        error = float(standard_error(deviance, best_map))
+        return (score - best) / max(error, 1e-9) - SE_RULE
+
+    def __call__(self, sigmas: np.ndarray) -> None:
+        """Score candidates ``(B, n, 2)`` (results go to :attr:`tried`)."""
         count = sigmas.shape[1]
 
         def report(fraction: float) -> None:
             self.problem.progress(min(1.0, (self.spent + fraction * count) / self.budget))
 
-        known = [min(memory.values(), default=math.inf) for memory in self.tried]
-        scores = heldout_scores(
+        leaders = [self.leader(index) for index in range(len(self.tried))]
+        shape = tuple(self.folds.fit.shape[-2:])
+        maps = torch.stack(
+            [
+                m if m is not None else torch.zeros(shape, device=self.folds.fit.device)
+                for _, m in leaders
+            ]
+        )
+        scores, deviance = heldout_scores(
             self.folds,
             sigmas,
             iterations=self.params["search_iterations"],
             boundary=self.params["boundary"],
             problem=self.problem,
             progress=report,
-            known_best=np.asarray(known),
+            leader=(np.array([score for score, _ in leaders]), maps),
         )
         self.spent += count
         for index, memory in enumerate(self.tried):
-            for pair, score in zip(sigmas[index], scores[index], strict=True):
-                memory[(float(pair[0]), float(pair[1]))] = float(score)
-        return scores
-
-
-def _refinement(row: list[tuple[float, float]], count: int) -> list[float]:
-    """``count`` new points in the bracket of the best of ``row`` (sorted ``(t, score)``).
-
-    With neighbours on both sides, half of them go evenly on each side; at an end of the
-    list, all go evenly on the inner side.
-    """
-    best = min(range(len(row)), key=lambda i: row[i][1])
-    centre = row[best][0]
-    if best == 0 or best == len(row) - 1:
-        other = row[1][0] if best == 0 else row[-2][0]
-        return [centre + (other - centre) * j / (count + 1) for j in range(1, count + 1)]
-    left, right, side = row[best - 1][0], row[best + 1][0], count // 2
-    return [centre + (left - centre) * j / (side + 1) for j in range(1, side + 1)] + [
-        centre + (right - centre) * j / (side + 1) for j in range(1, count - side + 1)
-    ]
+            for column, pair in enumerate(sigmas[index]):
+                key = (float(pair[0]), float(pair[1]))
+                memory[key] = (float(scores[index, column]), deviance[index, column])
 
 
 def _line_search(
     scorer: _Scorer,
-    centre: np.ndarray,
+    start: np.ndarray,
     direction: np.ndarray,
-    half_width: float,
+    low: float,
+    high: float,
     coarse: int,
+    refine: tuple[int, ...],
 ) -> np.ndarray:
-    """Minimise the score along ``log sigma = log centre + t * direction``, ``|t| <= half_width``.
+    """Widest acceptable point along ``log sigma = log start + t * direction``, ``t`` in bounds.
 
-    A coarse grid of ``coarse`` points (both ends included), then the rounds of
-    ``REFINE_POINTS`` inside the bracket of the best point, then the vertex of the parabola
-    through the best point and its neighbours.
+    A coarse grid of ``coarse`` points over ``[low, high]``, then rounds of ``refine`` points
+    between the widest acceptable point and the next wider one, and last the linear
+    interpolation (in ``t``) of :meth:`_Scorer.excess` between those two to its zero.
 
     Parameters
     ----------
     scorer : _Scorer
-        Scores candidates of the stack.
-    centre : numpy.ndarray
-        ``(B, 2)`` reference widths (``t = 0``).
+        Scores and judges candidates of the stack.
+    start : numpy.ndarray
+        ``(B, 2)`` widths at ``t = 0``, pixels.
     direction : numpy.ndarray
-        ``(2,)`` direction in log-sigma (``(1, 1)``: common scale, ``(1/2, -1/2)``: aspect).
-    half_width : float
-        Bound of ``|t|``.
+        ``(2,)`` non-negative direction in log-sigma (``(1, 1)``: both axes, ``(1, 0)``: rows).
+    low, high : float
+        Bounds of ``t``.
     coarse : int
-        Points of the coarse grid.
+        Points of the coarse grid (both bounds included).
+    refine : tuple of int
+        New points of each refinement round.
 
     Returns
     -------
     numpy.ndarray
-        ``(B,)`` the best ``t`` of each map.
+        ``(B, 2)`` the widths found.
     """
-    batch = centre.shape[0]
+    batch = start.shape[0]
 
     def pairs(t: np.ndarray) -> np.ndarray:  # (B, n) -> (B, n, 2)
-        return centre[:, None, :] * np.exp(t[..., None] * direction[None, None, :])
+        return start[:, None, :] * np.exp(t[..., None] * direction[None, None, :])
 
-    grid = np.tile(np.linspace(-half_width, half_width, coarse), (batch, 1))
-    points: list[list[tuple[float, float]]] = [[] for _ in range(batch)]
-    for count in (0, *REFINE_POINTS):
-        if count:
-            grid = np.array([_refinement(row, count) for row in points])
-        scores = scorer(pairs(grid))
-        for row, ts, values in zip(points, grid, scores, strict=True):
-            row.extend((float(t), float(v)) for t, v in zip(ts, values, strict=True))
-            row.sort()
-    return np.array([_parabola_vertex(row) for row in points])
+    tried: list[dict[float, tuple[float, float]]] = [{} for _ in range(batch)]  # t -> pair
+    grid = np.tile(np.linspace(low, high, coarse), (batch, 1))
+
+    def excess(index: int, t: float) -> float:
+        return scorer.excess(index, tried[index][t])
+
+    def bracket(index: int) -> tuple[float, float | None]:
+        """Widest acceptable ``t`` of map ``index`` and the next tried ``t`` above it."""
+        row = sorted(tried[index])
+        ok = [t for t in row if excess(index, t) <= 0.0]
+        widest = max(ok) if ok else row[0]
+        above = [t for t in row if t > widest]
+        return widest, (min(above) if above else None)
+
+    for round_count in (0, *refine):
+        if round_count:
+            new = []
+            for index in range(batch):
+                widest, above = bracket(index)
+                end = above if above is not None else widest
+                steps = range(1, round_count + 1)
+                new.append([widest + (end - widest) * j / (round_count + 1) for j in steps])
+            grid = np.array(new)
+        candidates = pairs(grid)
+        scorer(candidates)
+        for index in range(batch):
+            for t, pair in zip(grid[index], candidates[index], strict=True):
+                tried[index][float(t)] = (float(pair[0]), float(pair[1]))
+    result = np.zeros(batch)
+    for index in range(batch):
+        widest, above = bracket(index)
+        if excess(index, widest) > 0.0:  # nothing acceptable on this line: keep its best point
+            result[index] = min(tried[index], key=lambda t: scorer.tried[index][tried[index][t]][0])
+        elif above is None:
+            result[index] = widest
+        else:
+            inside, outside = -excess(index, widest), excess(index, above)
+            result[index] = widest + (above - widest) * inside / max(inside + outside, 1e-12)
+    return start * np.exp(result[:, None] * direction[None, :])
 
 
 def search_sigma(
@@ -573,36 +682,35 @@ def search_sigma(
             f"(the upper end is at most the search window / 8 = {window_side / 8.0:g} px)"
         )
     per_axis = params["sigma_axes"] == "per_axis"
-    per_line = COARSE_POINTS + sum(REFINE_POINTS)
-    scorer = _Scorer(folds, params, problem, per_line * (2 if per_axis else 1))
+    common_cost = COARSE_POINTS + sum(REFINE_POINTS)
+    axis_cost = AXIS_POINTS + sum(AXIS_REFINE_POINTS)
+    scorer = _Scorer(folds, params, problem, common_cost + (4 * axis_cost if per_axis else 0))
 
     shape_ratio = np.array([guess_sigma[0], guess_sigma[1]]) / mean_guess
-    centre = np.tile(shape_ratio * math.sqrt(low_px * high_px), (batch, 1))
-    common = _line_search(
-        scorer, centre, np.ones(2), 0.5 * math.log(high_px / low_px), COARSE_POINTS
-    )
-    sigma = centre * np.exp(common)[:, None]
-    if per_axis:  # aspect (rows / columns) at a fixed geometric mean
-        aspect = _line_search(
-            scorer, sigma, np.array([0.5, -0.5]), math.log(ASPECT_RANGE), COARSE_POINTS
-        )
-        sigma = sigma * np.exp(np.outer(aspect, [0.5, -0.5]))
+    start = np.tile(shape_ratio * low_px, (batch, 1))
+    span = math.log(high_px / low_px)
+    sigma = _line_search(scorer, start, np.ones(2), 0.0, span, COARSE_POINTS, REFINE_POINTS)
+    if per_axis:  # widen each axis on its own: rows, columns, then both again
+        for axis in (0, 1, 0, 1):
+            room = np.log(high_px / sigma[:, axis]).clip(min=0.0)
+            stretch = float(min(room.min(), math.log(AXIS_RANGE)))
+            if stretch > 0:
+                sigma = _line_search(
+                    scorer, sigma, np.eye(2)[axis], 0.0, stretch, AXIS_POINTS, AXIS_REFINE_POINTS
+                )
 
     report = []
+    pixels = float(events[0].size * 2)
     for index in range(batch):
         tried = sorted(scorer.tried[index].items(), key=lambda item: item[0][0] * item[0][1])
-        best_score = min(score for _, score in tried)
-        pixels = float(events[index].size * 2)
-        at_bound = bool(
-            math.sqrt(sigma[index, 0] * sigma[index, 1]) <= low_px * 1.02
-            or math.sqrt(sigma[index, 0] * sigma[index, 1]) >= high_px / 1.02
-        )
+        best_score = scorer.leader(index)[0]
+        mean_sigma = math.sqrt(sigma[index, 0] * sigma[index, 1])
         report.append(
             {
                 "sigma_px": [round(float(v), 4) for v in sigma[index]],
                 "interval_px": [round(low_px, 4), round(high_px, 4)],
-                "at_bound": at_bound,
-                "score_span": round(max(score - best_score for _, score in tried) / pixels, 6),
+                "at_bound": bool(mean_sigma >= high_px / 1.02),
+                "score_span": round(max(s - best_score for _, (s, _) in tried) / pixels, 6),
                 "fit_fraction": round(float(folds.fraction[index]), 4),
                 "window": [
                     windows[index][0].start,
@@ -611,8 +719,8 @@ def search_sigma(
                     windows[index][1].stop,
                 ],
                 "tried": [
-                    [round(pair[0], 4), round(pair[1], 4), round((score - best_score) / pixels, 6)]
-                    for pair, score in tried
+                    [round(pair[0], 4), round(pair[1], 4), round((s - best_score) / pixels, 6)]
+                    for pair, (s, _) in tried
                 ],
             }
         )
