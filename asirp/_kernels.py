@@ -246,6 +246,7 @@ def _finish_row(result, epilogue, first_row, second_row, background):
 
 # --- separable correlation entry point ----------------------------------------------------------
 
+
 @njit(parallel=True, **_JIT)
 def correlate_separable(src, ty, tx, sy, sx, edge, out, epilogue, first, second, background):
     """``corr(src)`` (see the module notes) into ``out``, then an element-wise epilogue per row.

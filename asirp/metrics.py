@@ -23,6 +23,7 @@ from asirp.separable import separable_factors
 FRC_THRESHOLD = 1.0 / 7.0
 """Fixed FRC threshold for the resolution (the common "1/7" criterion)."""
 
+
 def _as_map(image: np.ndarray, name: str = "image") -> np.ndarray:
     array = np.asarray(image, dtype=np.float64)
     if array.ndim != 2 or min(array.shape) < 3:

@@ -83,6 +83,7 @@ References
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import zlib
 from collections.abc import Callable
@@ -123,11 +124,15 @@ AXIS_REFINE_POINTS = (3,)
 """``per_axis``: new candidates of each refinement round along an axis."""
 
 
-def gaussian_kernels(sigmas: torch.Tensor, radius: tuple[int, int]) -> torch.Tensor:
+def gaussian_kernels(
+    sigmas: torch.Tensor, radius: tuple[int, int], truncate: float | None = TRUNCATE
+) -> torch.Tensor:
     """Pixel-integrated, normalised Gaussian kernels, one per row of ``sigmas``.
 
-    Each pixel holds the integral of the Gaussian over that pixel (error functions), as
-    :func:`asirp.psf.gaussian_psf` does, so the two agree on the same window.
+    Each pixel holds the integral of the Gaussian over that pixel (error functions) and each
+    kernel is cut at ``ceil(truncate * sigma)`` pixels from the centre (at least 1) along each
+    axis, as :func:`asirp.psf.gaussian_psf` does: the two agree, and a kernel does not depend on
+    the window it is placed in (which is set by the widest kernel of a batch).
 
     Parameters
     ----------
@@ -135,6 +140,8 @@ def gaussian_kernels(sigmas: torch.Tensor, radius: tuple[int, int]) -> torch.Ten
         ``(M, 2)`` standard deviations along rows and columns, pixels, > 0.
     radius : (int, int)
         Half-size of the window along rows and columns, pixels.
+    truncate : float or None
+        Cut-off in standard deviations; ``None`` fills the whole window.
 
     Returns
     -------
@@ -143,9 +150,13 @@ def gaussian_kernels(sigmas: torch.Tensor, radius: tuple[int, int]) -> torch.Ten
     """
     profiles = []
     for axis in (0, 1):
-        edges = torch.arange(-radius[axis], radius[axis] + 2, dtype=torch.float64) - 0.5
-        scaled = edges[None, :] / (math.sqrt(2.0) * sigmas[:, axis : axis + 1].double())
-        weights = torch.diff(0.5 * torch.special.erf(scaled), dim=1)
+        sigma = sigmas[:, axis : axis + 1].double()
+        offsets = torch.arange(-radius[axis], radius[axis] + 1, dtype=torch.float64)
+        edges = torch.cat([offsets - 0.5, offsets[-1:] + 0.5])
+        weights = torch.diff(0.5 * torch.special.erf(edges[None, :] / (math.sqrt(2.0) * sigma)))
+        if truncate is not None:
+            reach = torch.ceil(truncate * sigma).clamp_min(1.0)
+            weights = torch.where(offsets.abs()[None, :] <= reach, weights, 0.0)
         profiles.append(weights / weights.sum(dim=1, keepdim=True))
     kernels = profiles[0][:, :, None] * profiles[1][:, None, :]
     return (kernels / kernels.sum(dim=(-2, -1), keepdim=True)).to(torch.float32)
@@ -664,13 +675,6 @@ def search_sigma(
     windows = [structured_window(image, params["search_window_px"]) for image in stack]
     events = np.stack([np.round(image[w]) for image, w in zip(stack, windows, strict=True)])
     events = np.clip(events, 0, None).astype(np.int64)
-    folds = make_folds(
-        events,
-        params["search_counts"],
-        params["background"] / gain,
-        problem.seed,
-        data.device,
-    )
     mean_guess = math.sqrt(guess_sigma[0] * guess_sigma[1])
     window_side = min(events.shape[-2:])
     low_px = params["sigma_min_px"] or max(0.3, mean_guess / 2.5)
@@ -681,37 +685,33 @@ def search_sigma(
             f"empty beam-width search interval [{low_px:g}, {high_px:g}] px "
             f"(the upper end is at most the search window / 8 = {window_side / 8.0:g} px)"
         )
-    per_axis = params["sigma_axes"] == "per_axis"
-    common_cost = COARSE_POINTS + sum(REFINE_POINTS)
-    axis_cost = AXIS_POINTS + sum(AXIS_REFINE_POINTS)
-    scorer = _Scorer(folds, params, problem, common_cost + (4 * axis_cost if per_axis else 0))
-
     shape_ratio = np.array([guess_sigma[0], guess_sigma[1]]) / mean_guess
-    start = np.tile(shape_ratio * low_px, (batch, 1))
-    span = math.log(high_px / low_px)
-    sigma = _line_search(scorer, start, np.ones(2), 0.0, span, COARSE_POINTS, REFINE_POINTS)
-    if per_axis:  # widen each axis on its own: rows, columns, then both again
-        for axis in (0, 1, 0, 1):
-            room = np.log(high_px / sigma[:, axis]).clip(min=0.0)
-            stretch = float(min(room.min(), math.log(AXIS_RANGE)))
-            if stretch > 0:
-                sigma = _line_search(
-                    scorer, sigma, np.eye(2)[axis], 0.0, stretch, AXIS_POINTS, AXIS_REFINE_POINTS
-                )
-
+    sigma = np.zeros((batch, 2))
     report = []
-    pixels = float(events[0].size * 2)
-    for index in range(batch):
-        tried = sorted(scorer.tried[index].items(), key=lambda item: item[0][0] * item[0][1])
-        best_score = scorer.leader(index)[0]
-        mean_sigma = math.sqrt(sigma[index, 0] * sigma[index, 1])
+    for index in range(batch):  # one map at a time: its result does not depend on the others
+
+        def progress(fraction: float, done: int = index) -> None:
+            problem.progress((done + fraction) / batch)
+
+        folds = make_folds(
+            events[index : index + 1],
+            params["search_counts"],
+            params["background"] / gain,
+            problem.seed,
+            data.device,
+        )
+        scorer = _Scorer(folds, params, dataclasses.replace(problem, progress=progress), 1)
+        sigma[index] = _search_map(scorer, shape_ratio * low_px, high_px, params)
+        tried = sorted(scorer.tried[0].items(), key=lambda item: item[0][0] * item[0][1])
+        best_score = scorer.leader(0)[0]
+        pixels = float(events[index].size * 2)
         report.append(
             {
                 "sigma_px": [round(float(v), 4) for v in sigma[index]],
                 "interval_px": [round(low_px, 4), round(high_px, 4)],
-                "at_bound": bool(mean_sigma >= high_px / 1.02),
+                "at_bound": bool(math.sqrt(sigma[index, 0] * sigma[index, 1]) >= high_px / 1.02),
                 "score_span": round(max(s - best_score for _, (s, _) in tried) / pixels, 6),
-                "fit_fraction": round(float(folds.fraction[index]), 4),
+                "fit_fraction": round(float(folds.fraction[0]), 4),
                 "window": [
                     windows[index][0].start,
                     windows[index][0].stop,
@@ -725,3 +725,40 @@ def search_sigma(
             }
         )
     return SearchResult(sigma, report)
+
+
+def _search_map(
+    scorer: _Scorer, start: np.ndarray, high_px: float, params: dict[str, Any]
+) -> np.ndarray:
+    """The width search of one map: common width, then each axis for ``per_axis``.
+
+    Parameters
+    ----------
+    scorer : _Scorer
+        Scores candidates of the map.
+    start : numpy.ndarray
+        ``(2,)`` the narrowest widths of the interval (rows, columns), pixels.
+    high_px : float
+        Upper end of the interval (geometric mean of the widths), pixels.
+    params : dict
+        The method's resolved parameters.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(2,)`` the widths found, pixels.
+    """
+    per_axis = params["sigma_axes"] == "per_axis"
+    common_cost = COARSE_POINTS + sum(REFINE_POINTS)
+    axis_cost = AXIS_POINTS + sum(AXIS_REFINE_POINTS)
+    scorer.budget = common_cost + (4 * axis_cost if per_axis else 0)
+    span = math.log(high_px / math.sqrt(start[0] * start[1]))
+    sigma = _line_search(scorer, start[None], np.ones(2), 0.0, span, COARSE_POINTS, REFINE_POINTS)
+    if per_axis:  # widen each axis on its own: rows, columns, then both again
+        for axis in (0, 1, 0, 1):
+            stretch = min(math.log(high_px / sigma[0, axis]), math.log(AXIS_RANGE))
+            if stretch > 0:
+                sigma = _line_search(
+                    scorer, sigma, np.eye(2)[axis], 0.0, stretch, AXIS_POINTS, AXIS_REFINE_POINTS
+                )
+    return sigma[0]

@@ -113,23 +113,36 @@ def widen_support(psf: torch.Tensor, support: int | None, limit: tuple[int, int]
 
 
 def gaussian_start(
-    sigma: np.ndarray, support: int | None, limit: tuple[int, int], device: torch.device
+    sigma: np.ndarray,
+    support: int | None,
+    limit: tuple[int, int],
+    device: torch.device,
+    floor: bool,
 ) -> torch.Tensor:
     """Per-map Gaussian PSFs ``(B, h, w)`` of widths ``sigma`` ``(B, 2)`` on one window.
 
-    The window is ``support`` (square, odd) when given, else +-4 sigma of the widest map
-    along each axis; never larger than the map. For the free model every pixel of the window
-    gets at least 1e-4 of the peak, since multiplicative updates never leave zero.
+    The window is ``support`` (square, odd) when given, else +-4 sigma of the widest map along
+    each axis; never larger than the map. Each map's Gaussian is cut at +-4 of its own sigma
+    (or the window), so it does not depend on the other maps of a stack. With ``floor`` (the
+    free model) every pixel of its own window gets at least 1e-4 of its peak, since
+    multiplicative updates never leave zero.
     """
     largest = (limit[0] - 1) // 2, (limit[1] - 1) // 2
+    widths = torch.as_tensor(sigma, dtype=torch.float64)
     if support is not None:
         radius = (min(support // 2, largest[0]), min(support // 2, largest[1]))
+        psf = gaussian_kernels(widths, radius, truncate=None)
+        reach = torch.ones_like(psf, dtype=torch.bool)
     else:
         radius = (
             kernel_radius(float(sigma[:, 0].max()), largest[0]),
             kernel_radius(float(sigma[:, 1].max()), largest[1]),
         )
-    psf = gaussian_kernels(torch.as_tensor(sigma, dtype=torch.float64), radius)
+        psf = gaussian_kernels(widths, radius)
+        reach = psf > 0
+    if floor:
+        psf = torch.where(reach, torch.maximum(psf, 1e-4 * psf.amax(dim=(-2, -1), keepdim=True)), 0)
+        psf = psf / psf.sum(dim=(-2, -1), keepdim=True)
     return psf.to(device)
 
 
@@ -161,10 +174,8 @@ def run(problem: Problem, params: dict[str, Any]) -> MethodOutput:
         found = search_sigma(
             data, guess_sigma, params, search_problem, _gain(data, problem, params)
         )
-        psf = gaussian_start(found.sigma, support, limit, data.device)
-        if params["psf_model"] == "free":
-            psf = torch.maximum(psf, 1e-4 * psf.amax(dim=(-2, -1), keepdim=True))
-            psf = psf / psf.sum(dim=(-2, -1), keepdim=True)
+        free = params["psf_model"] == "free"
+        psf = gaussian_start(found.sigma, support, limit, data.device, floor=free)
         info["searched_sigma_px"] = [[round(float(v), 4) for v in row] for row in found.sigma]
         info["sigma_search_report"] = found.report
         refine_problem = dataclasses.replace(
