@@ -118,7 +118,8 @@ class AutoResult:
         Entries for ``Restoration.metrics`` (``selection_s`` and, when scored,
         ``selection_score`` and ``selection_gain_db``).
     observe : callable
-        ``observe(ms)``: the measured time of the restoration, for the cost cache.
+        ``observe(run_ms, overhead_ms)``: the measured time of the restoration and of the work
+        around it (quality figures), for the cost cache.
     """
 
     method: str
@@ -126,7 +127,7 @@ class AutoResult:
     spec: Any
     record: dict[str, Any]
     metrics: dict[str, float]
-    observe: Callable[[float], None]
+    observe: Callable[[float, float], None]
 
 
 def identity_spec(scale: int = 1) -> Any:
@@ -187,6 +188,7 @@ def resolve_auto(
     """
     from asirp.backend import resolve_device
     from asirp.selection import COSTS, Candidate, make_context, select_stack
+    from asirp.selection.costs import OVERHEAD
 
     context_args = {key: params[key] for key in CONTEXT_KEYS if key in params}
     fixed = {key: value for key, value in params.items() if key not in CONTEXT_KEYS}
@@ -227,8 +229,9 @@ def resolve_auto(
     pixels = int(stack.shape[1] * stack.shape[2])
     batch = int(stack.shape[0])
 
-    def observe(ms: float) -> None:
-        COSTS.record(candidate, pixels, ms / batch, compute)
+    def observe(run_ms: float, overhead_ms: float) -> None:
+        COSTS.record(candidate, pixels, run_ms / batch, compute)
+        COSTS.record(OVERHEAD, pixels, overhead_ms / batch, compute)
 
     return AutoResult(
         selection.method,

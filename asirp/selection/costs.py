@@ -22,8 +22,13 @@ import torch
 
 from asirp.selection.candidates import IDENTITY, Candidate
 
+OVERHEAD = Candidate("(restore overhead)")
+"""Pseudo-candidate under which the work :func:`asirp.restore` does around a method (checks,
+quality figures) is timed."""
+
 PRIOR_FFT_PASSES: dict[str, float] = {
     IDENTITY: 0.05,
+    OVERHEAD.method: 8.0,
     "wiener": 12.0,
     "tikhonov": 16.0,
     "unsupervised_wiener": 800.0,

@@ -71,6 +71,7 @@ References
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -89,7 +90,9 @@ EXTRAPOLATION = 0.25
 """Share ``c`` of the split difference's energy removed to go from a part to the data."""
 
 
-def transfer_power(psf: np.ndarray | None, grid_shape: tuple[int, int], scale: int = 1):
+def transfer_power(
+    psf: np.ndarray | None, grid_shape: tuple[int, int], scale: int = 1
+) -> np.ndarray:
     """``|h(f)|^2`` of a centred PSF on a real-FFT grid, at frequencies in input pixels.
 
     Parameters
@@ -107,6 +110,16 @@ def transfer_power(psf: np.ndarray | None, grid_shape: tuple[int, int], scale: i
     numpy.ndarray
         ``(N_rows, N_cols // 2 + 1)``, float64, in [0, 1].
     """
+    key = None if psf is None else (np.asarray(psf, dtype=np.float32).tobytes(), np.shape(psf))
+    return _transfer_power(key, (int(grid_shape[0]), int(grid_shape[1])), int(scale)).copy()
+
+
+@functools.lru_cache(maxsize=32)
+def _transfer_power(
+    key: tuple[bytes, tuple[int, ...]] | None, grid_shape: tuple[int, int], scale: int
+) -> np.ndarray:
+    """:func:`transfer_power` with the PSF as bytes (cached: live scans reuse one PSF)."""
+    psf = None if key is None else np.frombuffer(key[0], dtype=np.float32).reshape(key[1])
     freq_y = np.fft.fftfreq(grid_shape[0]) * scale
     freq_x = np.fft.rfftfreq(grid_shape[1]) * scale
     if psf is None:

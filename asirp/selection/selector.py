@@ -56,7 +56,7 @@ from asirp.selection.candidates import (
     fitting_candidates,
     forward_model_for,
 )
-from asirp.selection.costs import COSTS
+from asirp.selection.costs import COSTS, OVERHEAD
 from asirp.selection.score import (
     EXTRAPOLATION,
     PartScores,
@@ -88,12 +88,10 @@ SECOND_SPLIT_LIMIT_MS = 2000.0
 NEGATIVE_FRACTION_LIMIT = 0.01
 """More negative pixels than this fraction: the data are not counts."""
 BUDGET_RESERVE = 0.1
-"""Fraction of the budget kept for the work around the selection (checks, metrics)."""
+"""Fraction of the budget kept as a margin, on top of the measured (or prior) cost of the work
+:func:`asirp.restore` does around the method (checks, quality figures)."""
 BUDGET_RESERVE_MS = 3.0
 """Smallest reserve, ms."""
-OVERHEAD_FFT_PASSES = 6.0
-"""The work :func:`asirp.restore` does around a method (checks, quality figures), in FFT pairs
-of the map's size; added to the reserve."""
 
 
 @dataclass(frozen=True)
@@ -721,9 +719,9 @@ def measure_costs(
     """Time every candidate of ``mode`` once and cache the costs (a warm-up for live use).
 
     Each candidate restores a synthetic Poisson map of ``shape`` (blobs on a background, 100
-    counts) and a pair of maps of the mode's scoring region, as selection and restoration will;
-    the times go to the cost cache, so that a first budgeted selection prices candidates by
-    measurement instead of by prior.
+    counts) and a pair of maps of the mode's scoring region, as selection and restoration will,
+    after one untimed run; the times go to the cost cache, so that a first budgeted selection
+    prices candidates by measurement instead of by prior.
 
     Parameters
     ----------
@@ -773,12 +771,23 @@ def measure_costs(
     full = to_tensor(stack, compute)
     measured = {}
     for candidate in candidates:
+        # An untimed run first: first calls pay one-time costs (compilation, FFT plans).
+        _run(candidate, pair, psf_tensor, compute, lambda: 1.0, seed, scale, 1.0, None)
         for data in (pair, full):
             start = time.perf_counter()
             _run(candidate, data, psf_tensor, compute, lambda: 1.0, seed, scale, 1.0, None)
             elapsed = 1e3 * (time.perf_counter() - start)
             COSTS.record(candidate, data[0].numel(), elapsed / data.shape[0], compute)
         measured[candidate.label] = elapsed
+    from asirp.metrics import summary
+
+    kernel = resolved.array if resolved is not None else None
+    for _ in range(2):  # the quality figures restore() computes; the first call is untimed
+        start = time.perf_counter()
+        summary(stack[0], stack[0], kernel)
+        elapsed = 1e3 * (time.perf_counter() - start)
+    COSTS.record(OVERHEAD, rows * cols, elapsed, compute)
+    measured[OVERHEAD.method] = elapsed
     return measured
 
 
@@ -872,7 +881,7 @@ class _Scoring:
             self.update_cost(candidate)
         budget = self.context.budget_ms
         if budget is not None:
-            overhead = OVERHEAD_FFT_PASSES * COSTS.fft_pair_ms(self.full_pixels, self.device)
+            overhead, _ = COSTS.estimate(OVERHEAD, self.full_pixels, self.device)
             self.reserve = max(BUDGET_RESERVE_MS, BUDGET_RESERVE * budget) + overhead * self.batch
 
     def update_cost(self, candidate: Candidate) -> None:
