@@ -10,11 +10,16 @@ For each map ``y`` (Shocher et al. 2018):
    matches the map's (Immerkaer's estimate, with a Poisson-like variance proportional to the
    intensity when the map is non-negative), less what survives of the father's own noise.
 2. **Training.** :class:`asirp.sr.models.ZSSRNet` (starting as bicubic interpolation: its last
-   layer is zero) learns son -> father with an L1 loss and Adam. A fixed set of validation pairs
-   (other crops and noise) is scored every ``eval_every`` iterations; the learning rate drops
-   tenfold when it stops improving for ``patience`` scores, and training stops after two drops
-   (early stopping), at ``iterations``, or when ``time_budget_s`` is spent. The best-scoring
-   weights are kept.
+   layer is zero) learns son -> father with an L1 loss and Adam. Every ``eval_every``
+   iterations a fixed set of validation pairs (other crops and noise) is scored, and so is the
+   network's super-resolution of the map itself (a central crop) through the consistency check
+   (:mod:`asirp.sr.consistency`). The learning rate drops tenfold when the validation loss
+   stops improving for ``patience`` scores; training stops after two drops (early stopping),
+   when the consistency residual rises 20 % above its lowest value (the **consistency guard**:
+   what was learned between the coarser scales no longer carries over to the map's own scale,
+   which happens on periodic meshes whose structure the sons no longer resolve), at
+   ``iterations``, or when ``time_budget_s`` is spent. The weights with the best validation
+   score before the stop are kept.
 3. **Super-resolution.** The trained network is applied to ``y`` itself (tiled, see
    :mod:`asirp.sr.inference`).
 
@@ -46,6 +51,7 @@ import torch.nn.functional as F
 from asirp.backend import to_numpy
 from asirp.metrics import noise_sigma
 from asirp.registry import MethodOutput, Parameter, Problem
+from asirp.sr.consistency import consistency_figures
 from asirp.sr.degrade import degrade
 from asirp.sr.inference import robust_normalisation, upscale
 from asirp.sr.models import ZSSRNet
@@ -69,6 +75,20 @@ PARAMETERS = (
 """Parameters of the ``zssr`` method."""
 
 VALIDATION_PAIRS = 16
+
+GUARD_SIDE = 128
+"""Side (input px) of the central crop of the map on which the consistency guard is scored."""
+
+GUARD_FACTOR = 1.2
+"""Training stops when the guard's consistency residual exceeds its lowest value by this factor."""
+
+
+def _guard_crop(image: torch.Tensor, scale: int) -> torch.Tensor:
+    """The central ``GUARD_SIDE`` square of a ``(H, W)`` map (or all of it), ``(1, h, w)``."""
+    rows, cols = image.shape
+    side_rows, side_cols = min(rows, GUARD_SIDE), min(cols, GUARD_SIDE)
+    top, left = (rows - side_rows) // 2, (cols - side_cols) // 2
+    return image[None, top : top + side_rows, left : left + side_cols]
 
 
 @dataclass
@@ -180,8 +200,8 @@ def train_zssr(
     network : ZSSRNet
         The best network found, in evaluation mode.
     facts : dict
-        ``iterations_run``, ``stopped_by`` (``"early_stopping"``, ``"iterations"``,
-        ``"time_budget"``), ``validation_l1`` (best score, normalised units) and
+        ``iterations_run``, ``stopped_by`` (``"early_stopping"``, ``"consistency_guard"``,
+        ``"iterations"``, ``"time_budget"``), ``validation_l1`` (best score, normalised units) and
         ``bicubic_validation_l1`` (the untrained network's).
     """
     device = problem.device
@@ -214,16 +234,21 @@ def train_zssr(
             normalised, VALIDATION_PAIRS, crop, sigma, scale, noise, validation_generator
         )
 
-    def score() -> float:
+    guard = _guard_crop(image, scale)
+
+    def score() -> tuple[float, float]:
+        """Validation L1 (son -> father) and consistency residual on the guard crop."""
         network.eval()
         with torch.no_grad():
             value = float(F.l1_loss(network(val_sons), val_fathers))
+            fine = upscale(network, guard, scale, tile=4096, overlap=0)
+        rho = float(consistency_figures(guard, fine, sigma, scale)[0]["consistency_residual"])
         network.train()
-        return value
+        return value, rho
 
     rate = float(params["learning_rate"])
     optimiser = torch.optim.Adam(network.parameters(), lr=rate)
-    best = score()
+    best, lowest_rho = score()
     facts: dict[str, Any] = {"bicubic_validation_l1": best}
     best_state = copy.deepcopy(network.state_dict())
     stale, drops, iteration, stopped_by = 0, 0, 0, "iterations"
@@ -243,7 +268,13 @@ def train_zssr(
         optimiser.step()
         iteration += 1
         if iteration % int(params["eval_every"]) == 0:
-            value = score()
+            value, rho = score()
+            if rho > GUARD_FACTOR * lowest_rho and rho > 1.0:
+                # The network's output stopped explaining the map itself: what it learned
+                # between the coarser scales does not carry over to this one.
+                stopped_by = "consistency_guard"
+                break
+            lowest_rho = min(lowest_rho, rho)
             if value < best * (1.0 - 1e-3):
                 best, stale = value, 0
                 best_state = copy.deepcopy(network.state_dict())
