@@ -96,9 +96,24 @@ def engine_result(seed: int, size: int, method: str = "richardson_lucy") -> asir
 def subscribed(
     proxy: tango.DeviceProxy, subscriptions: list[tuple[str, tango.EventType]]
 ) -> Iterator[EventRecorder]:
+    """Subscribe ``recorder`` to ``subscriptions``; with ``State`` among them, return only once
+    pushed State events arrive.
+
+    ``subscribe_event`` returns after the synchronous first event, but the 0MQ connection that
+    carries the pushed ones may still be joining (0MQ's "slow joiner"): an event pushed in that
+    moment is lost. ``Reset`` (no change to input or result) is repeated until its State event
+    comes through.
+    """
     recorder = EventRecorder()
     ids = [proxy.subscribe_event(name, kind, recorder) for name, kind in subscriptions]
     try:
+        if any(name.lower() == "state" for name, _ in subscriptions):
+            deadline = time.monotonic() + 30.0
+            while len(recorder.values("state")) < 2:
+                assert time.monotonic() < deadline, "no pushed State event within 30 s"
+                proxy.Reset()
+                with contextlib.suppress(AssertionError):
+                    recorder.wait_for(lambda seen: sum(n == "state" for n, _ in seen) >= 2, 0.5)
         yield recorder
     finally:
         for event_id in ids:
