@@ -69,6 +69,7 @@ References
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from typing import Any
 
 import numpy as np
@@ -153,6 +154,10 @@ def _gain(data: torch.Tensor, problem: Problem, params: dict[str, Any]) -> float
     return estimate_counts_gain(data.detach().cpu().numpy())
 
 
+class BlindWidthWarning(UserWarning):
+    """The held-out search did not bound the beam width (its estimate is at the interval's end)."""
+
+
 @no_grad
 def run(problem: Problem, params: dict[str, Any]) -> MethodOutput:
     """Blind Richardson-Lucy on ``(B, H, W)`` counts; see the module notes."""
@@ -178,6 +183,17 @@ def run(problem: Problem, params: dict[str, Any]) -> MethodOutput:
         psf = gaussian_start(found.sigma, support, limit, data.device, floor=free)
         info["searched_sigma_px"] = [[round(float(v), 4) for v in row] for row in found.sigma]
         info["sigma_search_report"] = found.report
+        bounded = [index for index, entry in enumerate(found.report) if entry["at_bound"]]
+        if bounded:
+            warnings.warn(
+                BlindWidthWarning(
+                    f"blind_richardson_lucy: the beam width of map(s) {bounded} is at the upper "
+                    "end of the search interval, so the data did not bound it: the map may have "
+                    "no structure sharper than the beam (smooth samples, an unresolved mesh); "
+                    "give a measured PSF or a better psf_sigma_px guess"
+                ),
+                stacklevel=2,
+            )
         refine_problem = dataclasses.replace(
             problem,
             progress=lambda fraction: problem.progress(

@@ -16,6 +16,7 @@ from asirp.methods._psf_search import (
     structured_window,
     thin_counts,
 )
+from asirp.methods.blind_richardson_lucy import BlindWidthWarning
 from asirp.metrics import blur
 from asirp.phantoms import copper_mesh
 from asirp.psf import gaussian_psf, psf_sigma_px
@@ -231,3 +232,11 @@ def test_standard_error_of_a_difference():
     error = float(standard_error(shifted, reference))
     assert error == pytest.approx(2.0 * np.sqrt(2000), rel=0.1)
     assert float(standard_error(reference + 1.0, reference)) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_a_map_without_structure_warns_that_the_width_is_not_bounded():
+    # A flat Poisson map: every width explains it as well, the search ends at its upper bound.
+    flat = np.random.default_rng(1).poisson(100.0, (64, 64)).astype(np.float32)
+    with pytest.warns(BlindWidthWarning, match=r"map\(s\) \[0\] is at the upper end"):
+        result = asirp.restore(flat, "blind_richardson_lucy", psf_sigma_px=1.5, device="cpu")
+    assert result.params["sigma_search_report"]["at_bound"]
