@@ -64,7 +64,17 @@ def _parse_value(text: str) -> Any:
     return text
 
 
-def _parse_params(pairs: Sequence[str]) -> dict[str, Any]:
+def parse_params(pairs: Sequence[str]) -> dict[str, Any]:
+    """``NAME=VALUE`` pairs of ``--param`` options as method parameters.
+
+    Values become bool (``true``/``false``), ``None`` (``none``/``auto``), int or float when
+    they parse as such, else stay strings.
+
+    Raises
+    ------
+    UsageError
+        For a pair without ``=``.
+    """
     params = {}
     for pair in pairs:
         if "=" not in pair:
@@ -261,7 +271,7 @@ def _command_xrf_map(args: argparse.Namespace) -> None:
         beam_fwhm_um=_pair_or_scalar(args.beam_fwhm_um),
         psf_sigma_px=_pair_or_scalar(args.psf_sigma_px),
         iterations=args.iterations,
-        restore_params=_parse_params(args.param) or None,
+        restore_params=parse_params(args.param) or None,
         device=args.device,
     )
     summary = run_xrf_map(config, args.raw, args.output)
@@ -287,7 +297,7 @@ def _command_restore(args: argparse.Namespace) -> None:
     if output.exists() and input_file.exists() and output.resolve() == input_file.resolve():
         raise UsageError(f"output {output} is the input file; choose another output path")
     image = read_array(args.input)
-    params = _parse_params(args.param)
+    params = parse_params(args.param)
     if args.iterations is not None:
         params["iterations"] = args.iterations
     reference = read_array(args.reference) if args.reference else None

@@ -20,30 +20,13 @@ import os
 import sys
 from typing import Any
 
+from asirp.cli import parse_params
+
 DEFAULT_TILED_DIRECTORY = "asirp-tiled"
 
 
-def _value(text: str) -> Any:
-    lowered = text.strip().lower()
-    if lowered in ("true", "false"):
-        return lowered == "true"
-    if lowered in ("none", "auto"):
-        return None
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return text
-
-
 def _params(pairs: list[str], iterations: int | None) -> dict[str, Any]:
-    params: dict[str, Any] = {}
-    for pair in pairs:
-        if "=" not in pair:
-            raise ValueError(f"--param expects NAME=VALUE, got {pair!r}")
-        name, value = pair.split("=", 1)
-        params[name.strip()] = _value(value)
+    params = parse_params(pairs)
     if iterations is not None:
         params["iterations"] = iterations
     return params
