@@ -32,7 +32,10 @@ that sees ``ON`` reads the new result.
 
 Live mode plugs in through :meth:`~RestorationComponent.publish_result`: any source of
 :class:`asirp.Restoration` objects (a Bluesky live restorer, for example) hands each one to it
-and it is published exactly like the results of :meth:`~RestorationComponent.start`.
+and it is published exactly like the results of :meth:`~RestorationComponent.start`; such a
+source reports its failures with :meth:`~RestorationComponent.report_failure` (``ALARM``, which
+its next published result clears). :mod:`asirp_device.live` is that source for a bluesky 0MQ
+document stream.
 """
 
 from __future__ import annotations
@@ -685,7 +688,9 @@ class RestorationComponent:
     def publish_result(self, restoration: Restoration, source: str) -> ResultRecord:
         """Publish a restoration made elsewhere (live mode) as the latest result.
 
-        Listeners get it exactly like the result of :meth:`start`; the state does not change.
+        Listeners get it exactly like the result of :meth:`start`. The state does not change,
+        except that an ``ALARM`` (a failed restoration) returns to ``ON`` with this result in
+        the status, unless a restoration of this component is running (its outcome decides).
 
         Parameters
         ----------
@@ -700,7 +705,34 @@ class RestorationComponent:
             The published record, with its sequence number.
         """
         validate_map(restoration.image, "the restored image")
-        return self._publish(restoration, source, float(restoration.elapsed_s))
+        with self._notify_lock:
+            record = self._publish(restoration, source, float(restoration.elapsed_s))
+            with self._lock:
+                clear = self._state is ComponentState.ALARM and self._job is None
+            if clear:
+                self._transition(ComponentState.ON, _describe(record))
+        return record
+
+    def report_failure(self, reason: str) -> bool:
+        """Enter ``ALARM`` for a restoration that failed elsewhere (live mode).
+
+        Parameters
+        ----------
+        reason : str
+            The status line: what failed and why.
+
+        Returns
+        -------
+        bool
+            Whether the state changed to ``ALARM``; it does not while a restoration of this
+            component is running (the outcome of that one decides the state).
+        """
+        with self._notify_lock:
+            with self._lock:
+                if self._job is not None:
+                    return False
+            self._transition(ComponentState.ALARM, " ".join(str(reason).split()))
+        return True
 
     def abort(self) -> bool:
         """Ask the running restoration to stop; return whether one was running.

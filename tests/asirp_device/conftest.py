@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import queue
 import re
+import socket
 import subprocess
 import sys
 import threading
@@ -117,6 +118,55 @@ class ChildServer:
             if stream is not None and not stream.closed:
                 stream.close()
         return status
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class DocumentProxy:
+    """``bluesky-0MQ-proxy`` in a child process on free 127.0.0.1 ports.
+
+    Publishers send to ``in_address``; subscribers (the device's live mode) read from
+    ``out_address``. :meth:`stop` terminates it (it does not read stdin).
+    """
+
+    def __init__(self) -> None:
+        self.in_port, self.out_port = free_port(), free_port()
+        self.child = ChildServer(
+            [
+                str(Path(sys.executable).parent / "bluesky-0MQ-proxy"),
+                "--in-address",
+                f"127.0.0.1:{self.in_port}",
+                "--out-address",
+                f"127.0.0.1:{self.out_port}",
+            ],
+            r"Receiving on address",
+            env=child_environment(PYTHONUNBUFFERED="1"),
+        )
+        self.child.wait_ready()
+
+    @property
+    def in_address(self) -> str:
+        return f"127.0.0.1:{self.in_port}"
+
+    @property
+    def out_address(self) -> str:
+        return f"127.0.0.1:{self.out_port}"
+
+    def stop(self) -> int:
+        process = self.child.process
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        self.child.request_stop()
+        return self.child.finish()
 
 
 def start_nodb_server(properties: dict[str, Any]) -> ChildServer:

@@ -32,6 +32,11 @@ def test_the_component_never_imports_tango_or_bluesky():
     assert roots(imported_modules("component")).isdisjoint({"tango", "bluesky", "ophyd_async"})
 
 
+def test_live_mode_never_imports_tango():
+    assert roots(imported_modules("live")).isdisjoint({"tango", "ophyd_async"})
+    assert "asirp_device.server" not in imported_modules("live")
+
+
 def test_plans_can_use_the_client_without_the_server_module():
     names = imported_modules("client")
     assert "asirp_device.server" not in names
