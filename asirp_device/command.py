@@ -73,7 +73,8 @@ def register(subcommands: Any) -> None:
         action="append",
         default=[],
         metavar="NAME=VALUE",
-        help="a device property, repeatable (for example DefaultMethod=wiener)",
+        help="a device property, repeatable (for example DefaultMethod=wiener, or LiveField=xrf_Cu "
+        "and LiveNormalize=i0 for StartLive)",
     )
     parser.set_defaults(handler=_serve)
 

@@ -19,11 +19,22 @@ Conventions: commands are PascalCase, attributes snake_case. Input and setting e
     A missing or unreadable file, or a write that failed.
 ``ASIRP_Fault``
     The device is in ``FAULT`` (its component could not be built; the status says why).
+``ASIRP_LiveActive``
+    ``StartLive`` while live mode runs, or a change of ``live_field``/``live_normalize`` then.
+``ASIRP_LiveError``
+    Live mode could not start (the tiled server of ``TiledUri`` or the subscription failed).
 
 States: ``ON`` (ready), ``RUNNING`` (restoring; ``Restore`` is refused), ``ALARM`` (the last
-restoration failed; reason in ``Status``), ``FAULT`` (bad device properties: fix them and run
-``Init``). Change events are pushed for ``State``, ``Status``, ``progress`` and every result
-attribute, plus a data-ready event on ``restored_image`` (counter = result number).
+restoration failed, local or live; reason in ``Status``), ``FAULT`` (bad device properties: fix
+them and run ``Init``). Change events are pushed for ``State``, ``Status``, ``progress`` and
+every result attribute, plus a data-ready event on ``restored_image`` (counter = result number).
+
+Live mode (``StartLive(address)`` / ``StopLive``, see :mod:`asirp_device.live`) restores the map
+scans of a bluesky 0MQ document stream and publishes every restored map (partial ones every
+``LiveEveryRows`` rows, then the final one of each run) like a local result; it does not change
+the state (ON between and during scans), but a failed final restoration raises ``ALARM``.
+``Restore`` stays allowed while live: both publish to ``restored_image`` as their results come.
+While live, ``Status`` has a second line on live mode.
 """
 
 from __future__ import annotations
@@ -36,6 +47,7 @@ import queue
 import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -55,6 +67,7 @@ from asirp_device.component import (
     ResultRecord,
     Settings,
 )
+from asirp_device.live import LiveBusy, LiveError, LiveMode, LiveOptions
 
 _LOG = logging.getLogger(__name__)
 
@@ -95,6 +108,10 @@ def _tango_errors(origin: str) -> Iterator[None]:
         yield
     except tango.DevFailed:
         raise
+    except LiveBusy as error:
+        _throw("ASIRP_LiveActive", error, origin)
+    except LiveError as error:
+        _throw("ASIRP_LiveError", error, origin)
     except RestorationBusy as error:
         _throw("ASIRP_Busy", error, origin)
     except NotReady as error:
@@ -186,13 +203,33 @@ class ASIRP(Device):
     TiledUri = device_property(
         dtype=str,
         default_value="",
-        doc="URI of the tiled server that receives restored runs (read back as tiled_uri).",
+        doc="URI of the tiled server that receives restored runs (read back as tiled_uri); "
+        "live mode writes each scan's derived run there (key: $TILED_API_KEY).",
+    )
+    LiveField = device_property(
+        dtype=str,
+        default_value="",
+        doc="Initial live_field: event field mapped in live mode (several: comma-separated).",
+    )
+    LiveNormalize = device_property(
+        dtype=str, default_value="", doc="Initial live_normalize: flux-monitor field, e.g. i0."
+    )
+    LiveEveryRows = device_property(
+        dtype=int,
+        default_value=8,
+        doc="Live mode restores and publishes the partial map every N rows (0: final maps only).",
+    )
+    LivePositionScaleUm = device_property(
+        dtype=float,
+        default_value=1.0,
+        doc="µm per motor unit of the live scans (1 for µm stages, 1000 for mm stages).",
     )
 
     # ------------------------------------------------------------------ life cycle
     def init_device(self) -> None:
         """Build the component from the properties; ``FAULT`` (reason in Status) if it fails."""
         self._component: RestorationComponent | None = None
+        self._live: LiveMode | None = None
         self._fault = ""
         self._publisher = _EventPublisher()
         try:
@@ -214,6 +251,16 @@ class ASIRP(Device):
                 ),
                 data_root=self.DataRoot or None,
             )
+            live = LiveMode(
+                component,
+                LiveOptions(
+                    field=self.LiveField,
+                    normalize=self.LiveNormalize,
+                    every_rows=self.LiveEveryRows,
+                    position_scale_um=self.LivePositionScaleUm,
+                    tiled_uri=self.TiledUri,
+                ),
+            )
         except Exception as error:  # bad properties, engine not usable: the device is broken
             message = " ".join(str(error).split())
             self._fault = (
@@ -227,12 +274,16 @@ class ASIRP(Device):
         component.add_state_callback(self._on_state)
         component.add_progress_callback(self._on_progress)
         component.add_result_callback(self._on_result)
+        live.add_status_callback(self._on_live_status)
         self._component = component
+        self._live = live
         self.set_state(DevState.ON)
         self.set_status(component.status)
 
     def delete_device(self) -> None:
-        """Stop the worker (aborting a running restoration) and the event thread."""
+        """Stop live mode, the worker (aborting a running restoration) and the event thread."""
+        if self._live is not None:
+            self._live.stop()
         if self._component is not None:
             self._component.shutdown(timeout=5.0)
         self._publisher.close()
@@ -245,16 +296,26 @@ class ASIRP(Device):
         return _STATES[self._component.state]
 
     def dev_status(self) -> str:
-        """The component's status line (or why the device is in FAULT)."""
+        """The component's status line, and live mode's while live (or why it is in FAULT)."""
         if self._component is None:
             return self._fault
-        return self._component.status
+        return self._compose(self._component.status)
+
+    def _compose(self, status: str) -> str:
+        """``status``, followed by live mode's status line while live."""
+        live = self._live.status if self._live is not None else ""
+        return f"{status}\n{live}" if live else status
 
     def _require(self) -> RestorationComponent:
         component = self._component
         if component is None:
             tango.Except.throw_exception("ASIRP_Fault", self._fault, "ASIRP")
         return component
+
+    def _require_live(self) -> LiveMode:
+        self._require()
+        assert self._live is not None  # built with the component
+        return self._live
 
     # ------------------------------------------------------------------ component listeners
     def _on_state(self, state: ComponentState, status: str) -> None:
@@ -266,11 +327,24 @@ class ASIRP(Device):
     def _on_result(self, record: ResultRecord) -> None:
         self._publisher.submit(self._push_result, record)
 
+    def _on_live_status(self, _status: str) -> None:
+        self._publisher.submit(self._push_status)
+
     def _push_state(self, state: DevState, status: str) -> None:
+        status = self._compose(status)
         self.set_state(state)
         self.set_status(status)
         self.push_change_event("State", state)
         self.push_archive_event("State", state)
+        self.push_change_event("Status", status)
+        self.push_archive_event("Status", status)
+
+    def _push_status(self) -> None:
+        component = self._component
+        if component is None:
+            return
+        status = self._compose(component.status)
+        self.set_status(status)
         self.push_change_event("Status", status)
         self.push_archive_event("Status", status)
 
@@ -507,6 +581,90 @@ class ASIRP(Device):
         """Write the latest result with its provenance (asirp.io layout) to an HDF5 file."""
         with _tango_errors("ASIRP.SaveResult"):
             return str(self._require().save_result(path))
+
+    # ------------------------------------------------------------------ live mode
+    @command(
+        dtype_in=str,
+        doc_in="HOST:PORT of a bluesky 0MQ proxy's output (its --out-address), e.g. "
+        "127.0.0.1:5578; tcp://HOST:PORT also works.",
+        dtype_out=str,
+        doc_out="The endpoint subscribed to, tcp://HOST:PORT.",
+    )
+    def StartLive(self, address: str) -> str:
+        """Restore the map scans of a bluesky 0MQ document stream live; returns at once.
+
+        Uses the restoration settings as they are now (method or auto_select, iterations,
+        parameters_json, beam_fwhm_um, the compute device) and live_field/live_normalize; each
+        scan's step is its own (pixel_um is not used). Every restored map is published like a
+        Restore result (source: the scan's uid). Refused (DevFailed): a malformed or
+        unresolvable address (ASIRP_InvalidInput), live mode already running
+        (ASIRP_LiveActive), no live_field (ASIRP_NotReady).
+        """
+        with _tango_errors("ASIRP.StartLive"):
+            return self._require_live().start(address)
+
+    @command
+    def StopLive(self) -> None:
+        """End live mode; a no-op when not live.
+
+        The subscription stops at once; the scan in progress is restored on its rows measured
+        so far (its derived run ends 'abort'), or, after 1 s, that restoration is cancelled
+        (derived run 'fail', no ALARM).
+        """
+        self._require_live().stop()
+
+    @attribute(dtype=str)
+    def live_address(self) -> str:
+        """Proxy endpoint live mode reads from, tcp://HOST:PORT; empty when not live."""
+        return self._require_live().address
+
+    @attribute(dtype=str)
+    def live_run_uid(self) -> str:
+        """Uid of the scan live mode restores, or of the last one once it ended.
+
+        Empty when not live, or before the first map scan.
+        """
+        return self._require_live().run_uid
+
+    @attribute(dtype="DevLong")
+    def live_runs_restored(self) -> int:
+        """Scans whose final map live mode published since StartLive (0 when not live)."""
+        return self._require_live().runs_restored
+
+    @attribute(dtype="DevLong64")
+    def live_documents(self) -> int:
+        """Bluesky documents received since StartLive (0 when not live)."""
+        return self._require_live().documents
+
+    @attribute(dtype=str, access=AttrWriteType.READ_WRITE)
+    def live_field(self) -> str:
+        """Event field live mode maps, e.g. xrf_Cu (several, comma-separated, are summed).
+
+        Initially the LiveField property; refused while live.
+        """
+        return self._require_live().options.field
+
+    @live_field.write
+    def live_field(self, value: str) -> None:
+        """Set the mapped field(s) (refused while live: StopLive first)."""
+        with _tango_errors("ASIRP.live_field"):
+            live = self._require_live()
+            live.set_options(replace(live.options, field=value))
+
+    @attribute(dtype=str, access=AttrWriteType.READ_WRITE)
+    def live_normalize(self) -> str:
+        """Flux-monitor field live mode normalises by, e.g. i0; empty: none.
+
+        Initially the LiveNormalize property; refused while live.
+        """
+        return self._require_live().options.normalize
+
+    @live_normalize.write
+    def live_normalize(self, value: str) -> None:
+        """Set the flux-monitor field (refused while live: StopLive first)."""
+        with _tango_errors("ASIRP.live_normalize"):
+            live = self._require_live()
+            live.set_options(replace(live.options, normalize=value))
 
 
 def _result_values(record: ResultRecord | None) -> dict[str, Any]:
