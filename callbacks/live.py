@@ -438,7 +438,9 @@ class LiveRestorer:
     field : str or sequence of str, optional
         Event field(s) to map (several are summed). Or give ``element`` or ``spectrum``.
     method : str
-        Restoration method (``asirp.available_methods()`` or ``"auto"``).
+        Restoration method (``asirp.available_methods()`` or ``"auto"``). With ``"auto"`` the
+        selector runs in its ``"cheap"`` mode for partial maps and its ``"thorough"`` mode for
+        the final map of a run, unless ``params`` sets ``mode``.
     params : mapping, optional
         The method's parameters (validated now, for a named method).
     element : str, optional
@@ -688,6 +690,9 @@ class LiveRestorer:
                     f"only {job.rows} row(s) measured; restoring needs at least {MIN_SIDE_PX}"
                 )
             block, _ = fill_unmeasured(job.image[: job.rows])
+            params = dict(self.params)
+            if self.method == "auto":  # quick choices while the scan runs, a careful one at the end
+                params.setdefault("mode", "thorough" if job.final else "cheap")
             restoration = restore(
                 block,
                 self.method,
@@ -695,7 +700,7 @@ class LiveRestorer:
                 cancel=self._cancel,
                 seed=self.seed,
                 **self._psf_kwargs(run),
-                **self.params,
+                **params,
             )
         except Exception as error:  # a failing method must never reach the RunEngine
             message = f"{type(error).__name__}: {' '.join(str(error).split())}"

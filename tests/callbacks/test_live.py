@@ -206,6 +206,18 @@ def test_fly_scan_event_pages_fill_whole_lines(run_engine):
     restorer.close(10)
 
 
+def test_auto_selects_cheaply_on_partial_maps_and_thoroughly_on_the_final_one(run_engine):
+    restorer = LiveRestorer("det", "auto", psf_sigma_px=1.0, every_rows=4, min_rows=8)
+    results = []
+    restorer.subscribe(results.append)
+    run_engine.subscribe(restorer)
+    run_engine(Stage().scan(16, 16))
+    assert restorer.wait(60)
+    modes = {r.final: r.restoration.params["selection"]["mode"] for r in results if r.ok}
+    assert modes == {False: "cheap", True: "thorough"}
+    restorer.close(10)
+
+
 def test_interleaved_runs_are_routed_separately(run_engine):
     first = _documents(run_engine, Stage().scan(8, 8))
     second = _documents(run_engine, Stage().scan(10, 6))
