@@ -89,7 +89,9 @@ def test_a_scan_is_restored_live_like_the_engine_restores_its_map(live, publishe
     mode, records = live
     statuses: list[str] = []
     mode.add_status_callback(statuses.append)
-    assert "is not restored: no 2-D map geometry" in mode.status  # the handshake's empty runs
+    wait_until(  # the handshake's empty runs
+        lambda: "is not restored: no 2-D map geometry" in mode.status, what="the handshake runs"
+    )
 
     scan = run_scan(16, publisher=publisher)
     wait_until(lambda: mode.runs_restored == 1, what="the final restoration")
