@@ -8,6 +8,9 @@ import numpy as np
 
 MIN_SIDE_PX = 4
 """Smallest map side the engine accepts, px."""
+MAX_ABS_VALUE = 1e12
+"""Largest magnitude accepted in a map: far above any counts or normalised intensity, and low
+enough that float32 sums, squares and power spectra of 4096 x 4096 maps stay finite."""
 
 
 def as_image_stack(image: Any, name: str = "image") -> tuple[np.ndarray, bool]:
@@ -34,7 +37,8 @@ def as_image_stack(image: Any, name: str = "image") -> tuple[np.ndarray, bool]:
         For non-numeric or complex data.
     ValueError
         For a wrong number of dimensions, an empty array, a side below ``MIN_SIDE_PX``, or
-        NaN/Inf values (also values too large for float32).
+        NaN/Inf values (also values too large for float32), or magnitudes above
+        ``MAX_ABS_VALUE``.
     """
     if isinstance(image, str | bytes) or image is None:
         raise TypeError(f"{name} must be a numeric array, got {type(image).__name__}")
@@ -72,6 +76,13 @@ def as_image_stack(image: Any, name: str = "image") -> tuple[np.ndarray, bool]:
         raise ValueError(
             f"{name} holds {count} {what} value(s) (first at index "
             f"{tuple(int(i) for i in np.argwhere(bad)[0])}); mask or fill them before restoring"
+        )
+    peak = float(np.abs(stack).max())
+    if peak > MAX_ABS_VALUE:
+        raise ValueError(
+            f"{name} holds values up to {peak:.3g}, beyond the {MAX_ABS_VALUE:.0e} that "
+            "restoration handles in float32 (its sums and squares would overflow); rescale the "
+            "map (to counts, or divide by a constant) before restoring"
         )
     was_2d = stack.ndim == 2
     return (stack[None] if was_2d else stack), was_2d

@@ -95,6 +95,9 @@ def run_wiener(problem: Problem, params: dict[str, Any]) -> MethodOutput:
         # power is what exceeds it, and the object's is that over |h|^2.
         bins = spectral.grid_shape[0] * spectral.grid_shape[1]
         noise_power = (bins * noise_variance(data)).view(-1, 1, 1)
+        # A noiseless map (constant, all zero) has no noise estimate: a tiny floor keeps the
+        # ratio defined (the filter then inverts the blur as far as the OTF floor allows).
+        noise_power = noise_power.clamp_min(torch.finfo(noise_power.dtype).tiny)
         data_power = radial_power(spectral.data_spectrum, spectral.grid_shape)
         signal_power = (data_power - noise_power).clamp_min(1e-3 * noise_power)
         # Where the blur has erased the object (|h|^2 small) its spectrum is not measurable;

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 
 import asirp
+from asirp.methods.blind_richardson_lucy import BlindWidthWarning
+from asirp.sr.consistency import ConsistencyWarning
 
 GOOD = np.random.default_rng(0).poisson(50.0, size=(32, 32)).astype(np.float32)
 
@@ -22,6 +26,7 @@ GOOD = np.random.default_rng(0).poisson(50.0, size=(32, 32)).astype(np.float32)
         (np.array([["a", "b"], ["c", "d"]]), TypeError, "real numbers"),
         (np.ones((2, 32)), ValueError, "too small"),
         (np.full((8, 8), 1e300), ValueError, "float32 range"),
+        (GOOD * np.float32(1e15), ValueError, "rescale the map"),
         ("image.npy", TypeError, "numeric array"),
     ],
 )
@@ -59,6 +64,19 @@ def test_bad_parameters(kwargs, error, words):
         kwargs = {"psf_sigma_px": 1.0, **kwargs}
     with pytest.raises(error, match=words):
         asirp.restore(GOOD, "richardson_lucy", **kwargs)
+
+
+@pytest.mark.parametrize("method", [m for m in asirp.available_methods() if m != "zssr"])
+@pytest.mark.parametrize("level", [0.0, 5.0])
+def test_a_constant_map_gives_a_finite_result(method, level):
+    flat = np.full((32, 32), level, dtype=np.float32)
+    with warnings.catch_warnings():
+        # noise-free data: blind RL cannot bound the width, and the SR check has no noise scale
+        warnings.simplefilter("ignore", BlindWidthWarning)
+        warnings.simplefilter("ignore", ConsistencyWarning)
+        result = asirp.restore(flat, method, psf_sigma_px=1.0)
+    assert np.isfinite(result.image).all()
+    np.testing.assert_allclose(result.image, level, atol=1e-3 * max(level, 1.0))
 
 
 def test_unknown_method_lists_the_available_ones():
