@@ -13,19 +13,12 @@ Every result is degraded again with the forward model and compared with the inpu
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from asirp.registry import MethodOutput, MethodSpec, Parameter, Problem, register_method
 from asirp.sr.models import count_parameters
-from asirp.sr.runner import (
-    COMMON_PARAMETERS,
-    LoadedNetwork,
-    check_scale,
-    network_for,
-    run_pretrained,
-)
-from asirp.sr.weights import build_from_weights, load_weights, shipped_weights_path
+from asirp.sr.runner import COMMON_PARAMETERS, LoadedNetwork, run_with_weights
+from asirp.sr.weights import build_from_weights, load_weights
 
 WEIGHTS = Parameter(
     "weights",
@@ -46,12 +39,7 @@ def load_network(path: str, scale: int) -> LoadedNetwork:
 
 def run(problem: Problem, params: dict[str, Any]) -> MethodOutput:
     """Super-resolve ``(B, H, W)`` maps to ``(B, s H, s W)`` with the trained network."""
-    scale = check_scale(params, "fca_sr")
-    path = Path(params["weights"]) if params["weights"] else shipped_weights_path("fca_sr", scale)
-    if not path.is_file():
-        raise ValueError(f"weights file {path} not found")
-    loaded = network_for(load_network, path, scale, problem.device)
-    return run_pretrained("fca_sr", problem, params, loaded)
+    return run_with_weights("fca_sr", load_network, problem, params)
 
 
 register_method(

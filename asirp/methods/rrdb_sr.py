@@ -16,25 +16,17 @@ Models trained on photographs (Real-ESRGAN) invent textures: watch the consisten
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from asirp.registry import MethodOutput, MethodSpec, Parameter, Problem, register_method
 from asirp.sr.esrgan import load_with_spandrel, rrdb_from_state
 from asirp.sr.models import count_parameters
-from asirp.sr.runner import (
-    COMMON_PARAMETERS,
-    LoadedNetwork,
-    check_scale,
-    network_for,
-    run_pretrained,
-)
+from asirp.sr.runner import COMMON_PARAMETERS, LoadedNetwork, run_with_weights
 from asirp.sr.weights import (
     FORMAT,
     WeightsArchitectureError,
     build_from_weights,
     load_weights,
-    shipped_weights_path,
 )
 
 WEIGHTS = Parameter(
@@ -77,12 +69,7 @@ def load_network(path: str, scale: int) -> LoadedNetwork:
 
 def run(problem: Problem, params: dict[str, Any]) -> MethodOutput:
     """Super-resolve ``(B, H, W)`` maps to ``(B, s H, s W)`` with an RRDBNet."""
-    scale = check_scale(params, "rrdb_sr")
-    path = Path(params["weights"]) if params["weights"] else shipped_weights_path("rrdb_sr", scale)
-    if not path.is_file():
-        raise ValueError(f"weights file {path} not found")
-    loaded = network_for(load_network, path, scale, problem.device)
-    return run_pretrained("rrdb_sr", problem, params, loaded)
+    return run_with_weights("rrdb_sr", load_network, problem, params)
 
 
 register_method(

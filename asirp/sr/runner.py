@@ -30,6 +30,7 @@ from asirp.registry import MethodOutput, Parameter, Problem
 from asirp.sr.consistency import DEFAULT_TOLERANCE, consistency_figures, warn_if_inconsistent
 from asirp.sr.degrade import estimate_blur_sigma, sigma_from_psf
 from asirp.sr.inference import upscale
+from asirp.sr.weights import shipped_weights_path
 
 SCALES = (2, 4)
 
@@ -194,6 +195,43 @@ def network_for(
 ) -> LoadedNetwork:
     """Load (or reuse) the network in a weight file for a device; reloads if the file changed."""
     return _cached_network(loader, str(path), scale, str(device), path.stat().st_mtime)
+
+
+def run_with_weights(
+    method: str,
+    loader: Callable[[str, int], LoadedNetwork],
+    problem: Problem,
+    params: dict[str, Any],
+) -> MethodOutput:
+    """Run a trained method: its ``weights`` file (or the shipped one for the scale) and network.
+
+    Parameters
+    ----------
+    method : str
+        Method name (``fca_sr``, ``rrdb_sr``), also the architecture of its shipped weights.
+    loader : callable
+        ``loader(path, scale) -> LoadedNetwork`` for the method's architecture.
+    problem : Problem
+        Measured maps, optional PSF, device, hooks.
+    params : dict
+        Resolved parameters (:data:`COMMON_PARAMETERS` and ``weights``).
+
+    Returns
+    -------
+    MethodOutput
+        See :func:`run_pretrained`.
+
+    Raises
+    ------
+    ValueError
+        When the weights file does not exist.
+    """
+    scale = check_scale(params, method)
+    path = Path(params["weights"]) if params["weights"] else shipped_weights_path(method, scale)
+    if not path.is_file():
+        raise ValueError(f"weights file {path} not found")
+    loaded = network_for(loader, path, scale, problem.device)
+    return run_pretrained(method, problem, params, loaded)
 
 
 def run_pretrained(
