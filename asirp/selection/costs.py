@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from asirp.backend import fast_fft_shape
 from asirp.selection.candidates import IDENTITY, Candidate
 
 OVERHEAD = Candidate("(restore overhead)")
@@ -87,7 +88,8 @@ class CostModel:
 
     def fft_pair_ms(self, pixels: int, device: torch.device) -> float:
         """Measured time of one ``rfft2`` + ``irfft2`` of a square map of ``pixels``, ms."""
-        side = max(8, math.ceil(math.sqrt(pixels) * 1.15))
+        # the padded grid of a square map, at a fast FFT length as the blur operators use
+        (side,) = fast_fft_shape((max(8, math.ceil(math.sqrt(pixels) * 1.15)),))
         key = (side, str(device))
         with self._lock:
             if key in self._fft_ms:
