@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,6 +14,9 @@ from asirp.phantoms import copper_mesh, hotspot_tissue, siemens_star
 from asirp.psf import gaussian_psf
 
 SIGMA_PX = 2.0
+
+REAL_DATA = Path(os.environ.get("ASIRP_REAL_DATA", "/work/shared/data/real"))
+"""Real measured data for tests (PyMca spectra, TomoPy's tooth.h5; see the README there)."""
 
 
 @dataclass

@@ -9,23 +9,21 @@ gain 0.011928 keV/channel, zero -0.00612 keV; detector noise and Fano factor), b
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 from asirp.xrf.spectra import read_pymca_calibration, read_spe
 from sim.spectra import DetectorModel, simulate_spectrum
+from tests.conftest import REAL_DATA
 
-REAL = Path("/work/shared/data/real")
-CALIBRATION, RESOLUTION = read_pymca_calibration(REAL / "Steel.cfg")
+CALIBRATION, RESOLUTION = read_pymca_calibration(REAL_DATA / "Steel.cfg")
 # NIST SRM 1155 (certified mass fractions, %): Cr 18.45, Ni 12.18, Mn 1.63, Fe balance.
 COMPOSITION = {"Fe": 64.5, "Cr": 18.45, "Ni": 12.18, "Mn": 1.63}
 
 
 @pytest.fixture(scope="module")
 def spectra():
-    real = read_spe(REAL / "Steel.spe").counts
+    real = read_spe(REAL_DATA / "Steel.spe").counts
     assert real.size == 2048
     assert CALIBRATION.gain_kev_per_channel == pytest.approx(0.011928, rel=1e-4)
     detector = DetectorModel(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import warnings
-from pathlib import Path
 
 import h5py
 import numpy as np
@@ -11,8 +10,9 @@ import pytest
 
 import asirp
 from asirp.sr import ConsistencyWarning
+from tests.conftest import REAL_DATA
 
-TOOTH = Path("/work/shared/data/real/tooth.h5")  # TomoPy, source/tomopy/data/tooth.h5
+TOOTH = REAL_DATA / "tooth.h5"  # TomoPy, source/tomopy/data/tooth.h5
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,6 @@ from asirp.xrf.synthetic import synthetic_scan
 
 CALIBRATION = EnergyCalibration(offset_kev=-0.02, gain_kev_per_channel=0.01)
 N_CHANNELS = 1024
-REAL_DATA = Path("/work/shared/data/real")
 
 
 def small_scan(kind: str = "raster", shape=(12, 15), seed: int = 0, **options) -> RawXRFScan:

@@ -14,7 +14,7 @@ import pytest
 from asirp.io import InputFileError
 from asirp.xrf import element_roi
 from asirp.xrf.spectra import read_mca_column, read_pymca_calibration, read_spe, read_spectrum
-from tests.asirp.xrf.conftest import REAL_DATA
+from tests.conftest import REAL_DATA
 
 STEEL_SPE = REAL_DATA / "Steel.spe"
 STEEL_CFG = REAL_DATA / "Steel.cfg"
