@@ -62,9 +62,12 @@ iterations the wall moves there (+20 %); with the default :math:`K` = 200 the es
 +13 % off the beam on the test meshes (peak 50 to 1000 counts) and Siemens star. A wide axis of
 an anisotropic beam on such a mesh can need more iterations than :math:`K` to deconvolve, and
 is then underestimated. Maps without near-zero regions or sharp edges (smooth tissue) do not
-identify the width: the score is then flat and the estimate is not meaningful (``score_span`` in the
-report: the largest excess of a tried width over the best, per held-out pixel, is then about
-0.01 or less). Below about 30 counts at the brightest pixels the estimate drifts low.
+identify the width: the score is then flat and the estimate is not meaningful. The report's
+``wall`` (the score excess per held-out pixel at the nearest width tried 1.2 times wider than
+the estimate) measures this, and ``identified`` is false when it is below ``WALL_MIN`` or the
+estimate is at the interval's upper end; blind RL then warns
+(:class:`asirp.methods.blind_richardson_lucy.BlindWidthWarning`). Below about 30 counts at the
+brightest pixels the estimate drifts low.
 
 References
 ----------
@@ -113,6 +116,16 @@ CHECK_EVERY = 5
 SE_RULE = 1.0
 """A width is acceptable while its held-out score is within this many standard errors of the
 best one (the one-standard-error rule); the widest acceptable width is kept."""
+
+WALL_STEP = 1.2
+"""The wall of the criterion is measured at the nearest width tried at least this factor wider
+than the estimate (geometric mean of the axes)."""
+
+WALL_MIN = 0.012
+"""Smallest score excess per held-out pixel at :data:`WALL_STEP` times the estimate for the width
+to count as identified. Measured with ``bench/eval_blind_sigma.py``-style maps: meshes the beam
+resolves (sigma 1.5 and 2.5 px, 50 and 200 counts) gave 0.016 to 0.37, an unresolved mesh
+(sigma 3.5 px) 0.009 or less, smooth tissue 0.005 or less."""
 
 AXIS_RANGE = 2.5
 """``per_axis``: each axis is widened by at most this factor from the common-width estimate."""
@@ -705,11 +718,21 @@ def search_sigma(
         tried = sorted(scorer.tried[0].items(), key=lambda item: item[0][0] * item[0][1])
         best_score = scorer.leader(0)[0]
         pixels = float(events[index].size * 2)
+        chosen = math.sqrt(sigma[index, 0] * sigma[index, 1])
+        wider = [
+            (math.sqrt(pair[0] * pair[1]), (s - best_score) / pixels)
+            for pair, (s, _) in tried
+            if math.sqrt(pair[0] * pair[1]) >= WALL_STEP * chosen
+        ]
+        wall = min(wider)[1] if wider else None
+        at_bound = bool(chosen >= high_px / 1.02)
         report.append(
             {
                 "sigma_px": [round(float(v), 4) for v in sigma[index]],
                 "interval_px": [round(low_px, 4), round(high_px, 4)],
-                "at_bound": bool(math.sqrt(sigma[index, 0] * sigma[index, 1]) >= high_px / 1.02),
+                "at_bound": at_bound,
+                "wall": None if wall is None else round(wall, 6),
+                "identified": bool(not at_bound and wall is not None and wall >= WALL_MIN),
                 "score_span": round(max(s - best_score for _, (s, _) in tried) / pixels, 6),
                 "fit_fraction": round(float(folds.fraction[0]), 4),
                 "window": [

@@ -41,8 +41,9 @@ earlier behaviour, which does not recover the width).
 
 ``Restoration.params`` reports ``estimated_sigma_px`` (the second-moment width of the returned
 PSF, rows and columns, per map), ``searched_sigma_px`` (the width found by the search) and
-``sigma_search_report`` (per map: the interval, the thinning fraction, the window used and every
-width tried with its held-out score excess per held-out pixel).
+``sigma_search_report`` (per map: the interval, the thinning fraction, the window used, every
+width tried with its held-out score excess per held-out pixel, and whether the data
+``identified`` the width; :class:`BlindWidthWarning` when they did not).
 
 Cost: the width search restores two thinned copies of 11 candidate widths (35 for
 ``per_axis``) on a window of at most ``search_window_px`` square, for up to
@@ -155,7 +156,11 @@ def _gain(data: torch.Tensor, problem: Problem, params: dict[str, Any]) -> float
 
 
 class BlindWidthWarning(UserWarning):
-    """The held-out search did not bound the beam width (its estimate is at the interval's end)."""
+    """The held-out search did not determine the beam width.
+
+    ``identified`` is false in the search report: the estimate is at the interval's end, or the
+    score hardly rises for wider beams.
+    """
 
 
 @no_grad
@@ -183,14 +188,17 @@ def run(problem: Problem, params: dict[str, Any]) -> MethodOutput:
         psf = gaussian_start(found.sigma, support, limit, data.device, floor=free)
         info["searched_sigma_px"] = [[round(float(v), 4) for v in row] for row in found.sigma]
         info["sigma_search_report"] = found.report
-        bounded = [index for index, entry in enumerate(found.report) if entry["at_bound"]]
-        if bounded:
+        unsure = [index for index, entry in enumerate(found.report) if not entry["identified"]]
+        if unsure:
+            bounded = [index for index in unsure if found.report[index]["at_bound"]]
             warnings.warn(
                 BlindWidthWarning(
-                    f"blind_richardson_lucy: the beam width of map(s) {bounded} is at the upper "
-                    "end of the search interval, so the data did not bound it: the map may have "
-                    "no structure sharper than the beam (smooth samples, an unresolved mesh); "
-                    "give a measured PSF or a better psf_sigma_px guess"
+                    f"blind_richardson_lucy: the data do not determine the beam width of map(s) "
+                    f"{unsure}"
+                    + (f" (at the upper end of the search interval: {bounded})" if bounded else "")
+                    + ": the held-out score hardly rises for wider beams, as on maps without "
+                    "structure sharper than the beam (smooth samples, an unresolved mesh); the "
+                    "estimate may be far off: give a measured PSF"
                 ),
                 stacklevel=2,
             )

@@ -237,6 +237,8 @@ def test_standard_error_of_a_difference():
 def test_a_map_without_structure_warns_that_the_width_is_not_bounded():
     # A flat Poisson map: every width explains it as well, the search ends at its upper bound.
     flat = np.random.default_rng(1).poisson(100.0, (64, 64)).astype(np.float32)
-    with pytest.warns(BlindWidthWarning, match=r"map\(s\) \[0\] is at the upper end"):
+    with pytest.warns(BlindWidthWarning, match=r"width of map\(s\) \[0\] \(at the upper end"):
         result = asirp.restore(flat, "blind_richardson_lucy", psf_sigma_px=1.5, device="cpu")
-    assert result.params["sigma_search_report"]["at_bound"]
+    report = result.params["sigma_search_report"]
+    assert report["at_bound"]
+    assert not report["identified"]
