@@ -65,6 +65,40 @@ class Restoration:
     psf_description: dict[str, Any] = field(default_factory=dict)
     version: str = __version__
 
+    def cautions(self) -> list[str]:
+        """What the engine's own checks say not to trust in this result, in plain sentences.
+
+        Read from the result's figures, so it is the same wherever the result goes (the Tango
+        device's status, derived runs), and needs no capture of Python warnings (process-wide,
+        not thread-safe): a super-resolved map that does not reproduce its input within the
+        noise (``metrics["consistent"]``), a beam width that blind deconvolution could not
+        determine (``params["sigma_search_report"]``).
+
+        Returns
+        -------
+        list of str
+            One sentence per caution; empty when there is none.
+        """
+        notes = []
+        if self.metrics.get("consistent") is False:
+            residual = self.metrics.get("consistency_residual")
+            figure = f" ({residual:.2f} noise sigmas)" if isinstance(residual, float) else ""
+            notes.append(
+                "the super-resolved map does not reproduce the input within the noise"
+                f"{figure}: the model may have invented or lost detail"
+            )
+        reports = self.params.get("sigma_search_report")
+        if isinstance(reports, dict):
+            reports = [reports]
+        if isinstance(reports, list) and any(
+            isinstance(report, dict) and report.get("identified") is False for report in reports
+        ):
+            notes.append(
+                "the data did not determine the beam width (blind search): the estimated PSF "
+                "may be far off; give a measured beam size"
+            )
+        return notes
+
     def provenance(self) -> dict[str, Any]:
         """Everything needed to reproduce the result, as a JSON-serialisable dict."""
         return {

@@ -782,14 +782,15 @@ class RestorationComponent:
 
 
 def _describe(record: ResultRecord) -> str:
-    """Status line for a result."""
+    """Status line for a result, with the engine's cautions."""
     restoration = record.restoration
     rows, cols = restoration.image.shape[-2:]
     iterations = restoration.params.get("iterations_run")
     run = f" (iterations run: {iterations})" if isinstance(iterations, int) else ""
     reason = restoration.params.get("auto_reason")
     why = f"; auto: {reason}" if reason else ""
+    caution = "".join(f"; CAUTION: {note}" for note in restoration.cautions())
     return (
         f"result #{record.sequence}: {rows}x{cols} px restored with {restoration.method}{run} "
-        f"in {record.duration_s:.2f} s (from {record.source}){why}"
+        f"in {record.duration_s:.2f} s (from {record.source}){caution}{why}"
     )

@@ -17,7 +17,8 @@ Stream ``restored`` (one event per published restoration; the last has ``final``
     ``method``, ``parameters`` (JSON), ``metrics`` (JSON, everything
     :attr:`asirp.Restoration.metrics` holds), the usual figures as numbers (``contrast_std``,
     ``sharpness``, ``noise_sigma``, ``residual`` and their ``_input`` values; NaN when absent)
-    and ``elapsed_s``.
+    , ``elapsed_s`` and ``cautions`` (:meth:`asirp.Restoration.cautions`, one per line; empty
+    when the engine's checks found nothing to distrust).
 Stop document
     ``exit_status`` ``"success"`` when the final restoration succeeded (``"abort"`` when it
     succeeded on a raw run that did not end in success, or on a run cut short by shutdown;
@@ -165,6 +166,7 @@ class DerivedRun:
             "parameters": {"source": source, "dtype": "string", "shape": []},
             "metrics": {"source": source, "dtype": "string", "shape": []},
             "elapsed_s": {"source": source, "dtype": "number", "shape": [], "units": "s"},
+            "cautions": {"source": source, "dtype": "string", "shape": []},
         }
         for name in METRIC_FIELDS:
             data_keys[name] = {"source": source, "dtype": "number", "shape": []}
@@ -197,6 +199,8 @@ class DerivedRun:
             "parameters": json.dumps(_json_safe(restoration.params), sort_keys=True),
             "metrics": json.dumps(metrics, sort_keys=True),
             "elapsed_s": float(restoration.elapsed_s),
+            # what the engine's own checks say not to trust ("" when nothing), one per line
+            "cautions": "\n".join(restoration.cautions()),
         }
         for name in METRIC_FIELDS:
             data[name] = float(metrics.get(name, math.nan))

@@ -242,3 +242,4 @@ def test_a_map_without_structure_warns_that_the_width_is_not_bounded():
     report = result.params["sigma_search_report"]
     assert report["at_bound"]
     assert not report["identified"]
+    assert any("did not determine the beam width" in note for note in result.cautions())

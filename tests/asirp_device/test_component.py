@@ -420,3 +420,22 @@ def test_file_access_is_disabled_without_a_data_root():
     assert component.data_root is None
     with pytest.raises(DataRootError, match="no data root is configured"):
         component.load_image("map.npy")
+
+
+@pytest.mark.filterwarnings("ignore::asirp.methods.blind_richardson_lucy.BlindWidthWarning")
+def test_the_engines_cautions_reach_the_status():
+    component = RestorationComponent(Settings(method="blind_richardson_lucy"))
+    flat = np.random.default_rng(1).poisson(100.0, (48, 48)).astype(np.float32)
+    component.set_input(flat)  # nothing sharper than the beam: the width is not determined
+    component.start()
+    finished(component)
+    assert component.state is ComponentState.ON
+    assert "CAUTION: the data did not determine the beam width" in component.status
+    assert component.result.restoration.cautions()
+
+    component.set_method("richardson_lucy")
+    component.set_input(small_map())
+    component.start()
+    finished(component)
+    assert "CAUTION" not in component.status
+    assert component.result.restoration.cautions() == []

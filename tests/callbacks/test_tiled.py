@@ -88,6 +88,7 @@ def test_grid_scan_derived_run_equals_offline_restoration_with_full_provenance(
     assert stop["restorations"] == 1
     metrics = json.loads(stream["metrics"].read()[-1])
     assert metrics["contrast_std"] == pytest.approx(offline.metrics["contrast_std"], rel=1e-4)
+    assert list(stream["cautions"].read()) == [""]  # RL with the true beam: nothing to distrust
 
     # A partial restoration ran during the scan (not published: publish="final").
     partial = [r for r in results if not r.final]

@@ -39,4 +39,6 @@ def test_tooth_sinograms_go_through_with_consistency_reported(sinograms, method)
     assert 0.0 < result.metrics["consistency_residual"] < 1e3
     assert 0.0 < result.metrics["consistency_relative"] < 0.2
     assert isinstance(result.metrics["consistent"], bool)
+    flagged = [note for note in result.cautions() if "does not reproduce the input" in note]
+    assert bool(flagged) == (not result.metrics["consistent"])
     assert result.params["beam_source"] == "estimated"
