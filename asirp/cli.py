@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from collections.abc import Sequence
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -290,7 +291,9 @@ def _command_restore(args: argparse.Namespace) -> None:
     import numpy as np
 
     from asirp.io import read_array, split_hdf5_path, write_restoration
+    from asirp.methods.blind_richardson_lucy import BlindWidthWarning
     from asirp.restore import restore
+    from asirp.sr.consistency import ConsistencyWarning
 
     input_file, _ = split_hdf5_path(args.input)
     output = Path(args.output)
@@ -313,18 +316,23 @@ def _command_restore(args: argparse.Namespace) -> None:
             bar.update(round(100 * fraction) - bar.n)
 
     try:
-        result = restore(
-            image,
-            args.method,
-            psf=args.psf,
-            beam_fwhm_um=_pair_or_scalar(args.beam_fwhm_um),
-            pixel_um=_pair_or_scalar(args.pixel_um),
-            psf_sigma_px=_pair_or_scalar(args.psf_sigma_px),
-            device=args.device,
-            reference=reference,
-            progress=report,
-            **params,
-        )
+        with warnings.catch_warnings():
+            # the engine's own warnings (an undetermined blind beam width, an inconsistent
+            # super-resolution) come back as one-line cautions below, not as Python tracebacks
+            warnings.filterwarnings("ignore", category=BlindWidthWarning)
+            warnings.filterwarnings("ignore", category=ConsistencyWarning)
+            result = restore(
+                image,
+                args.method,
+                psf=args.psf,
+                beam_fwhm_um=_pair_or_scalar(args.beam_fwhm_um),
+                pixel_um=_pair_or_scalar(args.pixel_um),
+                psf_sigma_px=_pair_or_scalar(args.psf_sigma_px),
+                device=args.device,
+                reference=reference,
+                progress=report,
+                **params,
+            )
     finally:
         if bar is not None:
             bar.close()
@@ -336,6 +344,8 @@ def _command_restore(args: argparse.Namespace) -> None:
         before_after_figure(image, result.image, args.plot, title=result.method, pixel_um=pixel)
     figures = ", ".join(f"{k}={v:.4g}" for k, v in result.metrics.items())
     print(f"{result.method} in {result.elapsed_s:.2f} s -> {output}\n{figures}")
+    for note in result.cautions():
+        print(f"asirp: caution: {note}", file=sys.stderr)
 
 
 def _command_demo(args: argparse.Namespace) -> None:

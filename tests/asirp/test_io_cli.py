@@ -120,6 +120,34 @@ def test_cli_restore_writes_provenance_and_leaves_the_input_alone(tmp_path, meas
     assert "richardson_lucy" in capsys.readouterr().out
 
 
+def test_cli_prints_the_engines_cautions_in_one_line_each(tmp_path, measured, capsys):
+    flat = np.random.default_rng(1).poisson(100.0, (64, 64)).astype(np.float32)
+    np.save(tmp_path / "flat.npy", flat)
+    arguments = ["-m", "blind_richardson_lucy", "--psf-sigma-px", "1.5"]
+    status = main(["restore", str(tmp_path / "flat.npy"), "-o", str(tmp_path / "r.h5"), *arguments])
+    assert status == 0
+    error = capsys.readouterr().err
+    assert error.startswith("asirp: caution: the data did not determine the beam width")
+    assert len(error.strip().splitlines()) == 1  # no Python warning traceback
+    np.save(tmp_path / "map.npy", measured)
+    assert (
+        main(
+            [
+                "restore",
+                str(tmp_path / "map.npy"),
+                "-o",
+                str(tmp_path / "m.h5"),
+                "-m",
+                "wiener",
+                "--psf-sigma-px",
+                "2",
+            ]
+        )
+        == 0
+    )
+    assert "caution" not in capsys.readouterr().err
+
+
 def test_cli_restores_a_stack_with_a_psf_file(tmp_path, measured):
     np.save(tmp_path / "stack.npy", np.stack([measured, measured[::-1]]))
     np.save(tmp_path / "psf.npy", asirp.psf.gaussian_psf(1.5))
