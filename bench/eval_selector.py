@@ -259,7 +259,8 @@ def summarise(rows: list[dict]) -> dict:
 def timing(repeats: int, budget_ms: float, seed: int) -> dict:
     """``restore(..., "auto", budget_ms=...)`` on a 256 x 256 mesh map: cold, then warmed up.
 
-    The cold call starts from an empty cost cache (candidates priced by prior); then
+    The cold call starts from an empty cost cache: :func:`asirp.restore` then times the
+    candidates at this size first (``metrics["cost_measurement_s"]``, outside the budget); then
     :func:`asirp.selection.measure_costs` times the cheap mode's candidates at this size (what a
     beamline does once before live scans) and ``repeats`` calls are timed.
     """
@@ -290,7 +291,10 @@ def timing(repeats: int, budget_ms: float, seed: int) -> dict:
         f"\nbudget {budget_ms:.0f} ms, 256x256 mesh map, beam 50 µm FWHM at 10 µm steps, "
         f"input PSNR {psnr(truth, measured):.2f} dB"
     )
-    print(f"  cold call (costs by prior): {cold[0]:.0f} ms, {cold[1]}, {cold[2]} scored")
+    print(
+        f"  cold call (empty cost cache, measured first): {cold[0]:.0f} ms, {cold[1]}, "
+        f"{cold[2]} scored"
+    )
     print(f"  measure_costs warm-up: {warm_up_s:.1f} s")
     print(
         f"  {repeats} calls after it: median {statistics.median(times):.0f} ms, "

@@ -269,3 +269,20 @@ def test_bad_context_is_named(context, error, words):
 def test_auto_without_a_psf_is_refused():
     with pytest.raises(ValueError, match="auto' needs the PSF"):
         select(make_noisy_map("mesh", shape=(32, 32)).measured)
+
+
+def test_a_first_budgeted_auto_call_measures_the_costs_outside_its_budget(monkeypatch):
+    costs = CostModel()
+    monkeypatch.setattr(selector_module, "COSTS", costs)
+    monkeypatch.setattr(asirp.selection, "COSTS", costs)
+    sample = make_noisy_map("mesh", peak=50.0, shape=(48, 48), sigma_px=1.5)
+    options = {"psf_sigma_px": 1.5, "budget_ms": 5000, "seed": 0, "device": "cpu"}
+    first = asirp.restore(sample.measured, "auto", **options)
+    assert first.metrics["cost_measurement_s"] > 0
+    entries = first.params["selection"]["candidates"]
+    assert entries
+    assert all(entry["cost_source"] == "measured" for entry in entries), entries
+    again = asirp.restore(sample.measured, "auto", **options)
+    assert "cost_measurement_s" not in again.metrics  # cached for this size
+    unbudgeted = asirp.restore(sample.measured[:40], "auto", psf_sigma_px=1.5, device="cpu")
+    assert "cost_measurement_s" not in unbudgeted.metrics
