@@ -62,6 +62,10 @@ from asirp.validation import as_image_stack
 
 _LOG = logging.getLogger(__name__)
 
+AUTO_CONTEXT_KEYS = ("modality", "psf_known", "budget_ms", "mode", "candidates")
+"""Keys of the device's parameters that reach the selector when ``auto_select`` is on (see
+:mod:`asirp.auto`); the others are method parameters for when it is off."""
+
 MAX_SIDE_PX = 4096
 """Largest map side the device accepts, px (a float32 4096 x 4096 map is 64 MiB on the wire)."""
 
@@ -232,8 +236,9 @@ def engine_call(settings: Settings) -> tuple[str, dict[str, Any]]:
         "pixel_um": settings.pixel_um,
         "device": settings.compute_device,
     }
-    if settings.auto_select:
-        return "auto", kwargs
+    if settings.auto_select:  # only the selection context applies; method parameters wait
+        context = {k: v for k, v in settings.parameters.items() if k in AUTO_CONTEXT_KEYS}
+        return "auto", {**kwargs, **context}
     spec = get_method(settings.method)
     params = dict(settings.parameters)
     if any(parameter.name == "iterations" for parameter in spec.parameters):
@@ -457,7 +462,10 @@ class RestorationComponent:
         """Set the method's other parameters (a mapping or JSON object text).
 
         Unless ``auto_select`` is on, they are checked against the current method now (and
-        again when a restoration starts, since the method may change in between).
+        again when a restoration starts, since the method may change in between). With
+        ``auto_select`` on, only the selection context among them (:data:`AUTO_CONTEXT_KEYS`:
+        for example ``{"budget_ms": 200, "mode": "cheap"}``) reaches the engine, and it is
+        checked when the restoration starts (a bad value ends it in ``ALARM``).
         """
         parsed = parse_parameters(parameters)
         candidate = replace(self.settings, parameters=parsed)

@@ -106,6 +106,20 @@ def test_auto_select_lets_the_engine_choose():
     assert "auto: very low counts" in component.status
 
 
+def test_auto_select_passes_the_selection_context_of_the_parameters():
+    parameters = {"budget_ms": 5000, "mode": "cheap", "tv_weight": 0.01}
+    component = RestorationComponent(Settings(auto_select=True, parameters=parameters))
+    component.set_input(small_map(seed=3))
+    component.start()
+    finished(component)
+    assert component.state is ComponentState.ON
+    selection = component.result.restoration.params["selection"]
+    assert selection["context"]["budget_ms"] == 5000
+    assert selection["mode"] == "cheap"
+    # tv_weight is a method parameter: it applies when auto_select is off, not to the choice
+    assert component.result.restoration.params.get("tv_weight", 0.0) == 0.0
+
+
 def test_iterations_and_parameters_reach_only_methods_that_take_them():
     component = RestorationComponent(Settings(iterations=4, parameters={"stop": "fixed"}))
     component.set_input(small_map())
