@@ -53,7 +53,7 @@ from asirp.sr.consistency import ConsistencyWarning
 from asirp.sr.data import heldout_set
 from asirp.sr.models import bicubic_upsample
 
-TOOTH = Path("/work/shared/data/real/tooth.h5")
+TOOTH = Path(os.environ.get("ASIRP_REAL_DATA", "/work/shared/data/real")) / "tooth.h5"
 NETWORKS = ("zssr", "fca_sr", "rrdb_sr")
 
 
