@@ -16,11 +16,13 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
+from bluesky.callbacks.zmq import Publisher
 
 HERE = Path(__file__).parent
 NODB_SERVER = HERE / "_nodb_server.py"
@@ -222,3 +224,21 @@ class EventRecorder:
                     summary = [(n, getattr(v, "shape", v)) for n, v in self.events]
                     raise AssertionError(f"events did not arrive in {timeout} s: {summary}")
                 self._condition.wait(remaining)
+
+
+@pytest.fixture(scope="module")
+def proxy() -> Iterator[DocumentProxy]:
+    """A bluesky 0MQ proxy in a child process for the tests of a module."""
+    proxy = DocumentProxy()
+    try:
+        yield proxy
+    finally:
+        proxy.stop()
+
+
+@pytest.fixture
+def publisher(proxy: DocumentProxy) -> Iterator[Publisher]:
+    """A bluesky 0MQ publisher into ``proxy``."""
+    publisher = Publisher(proxy.in_address)
+    yield publisher
+    publisher.close()

@@ -13,11 +13,10 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 import tango
-from bluesky.callbacks.zmq import Publisher
 
 import asirp
 from tests.asirp_device._scans import BEAM_FWHM_UM, ITERATIONS, handshake, run_scan, wait_until
-from tests.asirp_device.conftest import DocumentProxy, free_port, small_map, start_nodb_server
+from tests.asirp_device.conftest import free_port, small_map, start_nodb_server
 from tests.asirp_device.test_device import restore_and_wait, subscribed
 from tests.callbacks.conftest import assert_same_restoration
 
@@ -33,22 +32,6 @@ PROPERTIES = {
     "LiveNormalize": "i0",
     "LiveEveryRows": 4,
 }
-
-
-@pytest.fixture(scope="module")
-def proxy() -> Iterator[DocumentProxy]:
-    proxy = DocumentProxy()
-    try:
-        yield proxy
-    finally:
-        proxy.stop()
-
-
-@pytest.fixture
-def publisher(proxy: DocumentProxy) -> Iterator[Publisher]:
-    publisher = Publisher(proxy.in_address)
-    yield publisher
-    publisher.close()
 
 
 @pytest.fixture(scope="module")

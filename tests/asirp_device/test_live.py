@@ -45,22 +45,6 @@ from tests.callbacks.conftest import assert_same_restoration
 OPTIONS = LiveOptions(field="xrf_Cu", normalize="i0", every_rows=4)
 
 
-@pytest.fixture(scope="module")
-def proxy() -> Iterator[DocumentProxy]:
-    proxy = DocumentProxy()
-    try:
-        yield proxy
-    finally:
-        proxy.stop()
-
-
-@pytest.fixture
-def publisher(proxy: DocumentProxy) -> Iterator[Publisher]:
-    publisher = Publisher(proxy.in_address)
-    yield publisher
-    publisher.close()
-
-
 def make_component(**settings: object) -> tuple[RestorationComponent, list[ResultRecord]]:
     component = RestorationComponent(
         Settings(iterations=ITERATIONS, beam_fwhm_um=BEAM_FWHM_UM, compute_device="cpu", **settings)
