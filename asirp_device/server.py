@@ -206,6 +206,13 @@ class ASIRP(Device):
         doc="URI of the tiled server that receives restored runs (read back as tiled_uri); "
         "live mode writes each scan's derived run there (key: $TILED_API_KEY).",
     )
+    LiveAddress = device_property(
+        dtype=str,
+        default_value="",
+        doc="HOST:PORT of a bluesky 0MQ proxy's output: live mode starts with the device "
+        "(empty: only with StartLive); if it cannot start, the device is in ALARM with the "
+        "reason and StartLive can be tried again.",
+    )
     LiveField = device_property(
         dtype=str,
         default_value="",
@@ -279,6 +286,18 @@ class ASIRP(Device):
         self._live = live
         self.set_state(DevState.ON)
         self.set_status(component.status)
+        if self.LiveAddress:
+            self._start_live_from_property(self.LiveAddress)
+
+    def _start_live_from_property(self, address: str) -> None:
+        """Start live mode from the LiveAddress property; a failure is ALARM, not FAULT."""
+        try:
+            self._live.start(address)
+        except Exception as error:  # the device stays usable; the operator can StartLive
+            message = " ".join(str(error).split())
+            reason = f"live mode could not start from LiveAddress {address!r}: {message}"
+            _LOG.error(reason)
+            self._component.report_failure(f"{reason}; fix the property or call StartLive")
 
     def delete_device(self) -> None:
         """Stop live mode, the worker (aborting a running restoration) and the event thread."""

@@ -212,3 +212,42 @@ def test_stopping_the_server_stops_live_mode_mid_scan(proxy, publisher):
     assert any(f"stopping: finishing run(s) {scan.uid}" in line for line in child.lines), (
         child.output()
     )
+
+
+def test_the_live_address_property_starts_live_mode_with_the_device(proxy, publisher):
+    child = start_nodb_server({**PROPERTIES, "LiveAddress": proxy.out_address})
+    try:
+        device = tango.DeviceProxy(child.wait_ready()["trl"])
+        assert device.live_address == f"tcp://{proxy.out_address}"
+        assert device.state() == ON
+        handshake(publisher, lambda: device.live_documents)
+        scan = run_scan(8, publisher=publisher)
+        wait_until(lambda: device.live_runs_restored == 1, what="the scan's final map")
+        assert device.live_run_uid == scan.uid
+        assert device.restored_image.shape == (8, 8)
+    finally:
+        status = child.stop()
+    assert status == 0, child.output()
+
+
+def test_a_bad_live_address_property_is_alarm_and_the_device_still_restores():
+    child = start_nodb_server({**PROPERTIES, "LiveAddress": "no port here"})
+    try:
+        device = tango.DeviceProxy(child.wait_ready()["trl"])
+        assert device.state() == ALARM
+        assert "live mode could not start from LiveAddress 'no port here'" in device.status()
+        assert device.live_address == ""
+        image = small_map((16, 16), seed=4)
+        restored = restore_and_wait(device, image)
+        assert device.state() == ON
+        expected = asirp.restore(
+            image,
+            "richardson_lucy",
+            iterations=ITERATIONS,
+            beam_fwhm_um=BEAM_FWHM_UM,
+            pixel_um=10.0,
+        )
+        np.testing.assert_array_equal(restored, expected.image)
+    finally:
+        status = child.stop()
+    assert status == 0, child.output()
