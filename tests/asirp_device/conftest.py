@@ -8,6 +8,7 @@ process.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import re
@@ -184,6 +185,20 @@ def start_nodb_server(properties: dict[str, Any]) -> ChildServer:
         # as asirp serve does (asirp_device.embedded.SERVER_OMP_WAIT_POLICY); a quick shutdown
         env=child_environment(OMP_WAIT_POLICY="PASSIVE", ORBscanGranularity="1"),
     )
+
+
+@contextlib.contextmanager
+def nodb_server(properties: dict[str, Any]) -> Iterator[str]:
+    """Run ``_nodb_server.py`` with device ``properties``; yield the device's TRL.
+
+    The server is stopped on exit and must exit with status 0.
+    """
+    child = start_nodb_server(properties)
+    try:
+        yield child.wait_ready()["trl"]
+    finally:
+        status = child.stop()
+    assert status == 0, child.output()
 
 
 class EventRecorder:

@@ -20,7 +20,7 @@ import tango
 
 import asirp
 from asirp.io import read_restoration
-from tests.asirp_device.conftest import EventRecorder, small_map, start_nodb_server
+from tests.asirp_device.conftest import EventRecorder, nodb_server, small_map
 
 ON, RUNNING = tango.DevState.ON, tango.DevState.RUNNING
 CHANGE, DATA_READY = tango.EventType.CHANGE_EVENT, tango.EventType.DATA_READY_EVENT
@@ -44,19 +44,14 @@ def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def server(data_root: Path) -> Iterator[str]:
-    child = start_nodb_server(
-        {
-            "DataRoot": str(data_root),
-            "DefaultIterations": ITERATIONS,
-            "DefaultBeamFwhmUm": PSF["beam_fwhm_um"],
-            "DefaultPixelUm": PSF["pixel_um"],
-        }
-    )
-    try:
-        yield child.wait_ready()["trl"]
-    finally:
-        status = child.stop()
-    assert status == 0, child.output()
+    properties = {
+        "DataRoot": str(data_root),
+        "DefaultIterations": ITERATIONS,
+        "DefaultBeamFwhmUm": PSF["beam_fwhm_um"],
+        "DefaultPixelUm": PSF["pixel_um"],
+    }
+    with nodb_server(properties) as trl:
+        yield trl
 
 
 @pytest.fixture

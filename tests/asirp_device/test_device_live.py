@@ -16,7 +16,7 @@ import tango
 
 import asirp
 from tests.asirp_device._scans import BEAM_FWHM_UM, ITERATIONS, handshake, run_scan, wait_until
-from tests.asirp_device.conftest import free_port, small_map, start_nodb_server
+from tests.asirp_device.conftest import free_port, nodb_server, small_map, start_nodb_server
 from tests.asirp_device.test_device import restore_and_wait, subscribed
 from tests.callbacks.conftest import assert_same_restoration
 
@@ -36,12 +36,8 @@ PROPERTIES = {
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[str]:
-    child = start_nodb_server(PROPERTIES)
-    try:
-        yield child.wait_ready()["trl"]
-    finally:
-        status = child.stop()
-    assert status == 0, child.output()
+    with nodb_server(PROPERTIES) as trl:
+        yield trl
 
 
 @pytest.fixture
@@ -215,9 +211,8 @@ def test_stopping_the_server_stops_live_mode_mid_scan(proxy, publisher):
 
 
 def test_the_live_address_property_starts_live_mode_with_the_device(proxy, publisher):
-    child = start_nodb_server({**PROPERTIES, "LiveAddress": proxy.out_address})
-    try:
-        device = tango.DeviceProxy(child.wait_ready()["trl"])
+    with nodb_server({**PROPERTIES, "LiveAddress": proxy.out_address}) as trl:
+        device = tango.DeviceProxy(trl)
         assert device.live_address == f"tcp://{proxy.out_address}"
         assert device.state() == ON
         handshake(publisher, lambda: device.live_documents)
@@ -225,15 +220,11 @@ def test_the_live_address_property_starts_live_mode_with_the_device(proxy, publi
         wait_until(lambda: device.live_runs_restored == 1, what="the scan's final map")
         assert device.live_run_uid == scan.uid
         assert device.restored_image.shape == (8, 8)
-    finally:
-        status = child.stop()
-    assert status == 0, child.output()
 
 
 def test_a_bad_live_address_property_is_alarm_and_the_device_still_restores():
-    child = start_nodb_server({**PROPERTIES, "LiveAddress": "no port here"})
-    try:
-        device = tango.DeviceProxy(child.wait_ready()["trl"])
+    with nodb_server({**PROPERTIES, "LiveAddress": "no port here"}) as trl:
+        device = tango.DeviceProxy(trl)
         assert device.state() == ALARM
         assert "live mode could not start from LiveAddress 'no port here'" in device.status()
         assert device.live_address == ""
@@ -248,6 +239,3 @@ def test_a_bad_live_address_property_is_alarm_and_the_device_still_restores():
             pixel_um=10.0,
         )
         np.testing.assert_array_equal(restored, expected.image)
-    finally:
-        status = child.stop()
-    assert status == 0, child.output()
