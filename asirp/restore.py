@@ -18,7 +18,7 @@ from asirp.iteration import estimate_counts_gain
 from asirp.metrics import summary
 from asirp.psf import resolve_psf
 from asirp.registry import MethodOutput, Problem, get_method
-from asirp.validation import as_image_stack
+from asirp.validation import as_image_stack, check_seed
 
 CHUNK_PIXELS = 1 << 23
 """A stack is restored on a GPU in chunks of at most this many pixels (about 8 M) to bound
@@ -197,8 +197,7 @@ def restore(
     stack, was_2d = as_image_stack(image)
     if not isinstance(method, str):
         raise TypeError(f"method must be a string, got {method!r}")
-    if not isinstance(seed, int | np.integer) or isinstance(seed, bool):
-        raise TypeError(f"seed must be an integer, got {seed!r}")
+    check_seed(seed)
     resolved_psf = resolve_psf(
         stack.shape,
         psf=psf,

@@ -86,3 +86,16 @@ def as_image_stack(image: Any, name: str = "image") -> tuple[np.ndarray, bool]:
         )
     was_2d = stack.ndim == 2
     return (stack[None] if was_2d else stack), was_2d
+
+
+def check_seed(seed: Any) -> int:
+    """Return ``seed`` as an int; refuse anything but an integer (bools included).
+
+    Raises
+    ------
+    TypeError
+        For a non-integer seed.
+    """
+    if not isinstance(seed, int | np.integer) or isinstance(seed, bool):
+        raise TypeError(f"seed must be an integer, got {seed!r}")
+    return int(seed)

@@ -72,7 +72,7 @@ from asirp.selection.splitting import (
     fission_split,
     measurement_split,
 )
-from asirp.validation import as_image_stack
+from asirp.validation import as_image_stack, check_seed
 
 MODES = ("cheap", "thorough")
 CHEAP_REGION_PX = 96
@@ -425,8 +425,7 @@ def select(
     """
     started = time.perf_counter()
     stack, _ = as_image_stack(image)
-    if not isinstance(seed, int | np.integer) or isinstance(seed, bool):
-        raise TypeError(f"seed must be an integer, got {seed!r}")
+    check_seed(seed)
     resolved_psf = resolve_psf(
         stack.shape,
         psf=psf,
