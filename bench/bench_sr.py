@@ -12,7 +12,7 @@ A standalone script (not a test). Three parts, each optional:
     (default parameters, true PSF), ``fca_sr`` and ``rrdb_sr`` (shipped weights), and the
     consistency residual of the three networks (:mod:`asirp.sr.consistency`).
 ``--tooth`` (real data)
-    The tooth tomography of ``/work/shared/data/real/tooth.h5`` (TomoPy's; 181 projections of 2
+    The tooth tomography of ``tests/data/real/tomopy/tooth.h5`` (TomoPy's; 181 projections of 2
     rows x 640 px), flat/dark corrected; a 2-row projection is too small to super-resolve in 2-D,
     so its two sinograms (181 x 640) go through every method at x2, and the consistency
     residuals are printed. No PSF is given: the beam is estimated from the data.
@@ -53,7 +53,7 @@ from asirp.sr.consistency import ConsistencyWarning
 from asirp.sr.data import heldout_set
 from asirp.sr.models import bicubic_upsample
 
-TOOTH = Path(os.environ.get("ASIRP_REAL_DATA", "/work/shared/data/real")) / "tooth.h5"
+TOOTH = Path(__file__).resolve().parents[1] / "tests" / "data" / "real" / "tomopy" / "tooth.h5"
 NETWORKS = ("zssr", "fca_sr", "rrdb_sr")
 
 

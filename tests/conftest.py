@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,8 +14,12 @@ from asirp.psf import gaussian_psf
 
 SIGMA_PX = 2.0
 
-REAL_DATA = Path(os.environ.get("ASIRP_REAL_DATA", "/work/shared/data/real"))
-"""Real measured data for tests (PyMca spectra, TomoPy's tooth.h5; see the README there)."""
+REAL_DATA = Path(__file__).parent / "data" / "real"
+"""Real measured data kept in the repository (sources and licences in ``tests/data/README.md``)."""
+TOOTH_H5 = REAL_DATA / "tomopy" / "tooth.h5"
+STEEL_SPE = REAL_DATA / "pymca" / "Steel.spe"
+STEEL_CFG = REAL_DATA / "pymca" / "Steel.cfg"
+XRF_MCA = REAL_DATA / "pymca" / "XRFSpectrum.mca"
 
 
 @dataclass

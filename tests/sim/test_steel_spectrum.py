@@ -4,7 +4,7 @@ Real data: ``Steel.spe``, an XRF spectrum of NIST SRM 1155 stainless steel (16 k
 excitation, 300 s, 2048 channels) and its PyMca fit configuration ``Steel.cfg`` (calibration
 gain 0.011928 keV/channel, zero -0.00612 keV; detector noise and Fano factor), both from PyMca
 (``PyMca5/PyMcaData/Steel.spe`` and ``Steel.cfg``, MIT licence), kept in
-``/work/shared/data/real`` (see the README there).
+``tests/data/real/pymca`` (see ``tests/data/README.md``).
 """
 
 from __future__ import annotations
@@ -14,16 +14,16 @@ import pytest
 
 from asirp.xrf.spectra import read_pymca_calibration, read_spe
 from sim.spectra import DetectorModel, simulate_spectrum
-from tests.conftest import REAL_DATA
+from tests.conftest import STEEL_CFG, STEEL_SPE
 
-CALIBRATION, RESOLUTION = read_pymca_calibration(REAL_DATA / "Steel.cfg")
+CALIBRATION, RESOLUTION = read_pymca_calibration(STEEL_CFG)
 # NIST SRM 1155 (certified mass fractions, %): Cr 18.45, Ni 12.18, Mn 1.63, Fe balance.
 COMPOSITION = {"Fe": 64.5, "Cr": 18.45, "Ni": 12.18, "Mn": 1.63}
 
 
 @pytest.fixture(scope="module")
 def spectra():
-    real = read_spe(REAL_DATA / "Steel.spe").counts
+    real = read_spe(STEEL_SPE).counts
     assert real.size == 2048
     assert CALIBRATION.gain_kev_per_channel == pytest.approx(0.011928, rel=1e-4)
     detector = DetectorModel(

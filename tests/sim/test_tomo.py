@@ -11,7 +11,7 @@ from scipy.ndimage import convolve
 
 from asirp.io import read_array
 from sim.tomo import Ellipsoid, line_integrals, simulate_tomo
-from tests.conftest import REAL_DATA
+from tests.conftest import TOOTH_H5
 
 
 def test_sphere_projection_is_the_exact_chord():
@@ -73,7 +73,7 @@ def test_flats_darks_and_noise_levels(tomo):
 def test_data_exchange_file_matches_the_real_layout(tmp_path, tomo):
     path = tomo.write(tmp_path / "phantom.h5")
     assert np.array_equal(read_array(f"{path}::/exchange/data"), tomo.data)
-    with h5py.File(path, "r") as handle, h5py.File(REAL_DATA / "tooth.h5") as real:
+    with h5py.File(path, "r") as handle, h5py.File(TOOTH_H5) as real:
         # Same datasets and attributes as the real TomoPy file (tooth.h5, see its README).
         for name in ("data", "data_white", "data_dark", "theta"):
             assert handle[f"exchange/{name}"].dtype.kind == real[f"exchange/{name}"].dtype.kind

@@ -10,9 +10,7 @@ import pytest
 
 import asirp
 from asirp.sr import ConsistencyWarning
-from tests.conftest import REAL_DATA
-
-TOOTH = REAL_DATA / "tooth.h5"  # TomoPy, source/tomopy/data/tooth.h5
+from tests.conftest import TOOTH_H5 as TOOTH  # TomoPy, source/tomopy/data/tooth.h5
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,6 @@
 """Readers for real single spectra (PyMca example data) and PyMca calibrations.
 
-The files in /work/shared/data/real come from PyMca (``PyMca5/PyMcaData``, MIT licence):
+The files in tests/data/real/pymca come from PyMca (``PyMca5/PyMcaData``, MIT licence):
 ``Steel.spe`` (NIST SRM 1155 stainless steel, 16 keV excitation, 2048 channels), ``Steel.cfg``
 (its fit configuration: gain 0.011928 keV/channel, zero -0.00612 keV) and ``XRFSpectrum.mca``
 (a multi-element thin standard, 4096 channels, "main Co peak close to channel 1474").
@@ -14,11 +14,7 @@ import pytest
 from asirp.io import InputFileError
 from asirp.xrf import element_roi
 from asirp.xrf.spectra import read_mca_column, read_pymca_calibration, read_spe, read_spectrum
-from tests.conftest import REAL_DATA
-
-STEEL_SPE = REAL_DATA / "Steel.spe"
-STEEL_CFG = REAL_DATA / "Steel.cfg"
-XRF_MCA = REAL_DATA / "XRFSpectrum.mca"
+from tests.conftest import STEEL_CFG, STEEL_SPE, XRF_MCA
 
 
 def test_read_steel_spe():
