@@ -144,6 +144,11 @@ def build_parser() -> argparse.ArgumentParser:
     restore.add_argument("--device", default="auto", help="auto, cpu or cuda")
     restore.add_argument("--reference", help="ground truth file, for PSNR/SSIM")
     restore.add_argument("--plot", metavar="FIGURE.png", help="save a before/after figure")
+    restore.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing output file or figure (never the input files)",
+    )
 
     demo = commands.add_parser("demo", help="restore a built-in simulated µ-XRF mesh map")
     demo.add_argument("-o", "--output", default="out/demo", help="output folder (out/demo)")
@@ -249,6 +254,11 @@ def _add_xrf_map_parser(commands: Any) -> None:
         "--param", action="append", default=[], metavar="NAME=VALUE", help="method parameter"
     )
     xrf.add_argument("--device", help="auto, cpu or cuda")
+    xrf.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace existing files in OUT (never the raw scan)",
+    )
     xrf.set_defaults(handler=_command_xrf_map)
 
 
@@ -275,7 +285,7 @@ def _command_xrf_map(args: argparse.Namespace) -> None:
         restore_params=parse_params(args.param) or None,
         device=args.device,
     )
-    summary = run_xrf_map(config, args.raw, args.output)
+    summary = run_xrf_map(config, args.raw, args.output, overwrite=args.overwrite)
     info = summary["map"]
     line = (
         f"{info['label']} map {info['shape'][0]} x {info['shape'][1]} ({info['scan_kind']}, "
@@ -287,18 +297,44 @@ def _command_xrf_map(args: argparse.Namespace) -> None:
     print(f"{line} -> {summary['output']}: {', '.join(summary['files'])}, summary.json")
 
 
+def _check_output(
+    label: str, target: Path, protected: Sequence[tuple[int, int]], *, overwrite: bool
+) -> None:
+    """Refuse, before any work, an output that is an input or exists without ``--overwrite``.
+
+    The writes check again atomically (:func:`asirp.safe_files.atomic_write`); this only saves
+    a restoration whose result could not be written.
+    """
+    from asirp.safe_files import file_identity
+
+    identity = file_identity(target)
+    if identity is None:
+        return
+    if identity in protected:
+        raise UsageError(f"{label} {target} is the input file; choose another output path")
+    if target.is_dir():
+        raise UsageError(f"{label} {target} is a folder; give a file name")
+    if not overwrite:
+        raise UsageError(f"{label} {target} already exists; use --overwrite to replace it")
+
+
 def _command_restore(args: argparse.Namespace) -> None:
     import numpy as np
 
     from asirp.io import read_array, split_hdf5_path, write_restoration
     from asirp.methods.blind_richardson_lucy import BlindWidthWarning
     from asirp.restore import restore
+    from asirp.safe_files import atomic_write, file_identity
     from asirp.sr.consistency import ConsistencyWarning
 
-    input_file, _ = split_hdf5_path(args.input)
     output = Path(args.output)
-    if output.exists() and input_file.exists() and output.resolve() == input_file.resolve():
-        raise UsageError(f"output {output} is the input file; choose another output path")
+    inputs = [split_hdf5_path(name)[0] for name in (args.input, args.reference, args.psf) if name]
+    protected = [identity for identity in map(file_identity, inputs) if identity is not None]
+    outputs = [("output", output)] + ([("--plot", Path(args.plot))] if args.plot else [])
+    for label, target in outputs:
+        _check_output(label, target, protected, overwrite=args.overwrite)
+    if args.plot and Path(args.plot).resolve() == output.resolve():
+        raise UsageError("--plot and --output name the same file; choose another figure path")
     image = read_array(args.input)
     params = parse_params(args.param)
     if args.iterations is not None:
@@ -336,12 +372,22 @@ def _command_restore(args: argparse.Namespace) -> None:
     finally:
         if bar is not None:
             bar.close()
-    write_restoration(output, result, input_path=args.input)
+    hint = "use --overwrite to replace it"
+    write_restoration(
+        output,
+        result,
+        input_path=args.input,
+        overwrite=args.overwrite,
+        protect=protected,
+        hint=hint,
+    )
     if args.plot:
         from asirp.plotting import before_after_figure
 
         pixel = args.pixel_um[0] if args.pixel_um else None
-        before_after_figure(image, result.image, args.plot, title=result.method, pixel_um=pixel)
+        guarded = [*protected, file_identity(output)]
+        with atomic_write(args.plot, overwrite=args.overwrite, protect=guarded, hint=hint) as out:
+            before_after_figure(image, result.image, out.path, title=result.method, pixel_um=pixel)
     figures = ", ".join(f"{k}={v:.4g}" for k, v in result.metrics.items())
     print(f"{result.method} in {result.elapsed_s:.2f} s -> {output}\n{figures}")
     for note in result.cautions():

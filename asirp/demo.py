@@ -83,7 +83,10 @@ def run_demo(output: str | Path, *, method: str = "auto", seed: int = 0, device:
         reference=truth,
         device=device,
     )
-    write_restoration(folder / "restored.h5", result, input_path=folder / "measured.npy")
+    # The demo folder holds the demo's own outputs, written anew by every run.
+    write_restoration(
+        folder / "restored.h5", result, input_path=folder / "measured.npy", overwrite=True
+    )
     figures = result.metrics
     title = (
         f"{result.method}: PSNR {figures['psnr_input']:.1f} -> {figures['psnr']:.1f} dB, "

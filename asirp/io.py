@@ -13,23 +13,40 @@ A restoration is written as HDF5 (NeXus-like layout)::
                                 parameters (JSON), psf (JSON), metrics (JSON), elapsed_s,
                                 input_path, date
 
-Files are written to a temporary name in the target folder and renamed when complete, so a
-failure never leaves a half-written result.
+Files are written to a temporary name in the target folder and moved into place when complete
+(:func:`asirp.safe_files.atomic_write`), so a failure never leaves a half-written result; an
+existing file is replaced only with ``overwrite=True``, and the input of the restoration never.
+
+Reading is guarded (:func:`read_array`): the declared shape and dtype are checked against a size
+limit (:data:`MAX_INPUT_BYTES`, 1 GiB; ``$ASIRP_MAX_INPUT_BYTES`` or ``max_bytes=`` raises it)
+before any data is read; HDF5 files are opened from a file object and external links, virtual
+datasets and external raw storage are refused, so only the named file is ever read; colour TIFFs
+(more than one sample per pixel) are refused. With ``root=`` a :class:`asirp.safe_files.DataRoot`
+confines the path and opens it by file descriptor.
 """
 
 from __future__ import annotations
 
 import datetime
 import json
+import math
 import os
-import tempfile
+import posixpath
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import h5py
 import numpy as np
 
 from asirp.restore import Restoration
+from asirp.safe_files import (
+    DataRoot,
+    DataRootError,
+    FileIdentity,
+    atomic_write,
+    open_input,
+)
 
 
 class InputFileError(ValueError):
@@ -49,8 +66,9 @@ def split_hdf5_path(path: str | os.PathLike) -> tuple[Path, str | None]:
     return Path(text), None
 
 
-def _single_dataset(handle: h5py.File, file_path: Path) -> str:
+def _single_dataset(handle: h5py.File, file_path: Path | str) -> str:
     names: list[str] = []
+    # visititems follows hard links only: soft and external links are not entered
     handle.visititems(
         lambda name, item: names.append(name) if isinstance(item, h5py.Dataset) else None
     )
@@ -63,13 +81,206 @@ def _single_dataset(handle: h5py.File, file_path: Path) -> str:
     return names[0]
 
 
-def read_array(path: str | os.PathLike) -> np.ndarray:
+class UnsafeInputError(InputFileError):
+    """An input would make ASIRP read another file.
+
+    An HDF5 external link (also one reached through a soft link), a virtual dataset, or a
+    dataset with external raw storage.
+    """
+
+
+class InputTooLargeError(InputFileError):
+    """An input declares more data than :func:`max_input_bytes` allows (checked before reading)."""
+
+
+MAX_INPUT_BYTES = 1 << 30
+"""Default limit on the size of one input array, bytes (1 GiB; ``$ASIRP_MAX_INPUT_BYTES``)."""
+
+MAX_INPUT_BYTES_ENV = "ASIRP_MAX_INPUT_BYTES"
+"""Environment variable that raises (or lowers) :data:`MAX_INPUT_BYTES`, in bytes."""
+
+_NUMERIC_KINDS = "biufc"
+_MAX_LINK_DEPTH = 32
+
+
+def max_input_bytes() -> int:
+    """The size limit of an input array, bytes: ``$ASIRP_MAX_INPUT_BYTES`` or 1 GiB."""
+    text = os.environ.get(MAX_INPUT_BYTES_ENV, "").strip()
+    if not text:
+        return MAX_INPUT_BYTES
+    try:
+        value = int(float(text))
+    except ValueError:
+        raise ValueError(f"{MAX_INPUT_BYTES_ENV}={text!r} is not a number of bytes") from None
+    if value <= 0:
+        raise ValueError(f"{MAX_INPUT_BYTES_ENV} must be > 0 bytes, got {text!r}")
+    return value
+
+
+def check_declared_size(
+    shape: tuple[int, ...], dtype: np.dtype, where: str, max_bytes: int | None = None
+) -> None:
+    """Refuse an array whose declared shape and dtype exceed the input limit, before reading.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        Declared shape.
+    dtype : numpy.dtype
+        Declared element type.
+    where : str
+        What is read (for the message).
+    max_bytes : int, optional
+        The limit, bytes (default :func:`max_input_bytes`).
+
+    Raises
+    ------
+    InputTooLargeError
+        When ``prod(shape) * itemsize`` exceeds the limit.
+    InputFileError
+        For a dtype that is not numbers (strings, objects, compound or variable-length data).
+    """
+    dtype = np.dtype(dtype)
+    if dtype.kind not in _NUMERIC_KINDS or dtype.fields is not None:
+        raise InputFileError(f"cannot read {where}: it holds {dtype} values, not numbers")
+    limit = max_input_bytes() if max_bytes is None else int(max_bytes)
+    size = math.prod(int(n) for n in shape) * dtype.itemsize
+    if size > limit:
+        dims = " x ".join(str(int(n)) for n in shape)
+        raise InputTooLargeError(
+            f"{where} declares {dims} {dtype} values ({size / 2**20:.1f} MiB), more than the "
+            f"input limit of {limit / 2**20:.1f} MiB; nothing was read. Raise the limit with "
+            f"the environment variable {MAX_INPUT_BYTES_ENV}=BYTES (or max_bytes=) if this "
+            "file is trusted and fits in memory"
+        )
+
+
+def _hdf5_item(handle: h5py.File, name: str, where: str) -> h5py.Dataset:
+    """Find ``name`` without ever following a link out of the file."""
+    path = "/" + name.strip("/")
+    for _ in range(_MAX_LINK_DEPTH):
+        group: h5py.Group = handle["/"]
+        parts = [part for part in path.split("/") if part]
+        redirected = False
+        for index, part in enumerate(parts):
+            if not isinstance(group, h5py.Group) or part not in group:
+                raise InputFileError(f"{where} has no dataset {name!r}")
+            link = group.get(part, getlink=True)
+            if isinstance(link, h5py.ExternalLink):
+                raise UnsafeInputError(
+                    f"{where}: {'/' + '/'.join(parts[: index + 1])!r} is an external link to "
+                    "another file; ASIRP does not follow external links (copy the data into "
+                    "the file)"
+                )
+            if isinstance(link, h5py.SoftLink):
+                target = link.path
+                if not target.startswith("/"):
+                    base = "/" + "/".join(parts[:index])
+                    target = posixpath.normpath(posixpath.join(base, target))
+                path = target + "/" + "/".join(parts[index + 1 :])
+                redirected = True
+                break
+            if not isinstance(link, h5py.HardLink):
+                raise UnsafeInputError(
+                    f"{where}: {'/' + '/'.join(parts[: index + 1])!r} is a user-defined link; "
+                    "ASIRP follows only links inside the file"
+                )
+            group = group[part]
+        if not redirected:
+            break
+    else:
+        raise InputFileError(f"{where}: too many soft links on the way to {name!r}")
+    item = group
+    if not isinstance(item, h5py.Dataset):
+        raise InputFileError(f"{where}::{name} is a group, not a dataset")
+    if item.is_virtual:
+        raise UnsafeInputError(
+            f"{where}::{name} is a virtual dataset (its data lie in other files); ASIRP does "
+            "not read virtual datasets: copy the data into a plain dataset"
+        )
+    if item.external:
+        raise UnsafeInputError(
+            f"{where}::{name} keeps its data in external raw files; ASIRP does not read "
+            "external storage: copy the data into the HDF5 file"
+        )
+    return item
+
+
+def _describe_colour(page: Any) -> str:
+    photometric = getattr(page.photometric, "name", str(page.photometric))
+    samples = int(page.samplesperpixel)
+    if photometric == "RGB":
+        return "RGBA" if samples == 4 else "RGB" if samples == 3 else f"RGB+{samples - 3}"
+    return f"{photometric}, {samples} samples per pixel"
+
+
+def _read_stream(
+    stream: BinaryIO, suffix: str, dataset: str | None, where: str, max_bytes: int | None
+) -> np.ndarray:
+    """Read an array from an open file: sizes and safety first, then the bytes."""
+    if suffix == ".npy":
+        version = np.lib.format.read_magic(stream)
+        if version == (1, 0):
+            shape, _, dtype = np.lib.format.read_array_header_1_0(stream)
+        elif version == (2, 0):
+            shape, _, dtype = np.lib.format.read_array_header_2_0(stream)
+        else:
+            shape, _, dtype = np.lib.format._read_array_header(stream, version)
+        check_declared_size(tuple(shape), dtype, where, max_bytes)
+        stream.seek(0)
+        # allow_pickle=False: never unpickle objects from a file we did not write.
+        return np.load(stream, allow_pickle=False)
+    if suffix in TIFF_SUFFIXES:
+        import tifffile
+
+        with tifffile.TiffFile(stream, name=Path(where).name) as tiff:
+            if not tiff.series:
+                raise InputFileError(f"{where} holds no image")
+            series = tiff.series[0]
+            page = series.keyframe
+            if int(page.samplesperpixel) > 1:
+                dims = "x".join(str(n) for n in series.shape)
+                raise InputFileError(
+                    f"{where} is a colour TIFF ({_describe_colour(page)}, {dims}): ASIRP "
+                    "restores one channel of counts; convert it to one channel first"
+                )
+            check_declared_size(tuple(series.shape), series.dtype, where, max_bytes)
+            return series.asarray()
+    if suffix in HDF5_SUFFIXES:
+        with h5py.File(stream, "r") as handle:
+            name = dataset if dataset is not None else _single_dataset(handle, where)
+            item = _hdf5_item(handle, name, where)
+            check_declared_size(item.shape, item.dtype, f"{where}::{name}", max_bytes)
+            return item[()]
+    raise InputFileError(
+        f"unknown input format {suffix!r} for {where}; use .npy, .tif/.tiff or "
+        f"HDF5 ({', '.join(HDF5_SUFFIXES)}) as 'file.h5::/dataset'"
+    )
+
+
+def read_array(
+    path: str | os.PathLike,
+    *,
+    max_bytes: int | None = None,
+    root: DataRoot | None = None,
+) -> np.ndarray:
     """Read an array from ``.npy``, TIFF or HDF5 (``file.h5::/dataset``).
+
+    The declared shape and dtype are checked against the size limit before any data is read,
+    and nothing is read from another file than the one named: HDF5 external links (also
+    reached through soft links), virtual datasets and external raw storage are refused. TIFFs
+    with more than one sample per pixel (RGB, RGBA, multi-channel) are refused rather than read
+    as a stack of channels.
 
     Parameters
     ----------
     path : str or os.PathLike
         The file, with ``::/dataset`` for HDF5.
+    max_bytes : int, optional
+        Largest array accepted, bytes (default :func:`max_input_bytes`: 1 GiB, or
+        ``$ASIRP_MAX_INPUT_BYTES``).
+    root : asirp.safe_files.DataRoot, optional
+        Read inside this data root only, by file descriptor, following no symbolic link.
 
     Returns
     -------
@@ -79,38 +290,69 @@ def read_array(path: str | os.PathLike) -> np.ndarray:
     Raises
     ------
     ValueError
-        For a missing file, an unknown suffix, a missing dataset, or a file that cannot be
-        parsed (corrupt or of another format).
+        (:class:`InputFileError`) For a missing file, an unknown suffix, a missing dataset, or a
+        file that cannot be parsed (corrupt or of another format);
+        :class:`UnsafeInputError` for links or storage in other files;
+        :class:`InputTooLargeError` above the size limit; ``DataRootError`` for a path that
+        leaves ``root``.
     """
     file_path, dataset = split_hdf5_path(path)
-    if not file_path.is_file():
-        raise InputFileError(f"input file not found: {file_path}")
     suffix = file_path.suffix.lower()
+    where = str(file_path) if root is None else str(root.resolve(file_path))
+    if suffix not in (".npy", *TIFF_SUFFIXES, *HDF5_SUFFIXES):
+        raise InputFileError(
+            f"unknown input format {suffix!r} for {where}; use .npy, .tif/.tiff or "
+            f"HDF5 ({', '.join(HDF5_SUFFIXES)}) as 'file.h5::/dataset'"
+        )
     try:
-        if suffix == ".npy":
-            # allow_pickle=False: never unpickle objects from a file we did not write.
-            return np.load(file_path, allow_pickle=False)
-        if suffix in TIFF_SUFFIXES:
-            import tifffile
+        stream = root.open_stream(file_path) if root is not None else open_input(file_path)
+    except FileNotFoundError as error:
+        if root is not None:
+            raise InputFileError(str(error)) from None
+        raise InputFileError(f"input file not found: {file_path}") from None
+    except IsADirectoryError:
+        raise InputFileError(f"{file_path} is a folder, not a file") from None
+    except DataRootError:
+        raise
+    except ValueError as error:
+        raise InputFileError(str(error)) from None
+    except OSError as error:
+        raise InputFileError(f"cannot open {where}: {error.strerror or error}") from None
+    with stream:
+        return read_stream(stream, where if dataset is None else f"{where}::{dataset}", max_bytes)
 
-            return tifffile.imread(file_path)
-        if suffix in HDF5_SUFFIXES:
-            with h5py.File(file_path, "r") as handle:
-                name = dataset if dataset is not None else _single_dataset(handle, file_path)
-                if name not in handle:
-                    raise InputFileError(f"{file_path} has no dataset {name!r}")
-                item = handle[name]
-                if not isinstance(item, h5py.Dataset):
-                    raise InputFileError(f"{file_path}::{name} is a group, not a dataset")
-                return item[()]
+
+def read_stream(
+    stream: BinaryIO, path: str | os.PathLike, max_bytes: int | None = None
+) -> np.ndarray:
+    """Read an array from a file already open (by :class:`asirp.safe_files.DataRoot`, say).
+
+    The same checks as :func:`read_array` apply (sizes before bytes, no other file read).
+
+    Parameters
+    ----------
+    stream : BinaryIO
+        The file, open in binary mode and seekable; it is not closed.
+    path : str or os.PathLike
+        Its name, which gives the format (suffix) and, for HDF5, ``::/dataset``; used in
+        messages.
+    max_bytes : int, optional
+        Largest array accepted, bytes (default :func:`max_input_bytes`).
+
+    Returns
+    -------
+    numpy.ndarray
+        The array as stored.
+    """
+    file_path, dataset = split_hdf5_path(path)
+    where = str(file_path)
+    try:
+        return _read_stream(stream, file_path.suffix.lower(), dataset, where, max_bytes)
     except InputFileError:
         raise
     except Exception as error:  # corrupt or foreign files raise many different errors
-        raise InputFileError(f"cannot read {path}: {type(error).__name__}: {error}") from error
-    raise InputFileError(
-        f"unknown input format {suffix!r} for {file_path}; use .npy, .tif/.tiff or "
-        f"HDF5 ({', '.join(HDF5_SUFFIXES)}) as 'file.h5::/dataset'"
-    )
+        message = " ".join(str(error).split())[:300]
+        raise InputFileError(f"cannot read {where}: {type(error).__name__}: {message}") from None
 
 
 def write_restoration(
@@ -118,60 +360,69 @@ def write_restoration(
     restoration: Restoration,
     *,
     input_path: str | os.PathLike | None = None,
+    overwrite: bool = False,
+    protect: Iterable[str | os.PathLike | FileIdentity | None] = (),
+    root: DataRoot | None = None,
+    hint: str = "pass overwrite=True to replace it",
 ) -> Path:
     """Write a restoration and its provenance to an HDF5 file (layout in the module notes).
 
     Parameters
     ----------
     path : str or os.PathLike
-        Output file (``.h5``); an existing file is replaced.
+        Output file (``.h5``).
     restoration : Restoration
         The result of :func:`asirp.restore`.
     input_path : str or os.PathLike, optional
-        Where the measured data came from, recorded as provenance.
+        Where the measured data came from, recorded as provenance; that file is never replaced.
+    overwrite : bool
+        Replace an existing file (default: refuse with
+        :class:`asirp.safe_files.OutputExistsError`). The input is never replaced, even so.
+    protect : iterable
+        Other files never to replace (paths or ``(st_dev, st_ino)`` identities).
+    root : asirp.safe_files.DataRoot, optional
+        Write inside this data root only (``path`` relative to it, no link followed).
+    hint : str
+        How the caller asks for a replacement, for the error message.
 
     Returns
     -------
     pathlib.Path
         The written file.
     """
-    target = Path(path)
-    if input_path is not None:
-        source, _ = split_hdf5_path(input_path)
-        if source.exists() and target.exists() and source.resolve() == target.resolve():
-            raise ValueError(f"output {target} is the input file; choose another output path")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(suffix=".h5.part", dir=target.parent)
-    os.close(descriptor)
-    try:
-        with h5py.File(temporary, "w") as handle:
-            entry = handle.create_group("entry")
-            entry.attrs["NX_class"] = "NXentry"
-            restored = entry.create_group("restored")
-            restored.attrs["NX_class"] = "NXdata"
-            restored.attrs["signal"] = "data"
-            data = restored.create_dataset(
-                "data", data=restoration.image.astype(np.float32), compression="gzip"
-            )
-            data.attrs["units"] = "counts"
-            if restoration.psf is not None:
-                restored.create_dataset("psf", data=restoration.psf.astype(np.float32))
-            process = entry.create_group("process")
-            process.attrs["NX_class"] = "NXprocess"
-            provenance = restoration.provenance()
-            process.attrs["program"] = "asirp"
-            process.attrs["version"] = provenance["version"]
-            process.attrs["method"] = provenance["method"]
-            process.attrs["parameters"] = json.dumps(provenance["params"], sort_keys=True)
-            process.attrs["psf"] = json.dumps(provenance["psf"], sort_keys=True)
-            process.attrs["metrics"] = json.dumps(provenance["metrics"], sort_keys=True)
-            process.attrs["elapsed_s"] = provenance["elapsed_s"]
-            process.attrs["input_path"] = os.fspath(input_path) if input_path else ""
-            process.attrs["date"] = datetime.datetime.now(datetime.UTC).isoformat()
-        os.replace(temporary, target)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    guarded: list[str | os.PathLike | FileIdentity | None] = list(protect)
+    if input_path is not None and root is None:
+        guarded.append(split_hdf5_path(input_path)[0])
+    if root is not None:
+        target = root.resolve(path)
+        writer = root.atomic_write(path, overwrite=overwrite, protect=guarded, hint=hint)
+    else:
+        target = Path(path)
+        writer = atomic_write(target, overwrite=overwrite, protect=guarded, hint=hint)
+    with writer as output, h5py.File(output.file, "w") as handle:
+        entry = handle.create_group("entry")
+        entry.attrs["NX_class"] = "NXentry"
+        restored = entry.create_group("restored")
+        restored.attrs["NX_class"] = "NXdata"
+        restored.attrs["signal"] = "data"
+        data = restored.create_dataset(
+            "data", data=restoration.image.astype(np.float32), compression="gzip"
+        )
+        data.attrs["units"] = "counts"
+        if restoration.psf is not None:
+            restored.create_dataset("psf", data=restoration.psf.astype(np.float32))
+        process = entry.create_group("process")
+        process.attrs["NX_class"] = "NXprocess"
+        provenance = restoration.provenance()
+        process.attrs["program"] = "asirp"
+        process.attrs["version"] = provenance["version"]
+        process.attrs["method"] = provenance["method"]
+        process.attrs["parameters"] = json.dumps(provenance["params"], sort_keys=True)
+        process.attrs["psf"] = json.dumps(provenance["psf"], sort_keys=True)
+        process.attrs["metrics"] = json.dumps(provenance["metrics"], sort_keys=True)
+        process.attrs["elapsed_s"] = provenance["elapsed_s"]
+        process.attrs["input_path"] = os.fspath(input_path) if input_path else ""
+        process.attrs["date"] = datetime.datetime.now(datetime.UTC).isoformat()
     return target
 
 

@@ -11,7 +11,7 @@ and an operator can pin one:
 
 The file is JSON, human-readable and small::
 
-    {"version": 1,
+    {"format": "asirp-policy", "version": 1,
      "pinned": {"xrf_map": {"method": "richardson_lucy", "params": {"iterations": 20},
                             "note": "...", "date": "2025-01-01T12:00:00+00:00"}},
      "remembered": {"xrf_map|scale=1|psf=2px|counts=1e2|shape=128x128|split=binomial": {...}},
@@ -21,6 +21,13 @@ Its default location is ``$ASIRP_POLICY`` when set, else ``$XDG_CONFIG_HOME/asir
 (``~/.config/asirp/policy.json``); :func:`asirp.select` and ``asirp.restore(method="auto")`` use a
 policy only when given one (``policy=Policy.load()`` for the default file, or a path), so nothing
 is read or written behind the caller's back. Writes go to a temporary file that is then renamed.
+
+**Only policy files are rewritten.** ``"format": "asirp-policy"`` marks a file as ASIRP's. An
+existing file is read and rewritten only if it is a policy file: it has that marker, or (files
+written before the marker) it is a JSON object with a ``version`` and no keys but ``version``,
+``pinned``, ``remembered`` and ``costs``. Any other existing file (another program's JSON, a
+raw scan given by mistake) is refused with ``ValueError`` and left as it is; a missing file is
+created.
 """
 
 from __future__ import annotations
@@ -28,13 +35,17 @@ from __future__ import annotations
 import datetime
 import json
 import os
-import tempfile
 import threading
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from asirp.safe_files import atomic_write
+
 POLICY_VERSION = 1
+POLICY_FORMAT = "asirp-policy"
+"""Value of the ``format`` key that marks a JSON file as an ASIRP policy file."""
+_POLICY_KEYS = frozenset({"format", "version", "pinned", "remembered", "costs"})
 MODALITIES = ("xrf_map", "tomo_projection", "image")
 """Kinds of data the selector knows (see :mod:`asirp.selection`)."""
 
@@ -46,6 +57,22 @@ def default_policy_path() -> Path:
         return Path(explicit).expanduser()
     config = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
     return Path(config).expanduser() / "asirp" / "policy.json"
+
+
+def is_policy_data(data: Any) -> bool:
+    """Whether parsed JSON is an ASIRP policy (the marker, or a legacy policy's keys only)."""
+    if not isinstance(data, dict):
+        return False
+    if data.get("format") == POLICY_FORMAT:
+        return True
+    return "version" in data and not (data.keys() - _POLICY_KEYS)
+
+
+def _not_a_policy(file: Path) -> ValueError:
+    return ValueError(
+        f'{file} is not an ASIRP policy file (no "format": "{POLICY_FORMAT}"); it is '
+        "neither read nor replaced: give the path of a policy file, or a new one"
+    )
 
 
 def _now() -> str:
@@ -142,6 +169,8 @@ class Policy:
             raise ValueError(f"cannot read the policy file {file}: {error}") from None
         if not isinstance(data, dict):
             raise ValueError(f"policy file {file} must hold a JSON object")
+        if not is_policy_data(data):
+            raise _not_a_policy(file)
         if data.get("version", POLICY_VERSION) != POLICY_VERSION:
             raise ValueError(
                 f"policy file {file} has version {data.get('version')!r}; "
@@ -161,6 +190,7 @@ class Policy:
         """The policy as the JSON object the file holds."""
         with self._lock:
             return {
+                "format": POLICY_FORMAT,
                 "version": POLICY_VERSION,
                 "pinned": {key: asdict(entry) for key, entry in sorted(self._pinned.items())},
                 "remembered": {
@@ -170,19 +200,26 @@ class Policy:
             }
 
     def save(self) -> None:
-        """Write the file atomically (no-op for an in-memory policy)."""
+        """Write the file atomically (no-op for an in-memory policy).
+
+        Raises
+        ------
+        ValueError
+            If the path holds a file that is not an ASIRP policy file (see the module notes);
+            it is left as it is.
+        """
         if self.path is None:
             return
         text = json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(prefix=".policy-", dir=self.path.parent)
-        try:
-            with os.fdopen(handle, "w", encoding="utf-8") as stream:
-                stream.write(text)
-            os.replace(temporary, self.path)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
+        if self.path.exists():
+            try:
+                existing = json.loads(self.path.read_text(encoding="utf-8"))
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+                raise _not_a_policy(self.path) from None
+            if not is_policy_data(existing):
+                raise _not_a_policy(self.path)
+        with atomic_write(self.path, overwrite=True) as output:
+            output.file.write(text.encode("utf-8"))
 
     def pin(self, modality: str, method: str, note: str = "", **params: Any) -> None:
         """Pin ``method`` with ``params`` for every automatic restoration of ``modality``.

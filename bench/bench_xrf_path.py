@@ -269,6 +269,7 @@ def main() -> None:
                     checksum=checksum,
                     narrow=dtype == "uint16",
                     chunk_channels=chunk_channels,
+                    overwrite=True,  # the bench's own scratch file, one layout after another
                 )
                 seconds = time.perf_counter() - start
 

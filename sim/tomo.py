@@ -30,6 +30,7 @@ import numpy as np
 from scipy.ndimage import convolve
 
 from asirp.psf import beam_sigma_px, gaussian_psf
+from asirp.safe_files import atomic_write
 
 
 @dataclass(frozen=True)
@@ -218,53 +219,53 @@ class TomoData:
         white = self.data_white.mean(axis=0) - dark
         return ((self.data - dark) / np.clip(white, 1e-6, None)).astype(np.float32)
 
-    def write(self, path: str | Path, *, title: str = "asirp simulated tomography") -> Path:
+    def write(
+        self,
+        path: str | Path,
+        *,
+        title: str = "asirp simulated tomography",
+        overwrite: bool = False,
+    ) -> Path:
         """Write Data Exchange HDF5 (``exchange/data``, ``data_white``, ``data_dark``, ``theta``).
 
         Parameters
         ----------
         path : str or pathlib.Path
-            Output file.
+            Output file, written atomically; an existing file is kept unless ``overwrite``.
         title : str
             ``exchange/title``.
+        overwrite : bool
+            Replace an existing file at ``path``.
 
         Returns
         -------
         pathlib.Path
         """
         import json
-        import os
-        import tempfile
 
-        target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        descriptor, temporary = tempfile.mkstemp(suffix=".h5.part", dir=target.parent)
-        os.close(descriptor)
-        try:
-            with h5py.File(temporary, "w") as handle:
-                handle["implements"] = "exchange:measurement"
-                exchange = handle.create_group("exchange")
-                for name, array, axes in (
-                    ("data", self.data, "theta:y:x"),
-                    ("data_white", self.data_white, "theta_white:y:x"),
-                    ("data_dark", self.data_dark, "theta_dark:y:x"),
-                ):
-                    dataset = exchange.create_dataset(name, data=array.astype(np.float32))
-                    dataset.attrs.update(axes=axes, units="counts")
-                exchange["data"].attrs["description"] = "transmission"
-                exchange.create_dataset("theta", data=self.theta_deg).attrs["units"] = "degrees"
-                exchange["title"] = title
-                sample = handle.create_group("measurement/sample")
-                sample["name"] = "asirp ellipsoid phantom"
-                handle.create_group("measurement/instrument/detector").create_dataset(
-                    "x_pixel_size", data=self.pixel_um
-                ).attrs["units"] = "um"
-                handle["measurement"].attrs["asirp_simulation"] = json.dumps(self.metadata)
-            os.replace(temporary, target)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
-        return target
+        with (
+            atomic_write(path, overwrite=overwrite) as output,
+            h5py.File(output.file, "w") as handle,
+        ):
+            handle["implements"] = "exchange:measurement"
+            exchange = handle.create_group("exchange")
+            for name, array, axes in (
+                ("data", self.data, "theta:y:x"),
+                ("data_white", self.data_white, "theta_white:y:x"),
+                ("data_dark", self.data_dark, "theta_dark:y:x"),
+            ):
+                dataset = exchange.create_dataset(name, data=array.astype(np.float32))
+                dataset.attrs.update(axes=axes, units="counts")
+            exchange["data"].attrs["description"] = "transmission"
+            exchange.create_dataset("theta", data=self.theta_deg).attrs["units"] = "degrees"
+            exchange["title"] = title
+            sample = handle.create_group("measurement/sample")
+            sample["name"] = "asirp ellipsoid phantom"
+            handle.create_group("measurement/instrument/detector").create_dataset(
+                "x_pixel_size", data=self.pixel_um
+            ).attrs["units"] = "um"
+            handle["measurement"].attrs["asirp_simulation"] = json.dumps(self.metadata)
+        return Path(path)
 
 
 def simulate_tomo(

@@ -40,6 +40,7 @@ import datetime
 import json
 import math
 import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -47,9 +48,9 @@ import h5py
 import numpy as np
 
 from asirp.io import InputFileError
+from asirp.safe_files import FileIdentity, atomic_write
 from asirp.xrf.lines import ChannelROI, EnergyCalibration
 from asirp.xrf.maps import XRFMap
-from asirp.xrf.raw import atomic_output
 
 
 def _roi_key(name: str, used: set[str]) -> str:
@@ -78,19 +79,27 @@ def write_map_nexus(
     *,
     restoration: Any = None,
     source: str | os.PathLike | None = None,
+    overwrite: bool = False,
+    protect: Iterable[str | os.PathLike | FileIdentity | None] = (),
 ) -> Path:
     """Write a map (and optionally its restoration) as NeXus/HDF5 (layout in the module notes).
 
     Parameters
     ----------
     path : str or os.PathLike
-        Output file; an existing file is replaced (written to a temporary name, then renamed).
+        Output file (written to a temporary name, then moved into place).
     xrf_map : XRFMap
         The map.
     restoration : asirp.Restoration, optional
         A restoration of ``xrf_map.data``, stored in ``/entry/restored`` with its provenance.
     source : str or os.PathLike, optional
-        The raw scan the map came from (recorded).
+        The raw scan the map came from (recorded; never replaced).
+    overwrite : bool
+        Replace an existing file (default: refuse with
+        :class:`asirp.safe_files.OutputExistsError`).
+    protect : iterable
+        Files never replaced, even with ``overwrite`` (paths or ``(st_dev, st_ino)``), e.g. the
+        raw scan.
 
     Returns
     -------
@@ -98,7 +107,11 @@ def write_map_nexus(
     """
     if not isinstance(xrf_map, XRFMap):
         raise TypeError(f"xrf_map must be an XRFMap, got {type(xrf_map).__name__}")
-    with atomic_output(path, ".h5.part") as temporary, h5py.File(temporary, "w") as handle:
+    guarded = [*protect, source]
+    with (
+        atomic_write(path, overwrite=overwrite, protect=guarded) as output,
+        h5py.File(output.file, "w") as handle,
+    ):
         entry = handle.create_group("entry")
         entry.attrs.update(NX_class="NXentry", default="map")
         nxdata = entry.create_group("map")
@@ -271,6 +284,8 @@ def write_map_text(
     *,
     data: np.ndarray | None = None,
     include_unmeasured: bool = False,
+    overwrite: bool = False,
+    protect: Iterable[str | os.PathLike | FileIdentity | None] = (),
 ) -> Path:
     """Write ``x_um y_um counts`` columns (tab-separated), one line per cell.
 
@@ -285,6 +300,12 @@ def write_map_text(
         an upscaled one (axes from :func:`restored_axes`; then every cell is written).
     include_unmeasured : bool
         Write unmeasured cells as ``nan`` instead of leaving them out.
+    overwrite : bool
+        Replace an existing file (default: refuse with
+        :class:`asirp.safe_files.OutputExistsError`).
+    protect : iterable
+        Files never replaced, even with ``overwrite`` (paths or ``(st_dev, st_ino)``), e.g. the
+        raw scan.
 
     Returns
     -------
@@ -317,8 +338,15 @@ def write_map_text(
             "x_um\ty_um\tcounts",
         ]
     )
-    with atomic_output(path, ".txt.part") as temporary:
-        np.savetxt(temporary, table, fmt=("%.6g", "%.6g", "%.8g"), delimiter="\t", header=header)
+    with atomic_write(path, overwrite=overwrite, protect=protect) as output:
+        np.savetxt(
+            output.file,
+            table,
+            fmt=("%.6g", "%.6g", "%.8g"),
+            delimiter="\t",
+            header=header,
+            encoding="utf-8",
+        )
     return Path(path)
 
 
@@ -373,6 +401,8 @@ def write_map_png(
     cmap: str = "viridis",
     title: str | None = None,
     dpi: int = 120,
+    overwrite: bool = False,
+    protect: Iterable[str | os.PathLike | FileIdentity | None] = (),
 ) -> Path:
     """Save the map as a PNG in µm, with a colour bar and a scale bar (y up).
 
@@ -389,7 +419,12 @@ def write_map_png(
     title : str, optional
         Title (default: the map's label and unit).
     dpi : int
-        Resolution.
+        Resolution, dots per inch.
+    overwrite : bool
+        Replace an existing file (default: refuse with
+        :class:`asirp.safe_files.OutputExistsError`).
+    protect : iterable
+        Files never replaced, even with ``overwrite`` (paths or ``(st_dev, st_ino)``).
 
     Returns
     -------
@@ -411,8 +446,8 @@ def write_map_png(
     _show_map(figure, axis, image, xrf_map.extent_um, cmap, xrf_map.units)
     axis.set_title(title if title is not None else xrf_map.label)
     figure.tight_layout()
-    with atomic_output(path, ".png.part") as temporary:
-        figure.savefig(temporary, dpi=dpi, format="png")
+    with atomic_write(path, overwrite=overwrite, protect=protect) as output:
+        figure.savefig(output.file, dpi=dpi, format="png")
     return Path(path)
 
 
@@ -463,6 +498,8 @@ def write_fluctuation_figure(
     *,
     cmap: str = "viridis",
     dpi: int = 110,
+    overwrite: bool = False,
+    protect: Iterable[str | os.PathLike | FileIdentity | None] = (),
 ) -> dict[str, float]:
     """The intensity-fluctuation view: maps and 3-D surfaces before and after restoration.
 
@@ -477,7 +514,12 @@ def write_fluctuation_figure(
     cmap : str
         Matplotlib colour map.
     dpi : int
-        Resolution.
+        Resolution, dots per inch.
+    overwrite : bool
+        Replace an existing file (default: refuse with
+        :class:`asirp.safe_files.OutputExistsError`).
+    protect : iterable
+        Files never replaced, even with ``overwrite`` (paths or ``(st_dev, st_ino)``).
 
     Returns
     -------
@@ -525,6 +567,6 @@ def write_fluctuation_figure(
     figure.suptitle(f"{xrf_map.label}: intensity fluctuation before and after restoration")
     # Fixed margins: tight_layout with 3-D axes costs about a second.
     figure.subplots_adjust(left=0.07, right=0.93, bottom=0.05, top=0.91, wspace=0.35, hspace=0.2)
-    with atomic_output(path, ".png.part") as temporary:
-        figure.savefig(temporary, dpi=dpi, format="png")
+    with atomic_write(path, overwrite=overwrite, protect=protect) as output:
+        figure.savefig(output.file, dpi=dpi, format="png")
     return figures

@@ -49,9 +49,7 @@ from __future__ import annotations
 
 import json
 import os
-import uuid
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -60,6 +58,7 @@ import h5py
 import numpy as np
 
 from asirp.io import InputFileError
+from asirp.safe_files import atomic_write
 from asirp.xrf.lines import ChannelROI, EnergyCalibration
 
 LAYOUT_NAME = "asirp.raw_xrf"
@@ -323,26 +322,6 @@ def _chunk_shape(
     return (points, n_detectors, channels)
 
 
-@contextmanager
-def atomic_output(path: str | os.PathLike, suffix: str = ".part") -> Iterator[Path]:
-    """Yield a new temporary file next to ``path``; rename it onto ``path`` on success.
-
-    The temporary file is created with the usual permissions (``0o666`` less the umask), so the
-    result is readable like any other file the user writes; on an exception it is removed and
-    ``path`` is left as it was.
-    """
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    temporary = target.parent / f".{target.name}.{uuid.uuid4().hex}{suffix}"
-    os.close(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
-    try:
-        yield temporary
-        os.replace(temporary, target)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-
-
 def write_raw_scan(
     path: str | os.PathLike,
     scan: RawXRFScan,
@@ -352,13 +331,15 @@ def write_raw_scan(
     narrow: bool = True,
     chunk_channels: int = DEFAULT_CHUNK_CHANNELS,
     chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+    overwrite: bool = False,
 ) -> Path:
     """Write a raw scan as HDF5 in the layout of the module notes (atomically).
 
     Parameters
     ----------
     path : str or os.PathLike
-        Output file (``.h5``/``.nxs``); an existing file is replaced.
+        Output file (``.h5``/``.nxs``); an existing file is kept (raw data is never replaced
+        by accident) unless ``overwrite``.
     scan : RawXRFScan
         The scan.
     compression : {None, "lzf", "gzip"}
@@ -372,6 +353,8 @@ def write_raw_scan(
         Channels per chunk (the granularity of ROI reads).
     chunk_bytes : int
         Target chunk size in bytes (sets the number of points per chunk).
+    overwrite : bool
+        Replace an existing file at ``path``.
 
     Returns
     -------
@@ -389,7 +372,10 @@ def write_raw_scan(
     if narrow and stored.itemsize > 2 and spectra.min() >= 0 and spectra.max() <= 65535:
         stored = np.dtype(np.uint16)
     chunks = _chunk_shape(spectra.shape, stored.itemsize, chunk_channels, chunk_bytes)
-    with atomic_output(path, ".h5.part") as temporary, h5py.File(temporary, "w") as handle:
+    with (
+        atomic_write(path, overwrite=overwrite) as output,
+        h5py.File(output.file, "w") as handle,
+    ):
         entry = handle.create_group("entry")
         entry.attrs.update(
             NX_class="NXentry",

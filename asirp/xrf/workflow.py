@@ -25,6 +25,13 @@ from typing import Any
 
 import numpy as np
 
+from asirp.safe_files import (
+    FileIdentity,
+    OutputExistsError,
+    ProtectedFileError,
+    atomic_write,
+    file_identity,
+)
 from asirp.xrf.config import XRFMapConfig
 from asirp.xrf.lines import ChannelROI, DetectorResolution, line_energy_kev
 from asirp.xrf.maps import XRFMap, build_map
@@ -118,6 +125,34 @@ def psf_arguments(config: XRFMapConfig, xrf_map: XRFMap) -> dict[str, Any]:
     return {"psf": gaussian_psf(pair, truncate=truncate, max_shape=(size, size))}
 
 
+OUTPUT_FILES = ("map.h5", "map.txt", "map.png", "restored.txt", "restored.png", "fluctuation.png")
+"""Files :func:`run_xrf_map` writes (the last three only with a restoration)."""
+
+SUMMARY_FILE = "summary.json"
+
+
+def _check_outputs(
+    folder: Path, names: list[str], raw: FileIdentity | None, *, overwrite: bool
+) -> None:
+    """Refuse, before any work, to write onto the raw scan or (without overwrite) old files."""
+    existing = []
+    for name in names:
+        identity = file_identity(folder / name)
+        if identity is None:
+            continue
+        if identity == raw:
+            raise ProtectedFileError(
+                f"{folder / name} is the raw scan being mapped; it is never replaced: choose "
+                "another output folder"
+            )
+        existing.append(name)
+    if existing and not overwrite:
+        raise OutputExistsError(
+            f"{folder} already holds {', '.join(existing)} (from an earlier run?); choose "
+            "another output folder, or use --overwrite (overwrite=True) to replace them"
+        )
+
+
 def _finite(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
@@ -126,6 +161,8 @@ def run_xrf_map(
     config: XRFMapConfig,
     raw: str | os.PathLike | None = None,
     output: str | os.PathLike | None = None,
+    *,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Make, export and (optionally) restore an element map; write the output folder.
 
@@ -137,11 +174,22 @@ def run_xrf_map(
         Raw scan file (default: the config's ``raw``).
     output : str or os.PathLike, optional
         Output folder (default: the config's ``output``).
+    overwrite : bool
+        Replace files of an earlier run in the folder (default: refuse, before any work, if
+        one of the files to write exists). The raw scan is never replaced, even so: a folder
+        where an output would be the raw file is refused.
 
     Returns
     -------
     dict
         The summary also written to ``summary.json``.
+
+    Raises
+    ------
+    asirp.safe_files.OutputExistsError
+        If an output file exists and ``overwrite`` is false.
+    asirp.safe_files.ProtectedFileError
+        If an output file would be the raw scan.
     """
     from asirp.xrf.export import (
         write_fluctuation_figure,
@@ -156,6 +204,11 @@ def run_xrf_map(
     folder = Path(output if output is not None else str(config.output))
     if folder.exists() and not folder.is_dir():
         raise ValueError(f"output {folder} exists and is not a folder")
+    names = list(OUTPUT_FILES if config.restore_method is not None else OUTPUT_FILES[:3])
+    names.append(SUMMARY_FILE)
+    raw_identity = file_identity(raw_path)
+    _check_outputs(folder, names, raw_identity, overwrite=overwrite)
+    write = {"overwrite": overwrite, "protect": [raw_identity]}
     timings: dict[str, float] = {}
     start = time.perf_counter()
     xrf_map = make_map(config, raw_path)
@@ -178,15 +231,17 @@ def run_xrf_map(
 
     start = time.perf_counter()
     files = [
-        write_map_nexus(folder / "map.h5", xrf_map, restoration=restoration, source=raw_path),
-        write_map_text(folder / "map.txt", xrf_map),
-        write_map_png(folder / "map.png", xrf_map, cmap=config.colormap),
+        write_map_nexus(
+            folder / "map.h5", xrf_map, restoration=restoration, source=raw_path, **write
+        ),
+        write_map_text(folder / "map.txt", xrf_map, **write),
+        write_map_png(folder / "map.png", xrf_map, cmap=config.colormap, **write),
     ]
     fluctuation = None
     if restoration is not None:
         title = f"{xrf_map.label} restored ({restoration.method})"
         files += [
-            write_map_text(folder / "restored.txt", xrf_map, data=restoration.image),
+            write_map_text(folder / "restored.txt", xrf_map, data=restoration.image, **write),
             write_map_png(
                 folder / "restored.png",
                 xrf_map,
@@ -195,11 +250,16 @@ def run_xrf_map(
                 else restoration.image,
                 cmap=config.colormap,
                 title=title,
+                **write,
             ),
         ]
         if restoration.image.shape == xrf_map.shape:
             fluctuation = write_fluctuation_figure(
-                folder / "fluctuation.png", xrf_map, restoration.image, cmap=config.colormap
+                folder / "fluctuation.png",
+                xrf_map,
+                restoration.image,
+                cmap=config.colormap,
+                **write,
             )
             files.append(folder / "fluctuation.png")
     timings["export_s"] = time.perf_counter() - start
@@ -236,5 +296,6 @@ def run_xrf_map(
         "timings": timings,
         "files": [Path(f).name for f in files],
     }
-    (folder / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    with atomic_write(folder / SUMMARY_FILE, **write) as output:
+        output.file.write((json.dumps(summary, indent=2, default=str) + "\n").encode())
     return summary

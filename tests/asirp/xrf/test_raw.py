@@ -223,13 +223,23 @@ def test_scan_validation():
         write_raw_scan("unused.h5", {"spectra": scan.spectra})
 
 
-def test_write_failure_leaves_no_partial_file(tmp_path, scan):
+def test_a_folder_in_the_way_is_refused_and_left_alone(tmp_path, scan):
     target = tmp_path / "scan.h5"
-    target.mkdir()  # renaming onto a folder fails after the data were written
-    with pytest.raises(IsADirectoryError):
-        write_raw_scan(target, scan)
+    target.mkdir()  # a folder in the way: even with overwrite, never replaced
+    with pytest.raises(ValueError, match="is a folder"):
+        write_raw_scan(target, scan, overwrite=True)
     assert [p.name for p in tmp_path.iterdir()] == ["scan.h5"]
     assert target.is_dir()
+
+
+def test_an_existing_raw_scan_is_never_replaced_unless_asked(tmp_path, scan):
+    path = write_raw_scan(tmp_path / "scan.h5", scan)
+    before = path.read_bytes()
+    with pytest.raises(FileExistsError, match="exists"):
+        write_raw_scan(path, scan)
+    assert path.read_bytes() == before
+    write_raw_scan(path, scan, overwrite=True)
+    np.testing.assert_array_equal(read_raw_scan(path).spectra, scan.spectra)
 
 
 @pytest.mark.parametrize(
