@@ -5,6 +5,18 @@ Everything here works on float32 numpy arrays (C-contiguous) and is parallel ove
 is paid once per machine. Callers choose the thread count (:func:`numba.set_num_threads`); the
 public entry points are :func:`asirp.separable.SeparableBlur` and :mod:`asirp.metrics`.
 
+Where the compiled kernels are cached
+-------------------------------------
+numba caches next to this file (``__pycache__``), in ``NUMBA_CACHE_DIR`` when set, or in the
+user's cache folder (``~/.cache/numba``), and refuses to compile a ``cache=True`` function when
+none of them is writable (a read-only installation run by a user whose home is not writable, as
+service accounts often are). :func:`_configure_cache` checks this once, before the kernels are
+defined: when no default location is writable, the cache goes to a private per-user folder under
+the temporary directory (``asirp-numba-cache-<uid>``, mode 0700, owned by the user; a folder of
+that name that someone else owns or could write is not used, a fresh private one is made
+instead), through ``NUMBA_CACHE_DIR``. Only if that fails too do the kernels run uncached
+(compiled again in every process), with one :class:`RuntimeWarning`.
+
 Separable correlation
 ---------------------
 For taps ``ty`` (``ny``) and ``tx`` (``nx``) and shifts ``sy``, ``sx`` the kernels compute, for
@@ -24,8 +36,114 @@ per four taps. The passes are bound by loads from the cache, not by arithmetic.
 
 from __future__ import annotations
 
+import logging
+import os
+import stat
+import tempfile
+import warnings
+
+import numba
 import numpy as np
 from numba import njit, prange
+
+_log = logging.getLogger(__name__)
+
+CACHE_FOLDER_PREFIX = "asirp-numba-cache"
+"""Name of the fallback cache folder under the temporary directory (``-<uid>`` appended)."""
+
+
+def _cache_probe() -> None:
+    """A function of this file whose cache location numba is asked for (never compiled)."""
+
+
+def _numba_can_cache() -> bool:
+    """Whether numba finds a writable cache location for this file (its own locator search)."""
+    try:
+        from numba.core.caching import FunctionCache
+
+        FunctionCache(_cache_probe)
+    except RuntimeError:
+        return False
+    except Exception:  # numba's internals moved: keep its default behaviour
+        return True
+    return True
+
+
+def _private_folder(path: str) -> bool:
+    """Whether ``path`` is a real folder owned by this user that nobody else can write."""
+    try:
+        info = os.lstat(path)
+    except OSError:
+        return False
+    if not stat.S_ISDIR(info.st_mode):
+        return False  # a symbolic link or a file: someone else may control where it leads
+    if hasattr(os, "getuid") and info.st_uid != os.getuid():
+        return False
+    return not info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+
+
+def _fallback_cache_folder() -> str | None:
+    """A private per-user cache folder under the temporary directory, or None."""
+    user = os.getuid() if hasattr(os, "getuid") else os.getpid()
+    base = tempfile.gettempdir()
+    shared = os.path.join(base, f"{CACHE_FOLDER_PREFIX}-{user}")
+    try:
+        os.mkdir(shared, 0o700)
+    except FileExistsError:
+        pass
+    except OSError:
+        shared = ""
+    if shared and _private_folder(shared):
+        return shared
+    # Another user made (or could write) the shared name: cached files are loaded as code, so
+    # use a fresh folder of our own (the cache then lasts for this process only).
+    try:
+        return tempfile.mkdtemp(prefix=f"{CACHE_FOLDER_PREFIX}-{user}-")
+    except OSError:
+        return None
+
+
+def _configure_cache() -> bool:
+    """Make sure numba can cache the kernels; return whether they are cached.
+
+    Runs once at import, before any kernel is defined. When numba finds a writable location
+    (next to this file, ``NUMBA_CACHE_DIR``, the user's cache folder) nothing changes. Otherwise
+    ``NUMBA_CACHE_DIR`` is pointed at :func:`_fallback_cache_folder` (also for child processes);
+    if no such folder can be made, the kernels run uncached with one :class:`RuntimeWarning`.
+
+    Returns
+    -------
+    bool
+        True when ``cache=True`` can be used.
+    """
+    if _numba_can_cache():
+        return True
+    folder = _fallback_cache_folder()
+    if folder is not None:
+        previous = numba.config.CACHE_DIR
+        os.environ["NUMBA_CACHE_DIR"] = folder
+        numba.config.CACHE_DIR = folder
+        if _numba_can_cache():
+            _log.info("numba cache: no default location is writable; using %s", folder)
+            return True
+        numba.config.CACHE_DIR = previous
+        if previous:
+            os.environ["NUMBA_CACHE_DIR"] = previous
+        else:
+            os.environ.pop("NUMBA_CACHE_DIR", None)
+    warnings.warn(
+        "asirp: no writable folder for numba's compiled-kernel cache (next to "
+        f"{os.path.dirname(__file__)}, NUMBA_CACHE_DIR, the home cache folder or the temporary "
+        "directory); the kernels are compiled again in every process (a few seconds each). "
+        "Set NUMBA_CACHE_DIR to a writable folder to keep them",
+        RuntimeWarning,
+        stacklevel=2,
+    )
+    return False
+
+
+CACHED = _configure_cache()
+"""Whether the compiled kernels are cached on disk (see the module notes)."""
 
 EDGE_ZERO = 0
 """Pixels past the source's edges are zero."""
@@ -46,7 +164,7 @@ MULTIPLICATIVE = 2
 ROW_BLOCK = 16
 """Output rows per parallel task (a multiple of 4)."""
 
-_JIT = {"cache": True, "fastmath": True, "nogil": True}
+_JIT = {"cache": CACHED, "fastmath": True, "nogil": True}
 
 
 # --- building blocks of the separable correlation -------------------------------------------

@@ -18,7 +18,7 @@ from asirp.iteration import estimate_counts_gain
 from asirp.metrics import summary
 from asirp.psf import resolve_psf
 from asirp.registry import MethodOutput, Problem, get_method
-from asirp.validation import as_image_stack, check_seed
+from asirp.validation import as_image_stack, check_cancel, check_progress, check_seed
 
 CHUNK_PIXELS = 1 << 23
 """A stack is restored on a GPU in chunks of at most this many pixels (about 8 M) to bound
@@ -191,13 +191,16 @@ def restore(
     ValueError
         Bad shapes, NaN/Inf, an unknown method or parameter, a value out of range, a missing PSF.
     TypeError
-        Non-numeric or complex data, parameters of the wrong type.
+        Non-numeric or complex data, parameters of the wrong type, a ``cancel`` without
+        ``is_set()``, a ``progress`` that cannot be called.
     """
     started = time.perf_counter()
     stack, was_2d = as_image_stack(image)
     if not isinstance(method, str):
         raise TypeError(f"method must be a string, got {method!r}")
     check_seed(seed)
+    check_cancel(cancel)
+    check_progress(progress)
     resolved_psf = resolve_psf(
         stack.shape,
         psf=psf,

@@ -99,3 +99,42 @@ def check_seed(seed: Any) -> int:
     if not isinstance(seed, int | np.integer) or isinstance(seed, bool):
         raise TypeError(f"seed must be an integer, got {seed!r}")
     return int(seed)
+
+
+def check_cancel(cancel: Any) -> Any:
+    """Return ``cancel`` if it can stop a restoration: None, or an object with ``is_set()``.
+
+    Parameters
+    ----------
+    cancel : threading.Event or None
+        Set from another thread to stop the work (any object with a callable ``is_set()``
+        returning a truth value, such as :class:`threading.Event` or
+        :class:`multiprocessing.Event`, is accepted).
+
+    Raises
+    ------
+    TypeError
+        For anything else (``True``, a string, a function...).
+    """
+    if cancel is not None and not callable(getattr(cancel, "is_set", None)):
+        raise TypeError(
+            "cancel must be a threading.Event (or an object with is_set()), got "
+            f"{type(cancel).__name__} {cancel!r:.60}"
+        )
+    return cancel
+
+
+def check_progress(progress: Any) -> Any:
+    """Return ``progress`` if it is None or callable (called with the fraction done, 0 to 1).
+
+    Raises
+    ------
+    TypeError
+        For a value that cannot be called.
+    """
+    if progress is not None and not callable(progress):
+        raise TypeError(
+            "progress must be a callable taking the fraction done (0 to 1), got "
+            f"{type(progress).__name__} {progress!r:.60}"
+        )
+    return progress

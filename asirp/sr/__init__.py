@@ -14,6 +14,11 @@ The methods of the ``"super-resolution"`` family (``fca_sr``, ``rrdb_sr``, ``zss
 """
 
 from asirp.sr.consistency import ConsistencyWarning
-from asirp.sr.weights import UnsafeWeightsError, WeightsArchitectureError
+from asirp.sr.weights import UnsafeWeightsError, WeightsArchitectureError, WeightsTooLargeError
 
-__all__ = ["ConsistencyWarning", "UnsafeWeightsError", "WeightsArchitectureError"]
+__all__ = [
+    "ConsistencyWarning",
+    "UnsafeWeightsError",
+    "WeightsArchitectureError",
+    "WeightsTooLargeError",
+]

@@ -32,7 +32,14 @@ import torch
 from torch import nn
 
 from asirp.sr.models import RRDBNet
-from asirp.sr.weights import WeightsArchitectureError, load_state_strict
+from asirp.sr.weights import (
+    CONFIG_LIMITS,
+    WeightsArchitectureError,
+    WeightsTooLargeError,
+    check_state_fits,
+    expected_shapes,
+    load_state_strict,
+)
 
 _NEW_ESRGAN = (
     (re.compile(r"^RRDB_trunk\.(\d+)\.RDB(\d)\.(conv\d)\.(weight|bias)$"), r"body.\1.rdb\2.\3.\4"),
@@ -107,7 +114,18 @@ def rrdb_config(state: dict[str, torch.Tensor]) -> tuple[dict[str, Any], int]:
             f"(the file has {len(state)} tensors, e.g. {sample}). Other architectures load only "
             "with the optional spandrel package (see asirp.sr.esrgan)"
         )
-    blocks = {int(key.split(".")[1]) for key in state if key.startswith("body.")}
+    body = {key.split(".")[1] for key in state if key.startswith("body.")}
+    if not all(index.isdigit() and len(index) < 7 for index in body):
+        raise WeightsArchitectureError(
+            "these weights are not an ESRGAN/Real-ESRGAN RRDBNet: body entries must be numbered "
+            f"(body.0, body.1, ...), got body.{sorted(body)[-1][:20]}"
+        )
+    blocks = {int(index) for index in body}
+    if max(blocks) + 1 > CONFIG_LIMITS["num_block"]:
+        raise WeightsTooLargeError(
+            f"these weights name RRDB block body.{max(blocks)}: at most "
+            f"{CONFIG_LIMITS['num_block']} blocks are accepted (ESRGAN models have 23)"
+        )
     first, last = state["conv_first.weight"], state["conv_last.weight"]
     num_out_ch = int(last.shape[0])
     folded = int(first.shape[1])
@@ -143,7 +161,10 @@ def rrdb_from_state(state: dict[str, torch.Tensor], scale: int, what: str) -> RR
     Raises
     ------
     WeightsArchitectureError
-        Not an RRDBNet, another scale, or tensors that do not fit.
+        Not an RRDBNet, another scale, or tensors that do not fit (checked on the ``meta``
+        device, before the network is built).
+    WeightsTooLargeError
+        More RRDB blocks than :data:`asirp.sr.weights.CONFIG_LIMITS` allows.
     """
     renamed = to_basicsr_names(state)
     config, native = rrdb_config(renamed)
@@ -151,6 +172,8 @@ def rrdb_from_state(state: dict[str, torch.Tensor], scale: int, what: str) -> RR
         raise WeightsArchitectureError(
             f"{what} is an x{native} RRDBNet, but scale={scale} was asked for"
         )
+    name, shapes = expected_shapes(lambda: RRDBNet(scale=scale, **config))
+    check_state_fits(shapes, renamed, what, name)
     network = RRDBNet(scale=scale, **config)
     load_state_strict(network, renamed, what)
     return network.eval()

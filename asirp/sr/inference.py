@@ -95,10 +95,22 @@ def tile_layout(length: int, tile: int, overlap: int, multiple: int = 1) -> tupl
         Tile starts, the first 0 and the last ``length - size``.
     size : int
         Tile size (the whole axis when it fits in one tile).
+
+    Raises
+    ------
+    ValueError
+        For a length or tile below 1, a negative overlap or a multiple below 1.
     """
+    if length < 1 or tile < 1 or overlap < 0 or multiple < 1:
+        raise ValueError(
+            f"tiling needs length >= 1, tile >= 1, overlap >= 0 and multiple >= 1 (input px), "
+            f"got length={length}, tile={tile}, overlap={overlap}, multiple={multiple}"
+        )
     if length <= tile:
         return [0], length
     tile = max(tile, 2 * overlap + multiple)
+    if length <= tile:  # the overlap widened the tile to the whole axis
+        return [0], length
     count = math.ceil((length - overlap) / (tile - overlap))
     size = math.ceil((length + (count - 1) * overlap) / count)
     size = min(length, math.ceil(size / multiple) * multiple)

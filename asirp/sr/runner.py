@@ -72,6 +72,43 @@ def tile_size(params: dict[str, Any], device: torch.device) -> int:
     return 1024 if device.type == "cuda" else 256
 
 
+def check_tiling(params: dict[str, Any], device: torch.device, method: str) -> tuple[int, int]:
+    """The tile side and overlap, checked together before any work starts.
+
+    Neighbouring tiles share ``overlap`` input pixels on each side, so a tile must be more than
+    twice the overlap: ``0 <= overlap < tile / 2``.
+
+    Parameters
+    ----------
+    params : dict
+        Resolved parameters (``tile``, ``overlap``).
+    device : torch.device
+        Where the network runs (sets the automatic tile side).
+    method : str
+        Method name, for the message.
+
+    Returns
+    -------
+    tile, overlap : int
+        Input pixels.
+
+    Raises
+    ------
+    ValueError
+        When ``overlap`` is not below half the tile side.
+    """
+    tile = tile_size(params, device)
+    overlap = int(params["overlap"])
+    if not 0 <= overlap < tile / 2:
+        automatic = "" if params["tile"] is not None else f" (the automatic tile on {device.type})"
+        raise ValueError(
+            f"parameters 'tile' and 'overlap' of method {method!r}: the overlap ({overlap} px) "
+            f"must be at least 0 and less than half the tile ({tile} px{automatic}), i.e. "
+            f"0 <= overlap <= {(tile - 1) // 2}; lower the overlap or raise the tile"
+        )
+    return tile, overlap
+
+
 @dataclass
 class Beam:
     """The beam of the forward model for each map of a problem.
@@ -227,6 +264,7 @@ def run_with_weights(
         When the weights file does not exist.
     """
     scale = check_scale(params, method)
+    check_tiling(params, problem.device, method)
     path = Path(params["weights"]) if params["weights"] else shipped_weights_path(method, scale)
     if not path.is_file():
         raise ValueError(f"weights file {path} not found")
@@ -263,14 +301,15 @@ def run_pretrained(
         See :func:`finish`.
     """
     scale = check_scale(params, method)
+    tile, overlap = check_tiling(params, problem.device, method)
     beam = resolve_beam(problem)
     on_gpu = problem.device.type == "cuda"
     fine = upscale(
         loaded.network,
         problem.data,
         scale,
-        tile=tile_size(params, problem.device),
-        overlap=int(params["overlap"]),
+        tile=tile,
+        overlap=overlap,
         batch=16 if on_gpu else 1,
         half=bool(params["half"]),
         channels=loaded.channels,

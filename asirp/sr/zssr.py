@@ -55,7 +55,13 @@ from asirp.sr.consistency import consistency_figures
 from asirp.sr.degrade import degrade
 from asirp.sr.inference import robust_normalisation, upscale
 from asirp.sr.models import ZSSRNet
-from asirp.sr.runner import COMMON_PARAMETERS, check_scale, finish, resolve_beam, tile_size
+from asirp.sr.runner import (
+    COMMON_PARAMETERS,
+    check_scale,
+    check_tiling,
+    finish,
+    resolve_beam,
+)
 
 PARAMETERS = (
     *COMMON_PARAMETERS,
@@ -302,6 +308,7 @@ def train_zssr(
 def run(problem: Problem, params: dict[str, Any]) -> MethodOutput:
     """ZSSR on each map of ``(B, H, W)``: train on the map, then super-resolve it."""
     scale = check_scale(params, "zssr")
+    tile, overlap = check_tiling(params, problem.device, "zssr")
     beam = resolve_beam(problem)
     batch = problem.data.shape[0]
     outputs, facts = [], []
@@ -315,8 +322,8 @@ def run(problem: Problem, params: dict[str, Any]) -> MethodOutput:
             network,
             image[None],
             scale,
-            tile=tile_size(params, problem.device),
-            overlap=int(params["overlap"]),
+            tile=tile,
+            overlap=overlap,
             batch=1,
             half=bool(params["half"]),
             cancel=problem.cancel,

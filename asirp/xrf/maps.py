@@ -10,6 +10,15 @@ The pipeline for one element line (:func:`build_map`):
    unequal length all fit; cells nobody measured are unmeasured (``mask`` False), and points
    that land in the same cell are averaged. Rows follow y (row 0 at the smallest y), columns
    follow x (column 0 at the smallest x), whichever axis was fast.
+
+   Glitched positions (an encoder reading far from the scan) do not grow the map: points
+   outside the scan's extents are left out of the grid (their cells unmeasured) and counted in a
+   logged warning. The extents are the nominal ones in the scan's metadata when it has them
+   (``extents_um``: ``{"x": [first, last], "y": [first, last]}`` or ``[[y_first, y_last],
+   [x_first, x_last]]``, µm), else a robust estimate from the bulk of the positions (the
+   quartiles of each axis widened by :data:`OUTLIER_IQR` interquartile ranges and
+   :data:`OUTLIER_STEPS` point spacings). A grid of more than :data:`MAX_MAP_CELLS` cells (a tiny
+   ``step_um``) is refused before anything is allocated.
 2. **Channel-adding** (:func:`element_counts`): counts in the line's channel ROI, per point and
    detector element.
 3. **Dead time** (optional, :func:`dead_time_correct`): counts x real time / live time, per
@@ -26,6 +35,7 @@ can go straight to :func:`asirp.restore`; :meth:`XRFMap.masked` gives them as Na
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -45,6 +55,18 @@ from asirp.xrf.raw import RawScanFile, RawXRFScan, ROISums
 ScanSource = RawXRFScan | ROISums
 NORMALIZATIONS = ("i0", "ar")
 
+_log = logging.getLogger(__name__)
+
+MAX_MAP_CELLS = 1 << 26
+"""Largest map grid built, cells (67 M: 8192 x 8192); a float64 map of it is 512 MiB."""
+OUTLIER_IQR = 2.0
+"""Positions more than this many interquartile ranges beyond the quartiles of an axis (plus
+:data:`OUTLIER_STEPS` point spacings) are outside the scan (see the module notes)."""
+OUTLIER_STEPS = 4.0
+"""Margin in point spacings around the estimated (or nominal) extents of the scan."""
+EXTENTS_KEY = "extents_um"
+"""Metadata entry with the scan's nominal extents, µm (see the module notes)."""
+
 
 @dataclass(frozen=True)
 class MapGrid:
@@ -59,7 +81,8 @@ class MapGrid:
     origin_um : (float, float)
         Centre of cell ``(0, 0)``, ``(y0, x0)``, µm.
     rows, cols : numpy.ndarray
-        Cell of each point ``(n_points,)``, int64.
+        Cell of each point ``(n_points,)``, int64; -1 for points outside the scan (glitched
+        positions, left out of the map).
     fast_axis : {"x", "y"}
         The axis that varies along scan lines.
     kind : {"raster", "snake", "fly"}
@@ -86,10 +109,17 @@ class MapGrid:
         return self.origin_um[0] + self.step_um[0] * np.arange(self.shape[0])
 
     @property
+    def outliers(self) -> np.ndarray:
+        """Points left out of the map (positions outside the scan) ``(n_points,)``, bool."""
+        return self.rows < 0
+
+    @property
     def hits(self) -> np.ndarray:
         """Number of points in each cell ``(ny, nx)``, int64."""
+        inside = ~self.outliers
         flat = np.bincount(
-            self.rows * self.shape[1] + self.cols, minlength=self.shape[0] * self.shape[1]
+            self.rows[inside] * self.shape[1] + self.cols[inside],
+            minlength=self.shape[0] * self.shape[1],
         )
         return flat.reshape(self.shape)
 
@@ -118,9 +148,10 @@ class MapGrid:
                 f"{values.shape}"
             )
         cells = self.shape[0] * self.shape[1]
-        flat = self.rows * self.shape[1] + self.cols
+        inside = ~self.outliers
+        flat = self.rows[inside] * self.shape[1] + self.cols[inside]
         hits = np.bincount(flat, minlength=cells).astype(np.float64)
-        columns = values[:, None] if values.ndim == 1 else values
+        columns = (values[:, None] if values.ndim == 1 else values)[inside]
         out = np.empty((columns.shape[1], cells))
         with np.errstate(invalid="ignore", divide="ignore"):
             for k in range(columns.shape[1]):
@@ -157,12 +188,85 @@ def _split_lines(fast: np.ndarray, slow: np.ndarray) -> np.ndarray:
     return np.concatenate([[0], np.cumsum(breaks)]).astype(np.int64)
 
 
+def nominal_extents(metadata: Any) -> tuple[tuple[float, float], tuple[float, float]] | None:
+    """The scan's nominal extents from its metadata (``extents_um``), or None.
+
+    Parameters
+    ----------
+    metadata : dict
+        Scan metadata; ``extents_um`` is ``{"x": [first, last], "y": [first, last]}`` or
+        ``[[y_first, y_last], [x_first, x_last]]``, µm.
+
+    Returns
+    -------
+    ((float, float), (float, float)) or None
+        ``((y_low, y_high), (x_low, x_high))`` in µm; None when absent or malformed (a
+        malformed entry is logged).
+    """
+    if not isinstance(metadata, dict) or EXTENTS_KEY not in metadata:
+        return None
+    entry = metadata[EXTENTS_KEY]
+    try:
+        pairs = (entry["y"], entry["x"]) if isinstance(entry, dict) else (entry[0], entry[1])
+        bounds = tuple(
+            (float(min(pair[0], pair[1])), float(max(pair[0], pair[1]))) for pair in pairs
+        )
+        if len(bounds) != 2 or not np.all(np.isfinite(bounds)):
+            raise ValueError
+    except (KeyError, IndexError, TypeError, ValueError):
+        _log.warning("scan metadata %r is not usable extents (%.80r); ignored", EXTENTS_KEY, entry)
+        return None
+    return bounds[0], bounds[1]
+
+
+def _point_spacing(x: np.ndarray, y: np.ndarray) -> float:
+    """Typical distance between consecutive points, µm (0 if all points coincide)."""
+    spacing = _median_positive(np.hypot(np.diff(x), np.diff(y)))
+    return spacing or 0.0
+
+
+def _inside_scan(
+    x: np.ndarray,
+    y: np.ndarray,
+    extents_um: tuple[tuple[float, float], tuple[float, float]] | None,
+) -> np.ndarray:
+    """Which points lie within the scan (see the module notes): ``(n_points,)`` bool."""
+    spacing = _point_spacing(x, y)
+    margin = OUTLIER_STEPS * spacing
+    if extents_um is not None:
+        inside = np.ones(x.shape[0], dtype=bool)
+        for values, (low, high) in zip((y, x), extents_um, strict=True):
+            pad = margin + 0.01 * (high - low)
+            inside &= (values >= low - pad) & (values <= high + pad)
+        if inside.mean() >= 0.5:
+            return inside
+        _log.warning(
+            "only %d of %d positions lie within the scan's nominal extents %s µm; the extents "
+            "are ignored (other units?) and estimated from the positions",
+            int(inside.sum()),
+            x.shape[0],
+            extents_um,
+        )
+    inside = np.ones(x.shape[0], dtype=bool)
+    for values in (y, x):
+        low, high = np.percentile(values, [25.0, 75.0])
+        pad = OUTLIER_IQR * (high - low) + margin
+        inside &= (values >= low - pad) & (values <= high + pad)
+    return inside
+
+
+def _cell_count(span_um: float, step_um: float) -> float:
+    """Cells along an axis spanning ``span_um`` with cells of ``step_um`` (as a float)."""
+    return float(np.floor(span_um / step_um + 0.5)) + 1.0
+
+
 def infer_grid(
     x_um: np.ndarray,
     y_um: np.ndarray,
     line_index: np.ndarray | None = None,
     *,
     step_um: float | Sequence[float] | None = None,
+    extents_um: tuple[tuple[float, float], tuple[float, float]] | None = None,
 ) -> MapGrid:
     """Find the map grid from the stage positions.
 
@@ -175,25 +279,57 @@ def infer_grid(
         step is much smaller than the fast one are ambiguous without it).
     step_um : float or (float, float), optional
         Cell size ``(step_y, step_x)`` in µm, instead of the median spacing.
+    extents_um : ((float, float), (float, float)), optional
+        Nominal extents of the scan ``((y_first, y_last), (x_first, x_last))``, µm (see
+        :func:`nominal_extents`); points outside them (by more than a few point spacings) are
+        left out of the map. Without them, the extents are estimated from the positions.
 
     Returns
     -------
     MapGrid
+        Points outside the scan have ``rows`` and ``cols`` -1 (:attr:`MapGrid.outliers`); their
+        number is logged as a warning.
 
     Raises
     ------
     ValueError
-        For mismatched lengths, non-finite positions, fewer than 2 points, or a step that
-        cannot be found (all points at one place).
+        For mismatched lengths, non-finite positions, fewer than 2 points (within the scan), a
+        step that cannot be found (all points at one place), or a grid of more than
+        :data:`MAX_MAP_CELLS` cells.
     """
-    x = np.asarray(x_um, dtype=np.float64)
-    y = np.asarray(y_um, dtype=np.float64)
-    if x.ndim != 1 or x.shape != y.shape:
-        raise ValueError(f"x_um and y_um must be 1-D of equal length, got {x.shape}, {y.shape}")
-    if x.shape[0] < 2:
-        raise ValueError(f"a map needs at least 2 points, got {x.shape[0]}")
-    if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
+    x_all = np.asarray(x_um, dtype=np.float64)
+    y_all = np.asarray(y_um, dtype=np.float64)
+    if x_all.ndim != 1 or x_all.shape != y_all.shape:
+        raise ValueError(
+            f"x_um and y_um must be 1-D of equal length, got {x_all.shape}, {y_all.shape}"
+        )
+    if x_all.shape[0] < 2:
+        raise ValueError(f"a map needs at least 2 points, got {x_all.shape[0]}")
+    if not (np.all(np.isfinite(x_all)) and np.all(np.isfinite(y_all))):
         raise ValueError("positions hold non-finite values (NaN or Inf)")
+    total_points = x_all.shape[0]
+    if line_index is not None:
+        line_index = np.asarray(line_index)
+        if line_index.shape != (total_points,) or line_index.dtype.kind not in "iu":
+            raise ValueError(
+                f"line_index must be integers of shape ({total_points},), got "
+                f"{line_index.dtype} {line_index.shape}"
+            )
+    inside = _inside_scan(x_all, y_all, extents_um)
+    if not inside.all():
+        where = "nominal extents" if extents_um is not None else "extents estimated from the rest"
+        _log.warning(
+            "%d of %d scan positions lie outside the scan's %s (glitched positions?); they are "
+            "left out of the map",
+            int((~inside).sum()),
+            total_points,
+            where,
+        )
+    x, y = x_all[inside], y_all[inside]
+    if line_index is not None:
+        line_index = line_index[inside]
+    if x.shape[0] < 2:
+        raise ValueError(f"a map needs at least 2 points within the scan, got {x.shape[0]}")
     n_points = x.shape[0]
     # The fast axis varies more between consecutive points.
     fast_axis = "x" if np.median(np.abs(np.diff(x))) >= np.median(np.abs(np.diff(y))) else "y"
@@ -232,6 +368,16 @@ def infer_grid(
 
     fast_origin = float(fast.min())
     slow_origin = float(line_slow.min())
+    cells = _cell_count(float(fast.max()) - fast_origin, fast_step) * _cell_count(
+        float(line_slow.max()) - slow_origin, slow_step
+    )
+    if not cells <= MAX_MAP_CELLS:
+        steps = (slow_step, fast_step) if fast_axis == "x" else (fast_step, slow_step)
+        raise ValueError(
+            f"the map grid would have {cells:.3g} cells (steps (y, x) = ({steps[0]:.3g}, "
+            f"{steps[1]:.3g}) µm over {float(np.ptp(y)):.4g} x {float(np.ptp(x)):.4g} µm); at "
+            f"most {MAX_MAP_CELLS} cells are built: give a larger step_um"
+        )
     fast_cell = np.rint((fast - fast_origin) / fast_step).astype(np.int64)
     slow_cell = np.rint((slow_of_point - slow_origin) / slow_step).astype(np.int64)
     n_fast = int(fast_cell.max()) + 1
@@ -251,13 +397,18 @@ def infer_grid(
         if np.all(directions[1:] == -directions[:-1]) and np.all(directions != 0):
             kind = "snake"
 
+    def every_point(cells_of_kept: np.ndarray) -> np.ndarray:
+        out = np.full(total_points, -1, dtype=np.int64)
+        out[inside] = cells_of_kept
+        return out
+
     if fast_axis == "x":
         return MapGrid(
             (n_slow, n_fast),
             (slow_step, fast_step),
             (slow_origin, fast_origin),
-            slow_cell,
-            fast_cell,
+            every_point(slow_cell),
+            every_point(fast_cell),
             fast_axis,
             kind,
         )
@@ -265,8 +416,8 @@ def infer_grid(
         (n_fast, n_slow),
         (fast_step, slow_step),
         (fast_origin, slow_origin),
-        fast_cell,
-        slow_cell,
+        every_point(fast_cell),
+        every_point(slow_cell),
         fast_axis,
         kind,
     )
@@ -707,7 +858,13 @@ def build_map(
         smooth_points=ar_smooth_points if normalize_by == "ar" else 1,
     )
 
-    grid = infer_grid(source.x_um, source.y_um, source.line_index, step_um=step_um)
+    grid = infer_grid(
+        source.x_um,
+        source.y_um,
+        source.line_index,
+        step_um=step_um,
+        extents_um=nominal_extents(source.metadata),
+    )
     mask = grid.mask
     total = _fill_nearest(grid.assemble(counts.sum(axis=1)), mask)
     per_detector = None
