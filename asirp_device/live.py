@@ -2,8 +2,8 @@
 
 :class:`LiveMode` subscribes a :class:`callbacks.LiveRestorer` to the output of a bluesky 0MQ
 document proxy (``bluesky-0MQ-proxy``, or :class:`bluesky.callbacks.zmq.Proxy`) through a
-:class:`bluesky.callbacks.zmq.RemoteDispatcher` running in its own thread with its own asyncio
-loop, and hands every restored map to :meth:`asirp_device.component.RestorationComponent.
+:class:`callbacks.dispatcher.SafeRemoteDispatcher` running in its own thread with its own
+asyncio loop, and hands every restored map to :meth:`asirp_device.component.RestorationComponent.
 publish_result` (``source`` = the raw run's uid), so the device publishes it like the result of
 a local ``Restore``. It never imports Tango: the device (:mod:`asirp_device.server`) is a thin
 shell over it, and tests drive it directly.
@@ -26,6 +26,15 @@ Stopping
     measured so far are restored and published; its derived run ends with exit status
     ``abort``), waiting at most ``grace_s`` before cancelling that restoration (then the derived
     run ends ``fail``, and no ``ALARM`` is raised for it). It is a no-op when not live.
+Untrusted documents
+    Any client may call ``StartLive`` with an address it controls, so documents are data, never
+    code: they are read as msgpack (:mod:`callbacks.serialization`; the RunEngine publishes
+    with ``Publisher(address, serializer=callbacks.serialization.serializer)``), and messages
+    that do not decode or name no event-model document are logged and dropped (live mode goes
+    on). Pickle (bluesky's default), whose unpickling runs code chosen by the sender, is only
+    read with :attr:`LiveOptions.allow_pickle` (the ``LiveAllowPickle`` property), logged as a
+    WARNING when live mode starts. A start document whose map exceeds
+    :data:`callbacks.geometry.MAX_MAP_POINTS` points is refused before anything is allocated.
 Failures
     Bad documents and failing methods are caught by the restorer (see :mod:`callbacks.live`);
     a dispatcher that dies (a broken socket), or a tiled server that cannot be reached after
@@ -39,20 +48,19 @@ import asyncio
 import contextlib
 import logging
 import math
-import socket
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
 from asirp_device.component import NotReady, RestorationComponent, Settings, engine_call
-from callbacks.geometry import GeometryError, ScanGeometry
+from callbacks.address import format_address, parse_address  # parse_address: re-exported
+from callbacks.geometry import GeometryError, MapTooLarge, ScanGeometry
 from callbacks.live import LiveRestorer, LiveResult
 from callbacks.mapping import MapSource, SourceError
 
 _LOG = logging.getLogger(__name__)
 
-TCP_PREFIX = "tcp://"
 WAITING = "waiting for documents"
 
 StatusCallback = Callable[[str], None]
@@ -68,60 +76,6 @@ class LiveError(RuntimeError):
 
 def _one_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {' '.join(str(error).split())}"
-
-
-def parse_address(address: Any) -> tuple[str, int]:
-    """Check a 0MQ proxy address ``HOST:PORT`` (or ``tcp://HOST:PORT``) and resolve its host.
-
-    Parameters
-    ----------
-    address : str
-        The proxy's output (subscriber) address, e.g. ``"127.0.0.1:5578"``; an IPv6 host is
-        written in brackets, ``"[::1]:5578"``.
-
-    Returns
-    -------
-    host : str
-        The host as written (without brackets).
-    port : int
-        TCP port, 1 to 65535.
-
-    Raises
-    ------
-    TypeError
-        If ``address`` is not a string.
-    ValueError
-        If it is not ``HOST:PORT``, the port is out of range, or the host cannot be resolved.
-    """
-    if not isinstance(address, str):
-        raise TypeError(f"the live address must be a string HOST:PORT, got {address!r}")
-    text = address.strip()
-    body = text[len(TCP_PREFIX) :] if text.lower().startswith(TCP_PREFIX) else text
-    host, separator, port_text = body.rpartition(":")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    usage = (
-        "give HOST:PORT of the bluesky 0MQ proxy's output (its --out-address), e.g. "
-        f"127.0.0.1:5578; got {address!r}"
-    )
-    if not separator or not host or not port_text.isdigit() or any(c.isspace() for c in host):
-        raise ValueError(f"malformed live address: {usage}")
-    port = int(port_text)
-    if not 1 <= port <= 65535:
-        raise ValueError(f"the port must be between 1 and 65535: {usage}")
-    try:
-        socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except OSError as error:
-        raise ValueError(
-            f"cannot resolve the host {host!r} of the live address {address!r}: "
-            f"{error.strerror or error}"
-        ) from None
-    return host, port
-
-
-def format_address(host: str, port: int) -> str:
-    """The ``tcp://HOST:PORT`` endpoint (IPv6 hosts in brackets)."""
-    return f"{TCP_PREFIX}[{host}]:{port}" if ":" in host else f"{TCP_PREFIX}{host}:{port}"
 
 
 @dataclass(frozen=True)
@@ -147,6 +101,11 @@ class LiveOptions:
     grace_s : float
         At stop, how long the final restoration of the run in progress may take before it is
         cancelled, s.
+    allow_pickle : bool
+        Also read pickled documents (bluesky's default ``Publisher``). Unpickling runs code
+        chosen by the sender: this trusts every process that can publish to the proxy (and,
+        since any client may call ``StartLive``, any proxy a client names) to run code in the
+        device server. Default: msgpack only.
     """
 
     field: str = ""
@@ -155,6 +114,7 @@ class LiveOptions:
     position_scale_um: float = 1.0
     tiled_uri: str = ""
     grace_s: float = 1.0
+    allow_pickle: bool = False
 
     @property
     def fields(self) -> tuple[str, ...]:
@@ -192,6 +152,8 @@ def validate_options(options: LiveOptions) -> LiveOptions:
         raise ValueError(f"position_scale_um must be a finite number > 0, got {scale!r}")
     if not (math.isfinite(options.grace_s) and options.grace_s >= 0):
         raise ValueError(f"grace_s must be >= 0 s, got {options.grace_s!r}")
+    if not isinstance(options.allow_pickle, bool):
+        raise TypeError(f"allow_pickle must be a bool, got {options.allow_pickle!r}")
     return replace(
         options,
         field=", ".join(options.fields),
@@ -242,16 +204,21 @@ class _Session:
     """One StartLive ... StopLive: the dispatcher, its thread, the restorer and the counters."""
 
     def __init__(
-        self, address: str, restorer: LiveRestorer, tiled_uri: str, grace_s: float
+        self,
+        address: str,
+        restorer: LiveRestorer,
+        tiled_uri: str,
+        grace_s: float,
+        allow_pickle: bool = False,
     ) -> None:
-        from bluesky.callbacks.zmq import RemoteDispatcher
+        from callbacks.dispatcher import SafeRemoteDispatcher
 
         self.address = address
         self.restorer = restorer
         self.tiled_uri = tiled_uri
         self.tiled: Any = None
         self.grace_s = grace_s
-        self.dispatcher = RemoteDispatcher(address)
+        self.dispatcher = SafeRemoteDispatcher(address, allow_pickle=allow_pickle)
         self.settled = threading.Event()  # subscribed, or ended
         self.stopping = threading.Event()
         self.returned = False  # start() returned: an end from now on is reported (lock)
@@ -439,7 +406,9 @@ class LiveMode:
             endpoint = format_address(*parse_address(address))
             restorer = LiveRestorer(**restorer_arguments(self._component.settings, options))
             try:
-                session = _Session(endpoint, restorer, options.tiled_uri, options.grace_s)
+                session = _Session(
+                    endpoint, restorer, options.tiled_uri, options.grace_s, options.allow_pickle
+                )
             except Exception:
                 restorer.close(timeout=1.0)
                 raise
@@ -608,11 +577,7 @@ class LiveMode:
                 rows, cols = geometry.shape
                 self._note(session, f"mapping run {uid} ({rows}x{cols} points)")
             else:
-                self._note(
-                    session,
-                    f"run {uid} is not restored: no 2-D map geometry (shape, extents) in its "
-                    "start document",
-                )
+                self._note(session, f"run {uid} is not restored: {_why_not_mapped(session, doc)}")
         except (GeometryError, ValueError, TypeError, KeyError) as error:
             _LOG.warning("live mode: run start not understood: %s", error)
 
@@ -657,6 +622,18 @@ class LiveMode:
                 f"live restoration of run {result.run_uid} failed: {error}; the previous result "
                 "is kept (the next live or local result, or Reset, clears this)"
             )
+
+
+def _why_not_mapped(session: _Session, doc: Mapping[str, Any]) -> str:
+    """Why the restorer does not map the run of start document ``doc`` (no allocation)."""
+    restorer = session.restorer
+    try:
+        ScanGeometry.from_start(doc, restorer.stream, max_points=restorer.max_map_points)
+    except MapTooLarge as error:
+        return " ".join(str(error).split())
+    except (GeometryError, ValueError, TypeError):
+        pass
+    return "no 2-D map geometry (shape, extents) in its start document"
 
 
 def _close_tiled(client: Any) -> None:

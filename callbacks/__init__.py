@@ -7,6 +7,10 @@
 - :mod:`callbacks.tiled_server`: an embedded local tiled server, or a client of an existing one.
 - :mod:`callbacks.remote`: the same callback in its own process, fed by ``bluesky-0MQ-proxy``
   (``asirp live --zmq HOST:PORT``).
+- :mod:`callbacks.serialization` and :mod:`callbacks.dispatcher`: document streams as data
+  (msgpack, never pickle unless asked): the publisher's ``serializer`` and
+  :class:`~callbacks.dispatcher.SafeRemoteDispatcher`, which drops what does not decode.
+- :mod:`callbacks.address`: 0MQ addresses, and URIs with their secrets redacted.
 - :mod:`callbacks.plot`: an optional live plot of raw vs restored maps (a listener).
 
 This package imports bluesky, event-model and tiled lazily: importing it (as the ``asirp``
@@ -31,6 +35,9 @@ _EXPORTS = {
     "EmbeddedTiledServer": "callbacks.tiled_server",
     "LiveMapPlot": "callbacks.plot",
     "run_remote": "callbacks.remote",
+    "SafeRemoteDispatcher": "callbacks.dispatcher",
+    "serializer": "callbacks.serialization",
+    "deserializer": "callbacks.serialization",
 }
 
 __all__ = sorted(_EXPORTS)

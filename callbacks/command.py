@@ -10,6 +10,13 @@ Examples
     $ bluesky-0MQ-proxy --in-address 5577 --out-address 5578 &
     $ asirp live --zmq localhost:5578 --field xrf_Cu --normalize i0 --beam-fwhm-um 50 \
           --method richardson_lucy --tiled-uri http://tiled:8000/api/v1 --api-key $KEY
+
+The RunEngine publishes msgpack documents (``Publisher("localhost:5577",
+serializer=callbacks.serialization.serializer)``); pickled ones (bluesky's default) are only
+read with ``--allow-pickle``, which lets every publisher of the proxy run code in this process.
+A bad ``--zmq`` address is a one-line error (exit status 2) before anything starts, and tiled
+secrets (``--api-key``, ``$TILED_API_KEY``, an ``api_key=`` or password in the URI) never
+appear in what it prints or logs.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import sys
 from typing import Any
 
 from asirp.cli import parse_params
+from callbacks.address import RedactingFilter, parse_address, redact, redact_uri, uri_secrets
 
 DEFAULT_TILED_DIRECTORY = "asirp-tiled"
 
@@ -57,10 +65,19 @@ def register(subcommands: argparse._SubParsersAction) -> None:
         "--zmq", required=True, metavar="HOST:PORT", help="the proxy's output (subscriber) address"
     )
     live.add_argument("--prefix", default="", help="only documents published with this prefix")
+    live.add_argument(
+        "--allow-pickle",
+        action="store_true",
+        help="also read pickled documents (bluesky's default Publisher); this lets every "
+        "publisher that can reach the proxy run code in this process (default: msgpack only, "
+        "Publisher(..., serializer=callbacks.serialization.serializer))",
+    )
     where = live.add_argument_group("tiled (default: an embedded server writing to --tiled-dir)")
     where.add_argument("--tiled-uri", metavar="URI", help="an existing tiled server")
     where.add_argument(
-        "--api-key", help="API key of --tiled-uri (default: $TILED_API_KEY or the URI's)"
+        "--api-key",
+        help="API key of --tiled-uri, or of the embedded server (default: $TILED_API_KEY or "
+        "the URI's; never printed)",
     )
     where.add_argument(
         "--tiled-dir",
@@ -107,16 +124,40 @@ def register(subcommands: argparse._SubParsersAction) -> None:
     live.set_defaults(handler=_handle)
 
 
+def _hide_secrets(secrets: list[str]) -> None:
+    """Remove ``secrets`` from every record the root logger's handlers write (httpx logs URLs)."""
+    redacting = RedactingFilter(secrets)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(redacting)
+
+
+def _connect(uri: str, api_key: str | None, secrets: list[str]) -> Any:
+    """A tiled client of ``uri``; a failure is one line without the secrets (``OSError``)."""
+    from callbacks.tiled_server import connect
+
+    try:
+        return connect(uri, api_key=api_key)
+    except Exception as error:  # httpx, tiled: whatever it is, one line, secrets removed
+        message = redact(f"{type(error).__name__}: {' '.join(str(error).split())}", secrets)
+        raise OSError(
+            f"cannot connect to the tiled server {redact_uri(uri)} (--tiled-uri): {message}"
+        ) from None
+
+
 def _handle(args: argparse.Namespace) -> int:
+    parse_address(args.zmq, "--zmq address")  # a bad address: one line, exit status 2
     logging.basicConfig(
         level=getattr(logging, str(args.log_level).upper(), logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    api_key = args.api_key or os.environ.get("TILED_API_KEY")
+    secrets = uri_secrets(args.tiled_uri, api_key)
+    _hide_secrets(secrets)
     from callbacks.live import LiveRestorer
     from callbacks.publish import raw_run_writer
     from callbacks.remote import run_remote
-    from callbacks.tiled_server import EmbeddedTiledServer, connect
+    from callbacks.tiled_server import EmbeddedTiledServer
 
     if args.channels is not None and args.spectrum is None:
         raise ValueError("--channels needs --spectrum")
@@ -126,11 +167,17 @@ def _handle(args: argparse.Namespace) -> int:
         if args.write_raw:
             raise ValueError("--write-raw needs tiled; drop --no-tiled")
     elif args.tiled_uri:
-        client = connect(args.tiled_uri, api_key=args.api_key or os.environ.get("TILED_API_KEY"))
+        client = _connect(args.tiled_uri, api_key, secrets)
     else:
-        server = EmbeddedTiledServer(args.tiled_dir)
+        server = EmbeddedTiledServer(args.tiled_dir, api_key=api_key)
+        _hide_secrets([server.api_key])
         client = server.client()
-        print(f"asirp live: tiled at {server.uri} (data in {server.directory})", flush=True)
+        key = "--api-key or $TILED_API_KEY" if api_key else "random; give --api-key to choose it"
+        print(
+            f"asirp live: tiled at {redact_uri(server.uri)} (data in {server.directory}; "
+            f"API key: {key})",
+            flush=True,
+        )
     try:
         restorer = LiveRestorer(
             field=args.field if args.field and len(args.field) > 1 else (args.field or [None])[0],
@@ -162,6 +209,7 @@ def _handle(args: argparse.Namespace) -> int:
             prefix=args.prefix.encode(),
             raw_writer=writer,
             on_ready=ready,
+            allow_pickle=args.allow_pickle,
         )
         print(f"asirp live: stopped ({signame})", flush=True)
     finally:

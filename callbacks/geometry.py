@@ -12,6 +12,12 @@ the order of the start document. Pixel ``(0, 0)`` is at ``(extents[0][0], extent
 the first line scanned is row 0 and columns follow the fast axis from its first extent. For the
 usual scan with increasing extents, row 0 is at the smallest slow position and column 0 at the
 smallest fast position.
+
+Size limit: a start document is untrusted input (it may come from any publisher of a 0MQ
+proxy), and each live map costs about 20 bytes per point in the callback (values, monitor,
+flags, copies for the worker). :meth:`ScanGeometry.from_start` therefore refuses maps of more
+than :data:`MAX_MAP_POINTS` points (4096 x 4096) before anything is allocated; raise the limit
+with its ``max_points`` keyword (``LiveRestorer(max_map_points=...)``).
 """
 
 from __future__ import annotations
@@ -28,9 +34,42 @@ POSITION_TOLERANCE = 0.5
 """A position may lie this many steps outside the extents and still map to the edge pixel
 (rounding to the nearest pixel already absorbs jitter of up to half a step inside)."""
 
+MAX_MAP_POINTS = 4096 * 4096
+"""Largest live map, in points, that :meth:`ScanGeometry.from_start` accepts by default (about
+340 MB in a live restorer); larger maps are refused with :class:`MapTooLarge`."""
+
 
 class GeometryError(ValueError):
     """A start document does not describe a 2-D map that can be assembled live."""
+
+
+class MapTooLarge(GeometryError):
+    """A start document describes a map above the size limit (:data:`MAX_MAP_POINTS`)."""
+
+
+def check_map_size(shape: Sequence[int], max_points: int = MAX_MAP_POINTS) -> None:
+    """Refuse a map of more than ``max_points`` points, before anything is allocated for it.
+
+    Parameters
+    ----------
+    shape : (int, int)
+        Map shape ``(rows, columns)``.
+    max_points : int
+        Largest accepted number of points.
+
+    Raises
+    ------
+    MapTooLarge
+        If ``rows * columns > max_points``.
+    """
+    rows, cols = (int(n) for n in shape)
+    if rows * cols > max_points:
+        raise MapTooLarge(
+            f"the map of {rows} x {cols} = {rows * cols} points is larger than the live-map "
+            f"limit of {max_points} points; refused before allocating it (raise the limit with "
+            "LiveRestorer(max_map_points=...) / ScanGeometry.from_start(max_points=...), default "
+            "callbacks.geometry.MAX_MAP_POINTS)"
+        )
 
 
 def _pair_of_numbers(value: Any, what: str) -> tuple[float, float]:
@@ -111,7 +150,13 @@ class ScanGeometry:
         return (step_y or step_x), (step_x or step_y)
 
     @classmethod
-    def from_start(cls, start: Mapping[str, Any], stream: str | None = None) -> ScanGeometry:
+    def from_start(
+        cls,
+        start: Mapping[str, Any],
+        stream: str | None = None,
+        *,
+        max_points: int = MAX_MAP_POINTS,
+    ) -> ScanGeometry:
         """Read the geometry of a 2-D map from a run's start document.
 
         Parameters
@@ -121,6 +166,8 @@ class ScanGeometry:
         stream : str, optional
             Event stream to map; default: the stream named in ``hints["dimensions"]``, else
             ``"primary"``.
+        max_points : int
+            Largest map accepted, in points (default :data:`MAX_MAP_POINTS`).
 
         Returns
         -------
@@ -128,6 +175,8 @@ class ScanGeometry:
 
         Raises
         ------
+        MapTooLarge
+            If the map has more than ``max_points`` points.
         GeometryError
             If ``shape`` or ``extents`` is missing or not 2-D, or values are not finite.
         """
@@ -145,6 +194,7 @@ class ScanGeometry:
             raise GeometryError(f"live maps need a 2-D scan; 'shape' is {list(shape)!r}")
         if min(dims) < 1:
             raise GeometryError(f"'shape' must be positive, got {list(shape)!r}")
+        check_map_size(dims, max_points)
         extents = start.get("extents")
         if extents is None:
             raise GeometryError("the start document has 'shape' but no 'extents'")

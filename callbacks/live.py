@@ -24,7 +24,9 @@ Failures
     listeners hear about it, and the derived run's stop document says ``fail`` with the reason
     when the final restoration fails. Bad documents (no ``shape``, NaN readings, events of an
     unknown descriptor, positions outside the map) are logged and skipped; nothing raised here
-    reaches the RunEngine.
+    reaches the RunEngine. Documents are untrusted input: a start document whose map has more
+    than ``max_map_points`` points (default :data:`callbacks.geometry.MAX_MAP_POINTS`) is
+    refused with a logged error before anything is allocated for it, and its run is skipped.
 Routing
     The ``RunRouter`` creates one mapper per run and routes start, descriptor and stop
     documents; ``event`` and ``event_page`` documents then go straight to the mapper of their
@@ -72,7 +74,7 @@ from asirp.psf import beam_sigma_px, gaussian_psf
 from asirp.registry import get_method
 from asirp.restore import Restoration, restore
 from asirp.validation import MIN_SIDE_PX
-from callbacks.geometry import GeometryError, ScanGeometry
+from callbacks.geometry import MAX_MAP_POINTS, GeometryError, MapTooLarge, ScanGeometry
 from callbacks.mapping import LiveMap, MapSource, ResolvedSource, SourceError, fill_unmeasured
 from callbacks.publish import DerivedRun, Emit, TiledSink
 
@@ -479,6 +481,9 @@ class LiveRestorer:
         Publish only the final restoration of each run, or every partial one too.
     seed : int
         Seed for methods that use randomness.
+    max_map_points : int
+        Largest map restored, in points; a run whose start document describes a larger one is
+        skipped (logged error) before its map is allocated.
 
     Attributes
     ----------
@@ -508,6 +513,7 @@ class LiveRestorer:
         tiled: Any = None,
         publish: str = "final",
         seed: int = 0,
+        max_map_points: int = MAX_MAP_POINTS,
     ) -> None:
         self.source = MapSource(
             field=tuple(field) if field is not None and not isinstance(field, str) else field,
@@ -545,6 +551,9 @@ class LiveRestorer:
         self.device = device
         self.publish = publish
         self.seed = int(seed)
+        if isinstance(max_map_points, bool) or int(max_map_points) < 1:
+            raise ValueError(f"max_map_points must be an integer >= 1, got {max_map_points!r}")
+        self.max_map_points = int(max_map_points)
         self.tiled = TiledSink(tiled) if tiled is not None else None
 
         self._router = RunRouter([self._factory])
@@ -609,8 +618,11 @@ class LiveRestorer:
 
     def _factory(self, name: str, start: dict[str, Any]) -> tuple[list[Any], list[Any]]:
         try:
-            geometry = ScanGeometry.from_start(start, self.stream)
+            geometry = ScanGeometry.from_start(start, self.stream, max_points=self.max_map_points)
             run = _RunState(self, start, geometry)
+        except MapTooLarge as error:
+            _LOG.error("run %s: not restored live: %s", start.get("uid"), error)
+            return [], []
         except (GeometryError, ValueError, TypeError) as error:
             _LOG.warning("run %s: not restored live: %s", start.get("uid"), error)
             return [], []
@@ -637,12 +649,17 @@ class LiveRestorer:
             return self.min_rows
         height = MIN_SIDE_PX
         try:
+            # cropped just beyond the map (a kernel taller than the map still means no partial
+            # restoration): a start document with a tiny step and a wide beam must not
+            # allocate a huge kernel here
+            limit = (run.geometry.shape[0] + 2, run.geometry.shape[1] + 2)
             if self.psf is not None:
                 height = self.psf.shape[0]
             elif self.psf_sigma_px is not None:
-                height = gaussian_psf(self.psf_sigma_px).shape[0]
+                height = gaussian_psf(self.psf_sigma_px, max_shape=limit).shape[0]
             elif run.beam_fwhm_um is not None:
-                height = gaussian_psf(beam_sigma_px(run.beam_fwhm_um, run.pixel_um)).shape[0]
+                sigma = beam_sigma_px(run.beam_fwhm_um, run.pixel_um)
+                height = gaussian_psf(sigma, max_shape=limit).shape[0]
         except (TypeError, ValueError):
             pass
         return max(MIN_SIDE_PX, int(height))

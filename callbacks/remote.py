@@ -2,8 +2,15 @@
 
 Beamlines run restoration next to, not inside, the RunEngine's process: the RunEngine
 publishes its documents with ``bluesky.callbacks.zmq.Publisher`` to ``bluesky-0MQ-proxy``, and
-this process subscribes to the proxy's output with ``bluesky.callbacks.zmq.RemoteDispatcher``
-(``asirp live --zmq HOST:PORT``).
+this process subscribes to the proxy's output (``asirp live --zmq HOST:PORT``).
+
+Documents are data, never code: the subscriber is a
+:class:`callbacks.dispatcher.SafeRemoteDispatcher`, which decodes msgpack
+(:mod:`callbacks.serialization`; the RunEngine publishes with
+``Publisher(address, serializer=callbacks.serialization.serializer)``) and logs and drops
+messages it cannot decode, unknown document names and failing consumers, so the next run is
+restored. Pickle, which runs the sender's code, is only read with ``allow_pickle=True``
+(``asirp live --allow-pickle``), and a WARNING says so.
 
 Shutdown: SIGINT and SIGTERM stop the dispatcher's loop. Every raw run still open (no stop
 document yet) is then finished: the rows measured so far are restored and its derived run ends
@@ -59,6 +66,7 @@ def run_remote(
     raw_writer: Callable[[str, dict[str, Any]], None] | None = None,
     grace_s: float = 60.0,
     on_ready: Callable[[str], None] | None = None,
+    allow_pickle: bool = False,
 ) -> str:
     """Subscribe ``restorer`` to a 0MQ document proxy until SIGINT or SIGTERM.
 
@@ -78,17 +86,20 @@ def run_remote(
         At shutdown, how long to let the pending restorations finish before cancelling them, s.
     on_ready : callable, optional
         Called with the address once the subscription is set up.
+    allow_pickle : bool
+        Read pickled documents (bluesky's default format) instead of msgpack. Unpickling runs
+        code chosen by the sender: only for a proxy that only trusted publishers can reach.
 
     Returns
     -------
     str
         The name of the signal that stopped it.
     """
-    from bluesky.callbacks.zmq import RemoteDispatcher
+    from callbacks.dispatcher import SafeRemoteDispatcher
 
-    dispatcher = RemoteDispatcher(address, prefix=prefix)
+    dispatcher = SafeRemoteDispatcher(address, prefix=prefix, allow_pickle=allow_pickle)
     open_runs = _OpenRuns()
-    dispatcher.subscribe(open_runs)
+    dispatcher.subscribe(_guarded(open_runs, "the open-run tracker"))
     if raw_writer is not None:
         dispatcher.subscribe(_guarded(raw_writer, "the raw-run writer"))
     dispatcher.subscribe(restorer)

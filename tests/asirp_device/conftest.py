@@ -25,6 +25,8 @@ import numpy as np
 import pytest
 from bluesky.callbacks.zmq import Publisher
 
+from callbacks.serialization import serializer
+
 HERE = Path(__file__).parent
 NODB_SERVER = HERE / "_nodb_server.py"
 STARTUP_TIMEOUT_S = 120.0
@@ -253,7 +255,7 @@ def proxy() -> Iterator[DocumentProxy]:
 
 @pytest.fixture
 def publisher(proxy: DocumentProxy) -> Iterator[Publisher]:
-    """A bluesky 0MQ publisher into ``proxy``."""
-    publisher = Publisher(proxy.in_address)
+    """A bluesky 0MQ publisher into ``proxy`` (msgpack, as live mode reads by default)."""
+    publisher = Publisher(proxy.in_address, serializer=serializer)
     yield publisher
     publisher.close()

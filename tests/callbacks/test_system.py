@@ -1,10 +1,10 @@
 """System test of the out-of-process mode, as beamlines run it, all on loopback:
 
 ``bluesky-0MQ-proxy`` and ``asirp live --zmq ... --tiled-uri ... --write-raw`` run as child
-processes; this process runs the RunEngine (publishing to the proxy with bluesky's
-``Publisher``) and the session's embedded tiled server. The derived run read back from tiled
-must equal ``asirp.restore`` of the raw run read back from tiled; SIGTERM in the middle of a
-run must end it cleanly (derived run ``abort`` with the reason, raw run closed).
+processes; this process runs the RunEngine (publishing msgpack documents to the proxy with
+bluesky's ``Publisher``) and the session's embedded tiled server. The derived run read back
+from tiled must equal ``asirp.restore`` of the raw run read back from tiled; SIGTERM in the
+middle of a run must end it cleanly (derived run ``abort`` with the reason, raw run closed).
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from bluesky.callbacks.zmq import Publisher
 
 import asirp
 from callbacks.publish import derived_runs, read_final_map
+from callbacks.serialization import serializer
 from tests.callbacks.conftest import BEAM_FWHM_UM, assemble, assert_same_restoration, grid_plan
 
 STARTUP_TIMEOUT_S = 90.0
@@ -154,7 +155,7 @@ def _wait_for_stopped_derived_run(client, uid: str, timeout: float = 60.0):
 
 def test_out_of_process_live_restoration_through_the_0mq_proxy(live_system, beamline, tiled_client):
     in_port, live = live_system
-    publisher = Publisher(f"127.0.0.1:{in_port}")
+    publisher = Publisher(f"127.0.0.1:{in_port}", serializer=serializer)
     run_engine = RunEngine({})
     run_engine.subscribe(publisher)
     time.sleep(0.5)  # the publisher's connection to the proxy
@@ -195,7 +196,7 @@ def test_sigterm_mid_run_finishes_the_open_run_and_exits_cleanly(
     run_engine.subscribe(lambda name, doc: documents.append((name, doc)))
     (uid,) = run_engine(grid_plan(beamline, 10, step_um=STEP_UM))
     # Publish the start, the descriptor and the first 6 rows; the stop never comes.
-    publisher = Publisher(f"127.0.0.1:{in_port}")
+    publisher = Publisher(f"127.0.0.1:{in_port}", serializer=serializer)
     time.sleep(0.5)
     try:
         for name, doc in documents:
