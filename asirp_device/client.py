@@ -7,6 +7,13 @@ the metrics and the state; its configuration is the method and PSF settings. Tri
 restoration on the device and completes when the device is back to ``ON``, so
 ``bps.trigger_and_read([asirp])`` records a restored map. It never imports the server module.
 
+One client per device: ``input_image`` and ``restored_image`` are shared by every client of the
+device. :meth:`ASIRPClient.trigger` checks that the device's ``result_id`` is the request id its
+``Restore`` returned when the restoration ends, and raises :class:`ResultTaken` otherwise (another
+client restored in between); a ``restored_image`` read *after* the trigger can still be replaced
+by another client's result. Clients that share a device use ``Submit`` and ``FetchResult``
+(:mod:`asirp_device.wire` encodes them), which never mix results.
+
 Examples
 --------
 >>> import bluesky.plan_stubs as bps
@@ -26,6 +33,7 @@ from typing import Any
 import numpy.typing as npt
 from ophyd_async.core import (
     AsyncStatus,
+    Command,
     SignalR,
     SignalRW,
     StandardReadable,
@@ -44,6 +52,10 @@ DEFAULT_RESTORE_TIMEOUT_S = 600.0
 
 class RestorationFailed(RuntimeError):
     """The device ended a restoration in ``ALARM`` (the message is its status)."""
+
+
+class ResultTaken(RestorationFailed):
+    """When the restoration ended, the device's latest result was another request's."""
 
 
 class ASIRPClient(TangoDevice, StandardReadable):
@@ -77,7 +89,8 @@ class ASIRPClient(TangoDevice, StandardReadable):
     iterations: A[SignalRW[int], _CONFIG]
     beam_fwhm_um: A[SignalRW[float], _CONFIG]
     pixel_um: A[SignalRW[float], _CONFIG]
-    Restore: TriggerableCommand
+    result_id: SignalR[int]
+    Restore: Command[[], int]
     Abort: TriggerableCommand
 
     def __init__(
@@ -87,6 +100,8 @@ class ASIRPClient(TangoDevice, StandardReadable):
         restore_timeout: float = DEFAULT_RESTORE_TIMEOUT_S,
     ) -> None:
         self._restore_timeout = restore_timeout
+        self.last_request_id: int | None = None
+        """Request id that the last :meth:`trigger`'s ``Restore`` returned."""
         super().__init__(trl, support_events=True, name=name, auto_fill_signals=False)
 
     async def connect(self, *args: Any, **kwargs: Any) -> None:
@@ -110,15 +125,20 @@ class ASIRPClient(TangoDevice, StandardReadable):
         read afterwards that is not ``RUNNING`` belongs to this restoration. The state is read
         from the device each time (never from a monitor's cache, which may still hold the state
         from before ``Restore``), every 5 ms at first, then less often, at most every 50 ms.
+        ``Restore``'s request id is kept in :attr:`last_request_id`.
 
         Raises
         ------
         RestorationFailed
             If the device ends in ``ALARM`` (or any state but ``ON``), with its status.
+        ResultTaken
+            If the device's ``result_id`` is not this request's when it is back to ``ON``
+            (another client's restoration came after it: ``restored_image`` is not ours).
         TimeoutError
             If it is still ``RUNNING`` after ``restore_timeout`` s.
         """
-        await self.Restore.trigger()
+        request_id = int(await self.Restore.execute())
+        self.last_request_id = request_id
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._restore_timeout
         pause = 0.005
@@ -132,3 +152,10 @@ class ASIRPClient(TangoDevice, StandardReadable):
         if state != DevStateEnum.ON:
             status = await self.Status.get_value(cached=False)
             raise RestorationFailed(f"{self.name}: the device is in {state.value}: {status}")
+        latest = await self.result_id.get_value(cached=False)
+        if latest != request_id:
+            raise ResultTaken(
+                f"{self.name}: the device's latest result is request {latest}, not this "
+                f"trigger's {request_id}: another client restored on the same device; use "
+                f"FetchResult({request_id}) (or Submit/FetchResult) to get this one"
+            )

@@ -31,7 +31,10 @@ def register(subcommands: Any) -> None:
             "Run the ASIRP Tango device server. Without TANGO_HOST, start an sqlite Tango "
             "database (pytango's databaseds) first, register the device in it and run the "
             "server; with TANGO_HOST, register in that database and run the server. Ctrl-C or "
-            "SIGTERM stops everything that was started."
+            "SIGTERM stops everything that was started (on Linux the children die with this "
+            "process even when it is killed). The registration adds or updates only this "
+            "device, never deleting other entries; a second 'asirp serve' on the same database "
+            "file is refused (exit status 2)."
         ),
     )
     parser.add_argument(
@@ -65,8 +68,9 @@ def register(subcommands: Any) -> None:
     parser.add_argument(
         "--host",
         default="127.0.0.1",
-        help="interface the embedded database and the server listen on (default 127.0.0.1; "
-        "with TANGO_HOST the server listens on every interface)",
+        help="interface the embedded database and the device server listen on (default "
+        "127.0.0.1, also with TANGO_HOST; give the beamline interface, or 0.0.0.0 for every "
+        "interface, to let other machines reach the device)",
     )
     parser.add_argument(
         "--property",

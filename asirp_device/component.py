@@ -40,6 +40,7 @@ document stream.
 
 from __future__ import annotations
 
+import collections
 import enum
 import json
 import logging
@@ -55,9 +56,22 @@ from typing import Any
 import numpy as np
 
 from asirp.backend import resolve_device
-from asirp.io import HDF5_SUFFIXES, InputFileError, read_array, split_hdf5_path, write_restoration
+from asirp.io import (
+    HDF5_SUFFIXES,
+    InputFileError,
+    max_input_bytes,
+    read_stream,
+    split_hdf5_path,
+    write_restoration,
+)
 from asirp.registry import RestorationCancelled, available_methods, get_method
 from asirp.restore import Restoration, restore
+from asirp.safe_files import DataRoot, FileIdentity, PinnedFile
+
+# the file errors of the data root, re-exported for the device and the tests
+from asirp.safe_files import DataRootError as DataRootError
+from asirp.safe_files import OutputExistsError as OutputExistsError
+from asirp.safe_files import ProtectedFileError as ProtectedFileError
 from asirp.validation import as_image_stack
 
 _LOG = logging.getLogger(__name__)
@@ -71,6 +85,12 @@ MAX_SIDE_PX = 4096
 
 MAX_ITERATIONS = 100_000
 """Largest iteration cap, as in the engine's registry."""
+
+DEVICE_MAX_INPUT_BYTES = MAX_SIDE_PX * MAX_SIDE_PX * 16
+"""Largest array LoadImage reads, bytes (a complex128 4096 x 4096 map; checked before reading)."""
+
+MAX_PINNED_FILES = 8
+"""Weight files kept open, and loaded inputs remembered (for SaveResult), per component."""
 
 INPUT_ATTRIBUTE_SOURCE = "input_image attribute"
 """The ``source`` recorded for an input written through the Tango attribute."""
@@ -92,8 +112,30 @@ class NotReady(RuntimeError):
     """What the request needs is not there yet (no input image, no result to save)."""
 
 
-class DataRootError(ValueError):
-    """A path is outside the data root, or no data root is configured."""
+RESULT_CACHE_SIZE = 16
+"""How many results (the latest ones) :meth:`RestorationComponent.fetch_result` can return."""
+
+RESULT_CACHE_BYTES = 256 * 2**20
+"""Most bytes of restored maps kept for :meth:`RestorationComponent.fetch_result` (the latest
+result is always kept)."""
+
+
+class UnknownRequest(LookupError):
+    """No such request id, or its result is no longer kept (only the latest ones are)."""
+
+
+class RequestFailed(RuntimeError):
+    """The request ended without a result (the restoration failed or was aborted)."""
+
+
+def _first_request_id() -> int:
+    """The first request id of a component: the time in ms x 1000.
+
+    Ids then count up by one, so a component built later (a restarted server, ``Init``) does
+    not hand out an id that an earlier one gave to a client, unless the earlier one took more
+    than 1000 requests a millisecond. The ids stay below 2**53 (exact in JSON) until about 2255.
+    """
+    return time.time_ns() // 1_000_000 * 1000
 
 
 @dataclass(frozen=True)
@@ -140,16 +182,20 @@ class ResultRecord:
     sequence : int
         1 for the first result of this component, then 2, 3, ... (the data-ready counter).
     source : str
-        Where the input came from: a file path, ``"input_image attribute"``, or what a live
-        source called itself.
+        Where the input came from: a file path, ``"input_image attribute"``, ``"Submit"``, or
+        what a live source called itself.
     duration_s : float
         Wall time from the start of the restoration to its publication, s.
+    request_id : int
+        The id :meth:`RestorationComponent.start` returned for it (a live result gets a fresh
+        one); :meth:`RestorationComponent.fetch_result` finds the record by it.
     """
 
     restoration: Restoration
     sequence: int
     source: str
     duration_s: float
+    request_id: int = 0
 
 
 StateCallback = Callable[[ComponentState, str], None]
@@ -200,19 +246,50 @@ def validate_compute_device(device: Any) -> str:
 def parse_parameters(parameters: Mapping[str, Any] | str) -> dict[str, Any]:
     """Turn a mapping or a JSON object text into the method-parameter dict.
 
+    Parameters
+    ----------
+    parameters : Mapping or str
+        The parameters, or their JSON object text (at most ``MAX_PARAMETERS_CHARS``
+        characters, nested at most ``MAX_PARAMETERS_DEPTH`` levels).
+
     Raises
     ------
     ValueError
-        For text that is not a JSON object, or an ``iterations`` key (it has its own setting).
+        For text that is not a JSON object, too long or nested too deeply, or an
+        ``iterations`` key (it has its own setting).
     """
+    max_chars, max_depth = 64 * 1024, 32  # MAX_PARAMETERS_CHARS, MAX_PARAMETERS_DEPTH
     if isinstance(parameters, str):
+        if len(parameters) > max_chars:
+            raise ValueError(
+                f"parameters_json is {len(parameters)} characters long; at most {max_chars} "
+                "are accepted"
+            )
         text = parameters.strip() or "{}"
         try:
             parameters = json.loads(text)
         except json.JSONDecodeError as error:
-            raise ValueError(f"parameters must be a JSON object, got {text!r}: {error}") from None
+            raise ValueError(
+                f"parameters must be a JSON object, got {text[:200]!r}: {error}"
+            ) from None
+        except RecursionError:
+            raise ValueError(
+                f"parameters_json is nested too deeply (at most {max_depth} levels)"
+            ) from None
+        pending, depth = [(parameters, 1)], 1
+        while pending:  # nesting depth, without recursion
+            value, level = pending.pop()
+            depth = max(depth, level)
+            if depth > max_depth:
+                raise ValueError(
+                    f"parameters_json is nested too deeply (at most {max_depth} levels)"
+                )
+            if isinstance(value, dict):
+                pending.extend((item, level + 1) for item in value.values())
+            elif isinstance(value, list):
+                pending.extend((item, level + 1) for item in value)
     if not isinstance(parameters, Mapping):
-        raise ValueError(f"parameters must be a JSON object, got {parameters!r}")
+        raise ValueError(f"parameters must be a JSON object, got {str(parameters)[:200]!r}")
     if "iterations" in parameters:
         raise ValueError("give the iteration cap with the iterations setting, not in parameters")
     return dict(parameters)
@@ -292,6 +369,7 @@ class _Job:
     cancel: threading.Event
     started: float
     progress: int = 0
+    request_id: int = 0
 
 
 class RestorationComponent:
@@ -302,8 +380,12 @@ class RestorationComponent:
     settings : Settings, optional
         Initial settings (the device's defaults); every field is validated.
     data_root : str or os.PathLike, optional
-        Folder that :meth:`load_image` and :meth:`save_result` are confined to (symlinks are
-        resolved, ``..`` cannot escape). ``None`` disables file access.
+        Folder that :meth:`load_image`, :meth:`save_result` and a ``weights`` parameter are
+        confined to (an :class:`asirp.safe_files.DataRoot`: files are opened by descriptor,
+        ``..`` cannot escape, no symbolic link inside the root is followed). ``None`` disables
+        file access.
+    overwrite_results : bool
+        Let :meth:`save_result` replace an existing file (never the input of the result).
     engine : callable, optional
         The restoration function, :func:`asirp.restore` by default (same signature).
 
@@ -318,24 +400,27 @@ class RestorationComponent:
         settings: Settings | None = None,
         *,
         data_root: str | os.PathLike | None = None,
+        overwrite_results: bool = False,
         engine: Callable[..., Restoration] = restore,
     ) -> None:
         settings = settings if settings is not None else Settings()
+        self._root: DataRoot | None = None
+        if data_root is not None and str(data_root).strip():
+            self._root = DataRoot(data_root)
+        self._data_root: Path | None = self._root.path if self._root is not None else None
+        self._overwrite_results = bool(overwrite_results)
+        self._files_lock = threading.Lock()
+        self._loaded: collections.OrderedDict[str, FileIdentity] = collections.OrderedDict()
+        self._pins: collections.OrderedDict[str, PinnedFile] = collections.OrderedDict()
         self._settings = Settings(
             method=validate_method(settings.method),
             auto_select=bool(settings.auto_select),
             iterations=validate_iterations(settings.iterations),
             beam_fwhm_um=validate_length_um(settings.beam_fwhm_um, "beam_fwhm_um"),
             pixel_um=validate_length_um(settings.pixel_um, "pixel_um"),
-            parameters=parse_parameters(settings.parameters),
+            parameters=self._pin_weights(parse_parameters(settings.parameters)),
             compute_device=validate_compute_device(settings.compute_device),
         )
-        self._data_root: Path | None = None
-        if data_root is not None and str(data_root).strip():
-            root = Path(data_root).expanduser().resolve()
-            if not root.is_dir():
-                raise ValueError(f"data root {os.fspath(data_root)!r} is not an existing folder")
-            self._data_root = root
         self._engine = engine
         self._lock = threading.Lock()
         self._notify_lock = threading.RLock()
@@ -348,6 +433,9 @@ class RestorationComponent:
         self._progress = 0
         self._result: ResultRecord | None = None
         self._sequence = 0
+        self._first_request = self._next_request = _first_request_id()
+        self._results: collections.OrderedDict[int, ResultRecord] = collections.OrderedDict()
+        self._failures: collections.OrderedDict[int, str] = collections.OrderedDict()
         self._state_callbacks: list[StateCallback] = []
         self._progress_callbacks: list[ProgressCallback] = []
         self._result_callbacks: list[ResultCallback] = []
@@ -466,8 +554,10 @@ class RestorationComponent:
         ``auto_select`` on, only the selection context among them (:data:`AUTO_CONTEXT_KEYS`:
         for example ``{"budget_ms": 200, "mode": "cheap"}``) reaches the engine, and it is
         checked when the restoration starts (a bad value ends it in ``ALARM``).
+
+        A ``weights`` file is a path in the data root, opened now (see :meth:`_pin_weights`).
         """
-        parsed = parse_parameters(parameters)
+        parsed = self._pin_weights(parse_parameters(parameters))
         candidate = replace(self.settings, parameters=parsed)
         if not candidate.auto_select:
             engine_call(candidate)
@@ -483,8 +573,43 @@ class RestorationComponent:
             self._input = array
             self._input_source = source
 
+    def _require_root(self) -> DataRoot:
+        if self._root is None:
+            raise DataRootError(
+                "file access is disabled: no data root is configured (DataRoot device property)"
+            )
+        return self._root
+
+    def _pin_weights(self, parameters: dict[str, Any]) -> dict[str, Any]:
+        """Open a ``weights`` file of the parameters inside the data root and hold it.
+
+        The engine opens weight files by path, so the file is opened here by descriptor through
+        the :class:`asirp.safe_files.DataRoot` (no link followed, nothing outside the root) and
+        the parameter is replaced by the path of a :class:`asirp.safe_files.PinnedFile`, which
+        opens exactly that file whatever happens in the root afterwards (``parameters_json``
+        reads back that path; writing it back keeps the same file). Errors never say whether a
+        file outside the root exists. The last few pinned files stay open for restorations
+        and live sessions that still use them.
+        """
+        value = parameters.get("weights")
+        if not isinstance(value, str) or not value.strip():
+            return parameters
+        with self._files_lock:
+            for pinned in self._pins.values():
+                if value == str(pinned.path):
+                    return parameters
+            root = self._require_root()
+            try:
+                pinned = root.pin(value, max_bytes=max_input_bytes())
+            except FileNotFoundError as error:
+                raise InputFileError(f"weights {error}") from None
+            self._pins[str(pinned.path)] = pinned
+            while len(self._pins) > MAX_PINNED_FILES:
+                self._pins.popitem(last=False)[1].close()
+        return {**parameters, "weights": str(pinned.path)}
+
     def resolve_path(self, path: str | os.PathLike, *, must_exist: bool) -> tuple[Path, str | None]:
-        """Resolve ``path`` inside the data root.
+        """Resolve ``path`` inside the data root (lexically: no link is followed).
 
         Parameters
         ----------
@@ -492,78 +617,119 @@ class RestorationComponent:
             Relative to the data root, or absolute inside it; ``file.h5::/dataset`` names an
             HDF5 dataset.
         must_exist : bool
-            Whether the file must exist already.
+            Whether the file must exist already (it is opened by descriptor to check).
 
         Returns
         -------
         file : pathlib.Path
-            The resolved file (symlinks followed).
+            The file, inside the (resolved) data root.
         dataset : str or None
             The HDF5 dataset path, if one was given.
 
         Raises
         ------
         DataRootError
-            When file access is disabled, or the path resolves outside the data root.
+            When file access is disabled, the path leaves the data root, or it goes through a
+            symbolic link (never followed inside the data root).
         asirp.io.InputFileError
             When ``must_exist`` and there is no such file.
         """
-        if self._data_root is None:
-            raise DataRootError(
-                "file access is disabled: no data root is configured (DataRoot device property)"
-            )
-        text = os.fspath(path).strip()
-        if not text:
+        root = self._require_root()
+        file_part, dataset = split_hdf5_path(os.fspath(path).strip())
+        if not str(path).strip():
             raise ValueError("the path is empty; give a file inside the data root")
-        file_part, dataset = split_hdf5_path(text)
-        candidate = file_part.expanduser()
-        if not candidate.is_absolute():
-            candidate = self._data_root / candidate
-        resolved = candidate.resolve()
-        if not resolved.is_relative_to(self._data_root):
-            raise DataRootError(
-                f"{text!r} resolves to {resolved}, outside the data root {self._data_root}; "
-                "give a path inside the data root"
-            )
-        if must_exist and not resolved.is_file():
-            raise InputFileError(f"file not found: {resolved} (from {text!r})")
+        resolved = root.resolve(file_part)
+        if must_exist:
+            try:
+                with root.open(file_part):
+                    pass
+            except FileNotFoundError as error:
+                raise InputFileError(str(error)) from None
         return resolved, dataset
 
     def load_image(self, path: str | os.PathLike) -> Path:
         """Read a 2-D map (``.npy``, TIFF, ``file.h5::/dataset``) from the data root as the input.
 
+        The file is opened by descriptor inside the data root and read from that descriptor
+        (:mod:`asirp.safe_files`); its declared size is checked before its data are read, and
+        HDF5 links or storage in other files are refused (:func:`asirp.io.read_array`).
+
         Returns
         -------
         pathlib.Path
-            The resolved file that was read.
+            The file that was read, inside the (resolved) data root.
         """
-        file, dataset = self.resolve_path(path, must_exist=True)
+        root = self._require_root()
+        text = os.fspath(path).strip()
+        if not text:
+            raise ValueError("the path is empty; give a file inside the data root")
+        file_part, dataset = split_hdf5_path(text)
+        file = root.resolve(file_part)
         name = f"{file}::{dataset}" if dataset else str(file)
-        self._keep_input(validate_map(read_array(name), f"the image in {name}"), source=name)
+        limit = min(max_input_bytes(), DEVICE_MAX_INPUT_BYTES)
+        try:
+            stream = root.open_stream(file_part)
+        except FileNotFoundError as error:
+            raise InputFileError(str(error)) from None
+        with stream:
+            info = os.fstat(stream.fileno())
+            identity = (info.st_dev, info.st_ino)
+            image = read_stream(stream, name, max_bytes=limit)
+        self._keep_input(validate_map(image, f"the image in {name}"), source=name)
+        with self._files_lock:
+            self._loaded[name] = identity
+            self._loaded.move_to_end(name)
+            while len(self._loaded) > MAX_PINNED_FILES:
+                self._loaded.popitem(last=False)
         return file
 
     def save_result(self, path: str | os.PathLike) -> Path:
         """Write the latest result with its provenance to an HDF5 file inside the data root.
 
+        An existing file is replaced only when the component was made with
+        ``overwrite_results=True`` (the ``OverwriteResults`` device property), and the file the
+        result was restored from never, even then. The write is atomic and the new file gets
+        the usual permissions (``0o666`` less the server's umask).
+
         Returns
         -------
         pathlib.Path
-            The written file (replaced if it existed).
+            The written file, inside the (resolved) data root.
+
+        Raises
+        ------
+        asirp.safe_files.OutputExistsError
+            If the file exists and overwriting is not allowed.
+        asirp.safe_files.ProtectedFileError
+            If the file is the input of the result.
         """
         record = self.result
         if record is None:
             raise NotReady("there is no result to save yet: call Restore first")
-        file, dataset = self.resolve_path(path, must_exist=False)
+        root = self._require_root()
+        text = os.fspath(path).strip()
+        if not text:
+            raise ValueError("the path is empty; give a file inside the data root")
+        file_part, dataset = split_hdf5_path(text)
         if dataset is not None:
             raise ValueError("SaveResult writes a whole HDF5 file; give a path without '::'")
+        file = root.resolve(file_part)
         if file.suffix.lower() not in HDF5_SUFFIXES:
             raise ValueError(
                 f"SaveResult writes HDF5: the file name must end with one of "
                 f"{', '.join(HDF5_SUFFIXES)}, got {file.name!r}"
             )
-        if file.is_dir():
-            raise ValueError(f"{file} is a folder; give a file name")
-        return write_restoration(file, record.restoration, input_path=record.source)
+        with self._files_lock:
+            source = self._loaded.get(record.source)
+        return write_restoration(
+            file_part,
+            record.restoration,
+            input_path=record.source,
+            overwrite=self._overwrite_results,
+            protect=[source],
+            root=root,
+            hint="set the OverwriteResults device property to true to replace existing files",
+        )
 
     # ------------------------------------------------------------------ state changes
     def _transition(self, state: ComponentState, status: str) -> None:
@@ -580,21 +746,78 @@ class RestorationComponent:
                 self._progress = percent
             self._call(self._progress_callbacks, percent)
 
-    def start(self) -> None:
-        """Start restoring the input map in the worker thread and return at once.
+    def request_settings(self, overrides: Mapping[str, Any] | None = None) -> Settings:
+        """The current settings with ``overrides`` (for one request) validated and applied.
+
+        Parameters
+        ----------
+        overrides : mapping, optional
+            Any of ``method``, ``auto_select``, ``iterations``, ``beam_fwhm_um``, ``pixel_um``
+            (µm) and ``parameters`` (a mapping or JSON object text; a ``weights`` file in them
+            is opened in the data root, as by :meth:`set_parameters`).
+
+        Raises
+        ------
+        ValueError, TypeError
+            For an unknown key or an invalid value.
+        """
+        validators: dict[str, Callable[[Any], Any]] = {
+            "method": validate_method,
+            "auto_select": _validate_flag,
+            "iterations": validate_iterations,
+            "beam_fwhm_um": lambda value: validate_length_um(value, "beam_fwhm_um"),
+            "pixel_um": lambda value: validate_length_um(value, "pixel_um"),
+            # a weights file is opened inside the data root, as for set_parameters
+            "parameters": lambda value: self._pin_weights(parse_parameters(value)),
+        }
+        overrides = dict(overrides or {})
+        unknown = sorted(set(overrides) - set(validators))
+        if unknown:
+            raise ValueError(f"unknown settings {unknown}; known: {sorted(validators)}")
+        changes = {key: validators[key](value) for key, value in overrides.items()}
+        return replace(self.settings, **changes)
+
+    def start(
+        self,
+        image: Any = None,
+        *,
+        settings: Mapping[str, Any] | None = None,
+        source: str = "Submit",
+    ) -> int:
+        """Start a restoration in the worker thread and return its request id at once.
 
         The state is ``RUNNING`` when this returns; it goes back to ``ON`` after the result is
         published, or to ``ALARM`` (reason in the status) if the restoration fails.
+
+        Parameters
+        ----------
+        image : array_like, optional
+            The map to restore, checked like :meth:`set_input`; the input map
+            (:attr:`input_image`) is left as it is. ``None`` restores the input map.
+        settings : mapping, optional
+            Settings for this request only, over the current ones (see
+            :meth:`request_settings`); the current settings do not change.
+        source : str
+            Provenance recorded for ``image`` (the input map keeps its own).
+
+        Returns
+        -------
+        int
+            The request id: the published :class:`ResultRecord` carries it, and
+            :meth:`fetch_result` returns that result (and only that one) by it.
 
         Raises
         ------
         RestorationBusy
             If a restoration is already running.
         NotReady
-            If there is no input map.
+            If there is no input map (and no ``image``).
         ValueError, TypeError
-            If the settings do not fit the method (checked before anything starts).
+            If the image or the settings are invalid or do not fit the method (checked before
+            anything starts).
         """
+        array = None if image is None else validate_map(image)
+        chosen = self.request_settings(settings) if settings else None
         with self._notify_lock:
             with self._lock:
                 if self._job is not None:
@@ -602,24 +825,29 @@ class RestorationComponent:
                         f"a restoration is already running ({self._progress} % done); wait "
                         "for the state to return to ON, or call Abort"
                     )
-                if self._input is None:
+                if array is None and self._input is None:
                     raise NotReady("there is no input image: write input_image or call LoadImage")
-                method, kwargs = engine_call(self._settings)
-                scale = output_scale(self._settings)
-                rows, cols = self._input.shape
+                request_settings = chosen if chosen is not None else self._settings
+                method, kwargs = engine_call(request_settings)
+                scale = output_scale(request_settings)
+                job_image = array if array is not None else self._input
+                rows, cols = job_image.shape
                 if max(rows, cols) * scale > MAX_SIDE_PX:
                     raise ValueError(
-                        f"{self._settings.method} would return a {rows * scale}x{cols * scale} px "
-                        f"map (scale {scale}); restored_image holds at most {MAX_SIDE_PX} px a "
-                        "side: restore a smaller map or use a smaller scale"
+                        f"{request_settings.method} would return a {rows * scale}x"
+                        f"{cols * scale} px map (scale {scale}); restored_image holds at most "
+                        f"{MAX_SIDE_PX} px a side: restore a smaller map or use a smaller scale"
                     )
+                request_id = self._next_request
+                self._next_request += 1
                 job = _Job(
-                    image=self._input,
-                    source=self._input_source,
+                    image=job_image,
+                    source=source if array is not None else self._input_source,
                     method=method,
                     kwargs=kwargs,
                     cancel=threading.Event(),
                     started=time.perf_counter(),
+                    request_id=request_id,
                 )
                 self._job = job
                 worker = threading.Thread(
@@ -634,6 +862,7 @@ class RestorationComponent:
             )
             self._set_progress(0)
         worker.start()
+        return request_id
 
     def _report(self, job: _Job, fraction: float) -> None:
         percent = min(99, max(0, int(100 * fraction)))
@@ -675,23 +904,90 @@ class RestorationComponent:
             outcome = (ComponentState.ON, "")
         with self._notify_lock:
             if result is not None:
-                record = self._publish(result, job.source, time.perf_counter() - job.started)
+                record = self._publish(
+                    result, job.source, time.perf_counter() - job.started, job.request_id
+                )
                 self._set_progress(100)
                 outcome = (ComponentState.ON, _describe(record))
             with self._lock:
+                if result is None:
+                    self._failures[job.request_id] = outcome[1]
+                    while len(self._failures) > RESULT_CACHE_SIZE:
+                        self._failures.popitem(last=False)
                 self._job = None
                 self._worker = None
             self._transition(*outcome)
 
-    def _publish(self, restoration: Restoration, source: str, duration_s: float) -> ResultRecord:
+    def _publish(
+        self,
+        restoration: Restoration,
+        source: str,
+        duration_s: float,
+        request_id: int | None = None,
+    ) -> ResultRecord:
+        """Record ``restoration`` as the latest result, keep it by request id, tell listeners.
+
+        ``request_id`` is the id of the request it answers; ``None`` (a live result) takes a
+        fresh one.
+        """
         restoration.image.flags.writeable = False
         with self._notify_lock:
             with self._lock:
+                if request_id is None:
+                    request_id = self._next_request
+                    self._next_request += 1
                 self._sequence += 1
-                record = ResultRecord(restoration, self._sequence, source, duration_s)
+                record = ResultRecord(restoration, self._sequence, source, duration_s, request_id)
                 self._result = record
+                self._results[request_id] = record
+                self._trim_results()
             self._call(self._result_callbacks, record)
         return record
+
+    def _trim_results(self) -> None:
+        """Drop the oldest kept results beyond the count and byte budgets (caller locks)."""
+        total = sum(record.restoration.image.nbytes for record in self._results.values())
+        while len(self._results) > 1 and (
+            len(self._results) > RESULT_CACHE_SIZE or total > RESULT_CACHE_BYTES
+        ):
+            _, dropped = self._results.popitem(last=False)
+            total -= dropped.restoration.image.nbytes
+
+    def fetch_result(self, request_id: int) -> ResultRecord:
+        """The result of request ``request_id``, whichever results came after it.
+
+        Raises
+        ------
+        NotReady
+            While that request is still running.
+        RequestFailed
+            If it ended without a result (failed or aborted; the message says why).
+        UnknownRequest
+            If no such request was made, or its result is no longer kept (only the latest
+            :data:`RESULT_CACHE_SIZE`, within :data:`RESULT_CACHE_BYTES`).
+        """
+        if isinstance(request_id, bool) or not isinstance(request_id, int | np.integer):
+            raise TypeError(f"a request id is an integer, got {request_id!r}")
+        request_id = int(request_id)
+        with self._lock:
+            record = self._results.get(request_id)
+            if record is not None:
+                return record
+            if self._job is not None and self._job.request_id == request_id:
+                raise NotReady(
+                    f"request {request_id} is still running ({self._progress} % done); "
+                    "fetch it again when it ends"
+                )
+            failure = self._failures.get(request_id)
+            issued = self._first_request <= request_id < self._next_request
+        if failure is not None:
+            raise RequestFailed(f"request {request_id} has no result: {failure}")
+        if issued:
+            raise UnknownRequest(
+                f"the result of request {request_id} is no longer kept (only the latest "
+                f"{RESULT_CACHE_SIZE} results are); restore the map again"
+            )
+        raise UnknownRequest(f"there is no request {request_id} (not issued by this device)")
 
     def publish_result(self, restoration: Restoration, source: str) -> ResultRecord:
         """Publish a restoration made elsewhere (live mode) as the latest result.
@@ -787,6 +1083,13 @@ class RestorationComponent:
         """Abort any running restoration and wait up to ``timeout`` s for the worker to end."""
         self.abort()
         self.wait(timeout)
+
+
+def _validate_flag(value: Any) -> bool:
+    """Return ``value`` as a bool if it is one, else raise a clear error."""
+    if not isinstance(value, bool | np.bool_):
+        raise TypeError(f"auto_select must be true or false, got {value!r}")
+    return bool(value)
 
 
 def _describe(record: ResultRecord) -> str:

@@ -14,7 +14,12 @@ Conventions: commands are PascalCase, attributes snake_case. Input and setting e
 ``ASIRP_NotReady``
     ``Restore`` without an input image, ``SaveResult`` without a result.
 ``ASIRP_DataRoot``
-    A path outside the data root, or no data root configured.
+    A path outside the data root, through a symbolic link (none is followed in the data root),
+    an HDF5 file that would make the device read another file (external link, virtual
+    dataset, external storage), or no data root configured.
+``ASIRP_Exists``
+    ``SaveResult`` onto an existing file while ``OverwriteResults`` is false, or onto the file
+    the result was restored from (never replaced).
 ``ASIRP_FileError``
     A missing or unreadable file, or a write that failed.
 ``ASIRP_Fault``
@@ -23,6 +28,17 @@ Conventions: commands are PascalCase, attributes snake_case. Input and setting e
     ``StartLive`` while live mode runs, or a change of ``live_field``/``live_normalize`` then.
 ``ASIRP_LiveError``
     Live mode could not start (the tiled server of ``TiledUri`` or the subscription failed).
+``ASIRP_UnknownRequest``
+    ``FetchResult`` of a request id this device never gave, or whose result is no longer kept
+    (the latest 16 are).
+``ASIRP_RequestFailed``
+    ``FetchResult`` of a request that ended without a result (failed or aborted).
+
+Requests: ``Restore`` and ``Submit`` return a request id (DevLong64); each result carries the id
+of the request it answers (``result_id``, pushed before ``restored_image``, and ``request_id``
+in ``metrics_json``), and ``FetchResult(id)`` returns the result of exactly that request, so
+several clients never read each other's maps: ``Submit`` the map (and settings) in one call,
+retry on ``ASIRP_Busy``, then ``FetchResult`` until it stops raising ``ASIRP_NotReady``.
 
 States: ``ON`` (ready), ``RUNNING`` (restoring; ``Restore`` is refused), ``ALARM`` (the last
 restoration failed, local or live; reason in ``Status``), ``FAULT`` (bad device properties: fix
@@ -55,19 +71,23 @@ import tango
 from tango import AttrWriteType, DevState
 from tango.server import Device, attribute, command, device_property, run
 
-from asirp.io import InputFileError
+from asirp.io import InputFileError, InputTooLargeError, UnsafeInputError
 from asirp_device import SERVER_NAME
 from asirp_device.component import (
     MAX_SIDE_PX,
     ComponentState,
     DataRootError,
     NotReady,
+    OutputExistsError,
+    RequestFailed,
     RestorationBusy,
     RestorationComponent,
     ResultRecord,
     Settings,
+    UnknownRequest,
 )
 from asirp_device.live import LiveBusy, LiveError, LiveMode, LiveOptions
+from asirp_device.wire import decode_map, encode_result
 
 _LOG = logging.getLogger(__name__)
 
@@ -84,6 +104,7 @@ METRIC_ATTRIBUTES = ("contrast_std", "sharpness", "noise_sigma", "residual")
 """Metrics that also have their own scalar attribute (all are in ``metrics_json``)."""
 
 RESULT_ATTRIBUTES = (
+    "result_id",
     "restored_image",
     "psf",
     "method_used",
@@ -92,7 +113,8 @@ RESULT_ATTRIBUTES = (
     "iterations_run",
     "last_duration_ms",
 )
-"""Attributes that change with every result (each pushes change events)."""
+"""Attributes that change with every result (each pushes change events, in this order:
+``result_id`` first, so a client knows which request the next ``restored_image`` answers)."""
 
 
 def _throw(reason: str, error: BaseException, origin: str) -> None:
@@ -114,10 +136,18 @@ def _tango_errors(origin: str) -> Iterator[None]:
         _throw("ASIRP_LiveError", error, origin)
     except RestorationBusy as error:
         _throw("ASIRP_Busy", error, origin)
+    except UnknownRequest as error:
+        _throw("ASIRP_UnknownRequest", error, origin)
+    except RequestFailed as error:
+        _throw("ASIRP_RequestFailed", error, origin)
     except NotReady as error:
         _throw("ASIRP_NotReady", error, origin)
-    except DataRootError as error:
+    except (DataRootError, UnsafeInputError) as error:
         _throw("ASIRP_DataRoot", error, origin)
+    except OutputExistsError as error:
+        _throw("ASIRP_Exists", error, origin)
+    except InputTooLargeError as error:
+        _throw("ASIRP_InvalidInput", error, origin)
     except (InputFileError, OSError) as error:
         _throw("ASIRP_FileError", error, origin)
     except (ValueError, TypeError) as error:
@@ -177,7 +207,13 @@ class ASIRP(Device):
     DataRoot = device_property(
         dtype=str,
         default_value="",
-        doc="Folder that LoadImage and SaveResult are confined to; empty disables file access.",
+        doc="Folder that LoadImage, SaveResult and a weights file in parameters_json are "
+        "confined to (no symbolic link inside it is followed); empty disables file access.",
+    )
+    OverwriteResults = device_property(
+        dtype=bool,
+        default_value=False,
+        doc="Let SaveResult replace an existing file (never the file the result came from).",
     )
     DefaultMethod = device_property(
         dtype=str, default_value="richardson_lucy", doc="Initial value of method."
@@ -231,6 +267,14 @@ class ASIRP(Device):
         default_value=1.0,
         doc="µm per motor unit of the live scans (1 for µm stages, 1000 for mm stages).",
     )
+    LiveAllowPickle = device_property(
+        dtype=bool,
+        default_value=False,
+        doc="Live mode also reads pickled documents (bluesky's default Publisher). Unpickling "
+        "runs code chosen by the sender: this trusts every publisher that can reach the proxy "
+        "(and any proxy a client names in StartLive) to run code in this server. Default: "
+        "msgpack only (Publisher(..., serializer=callbacks.serialization.serializer)).",
+    )
 
     # ------------------------------------------------------------------ life cycle
     def init_device(self) -> None:
@@ -257,6 +301,7 @@ class ASIRP(Device):
                     compute_device=self.ComputeDevice,
                 ),
                 data_root=self.DataRoot or None,
+                overwrite_results=self.OverwriteResults,
             )
             live = LiveMode(
                 component,
@@ -266,6 +311,7 @@ class ASIRP(Device):
                     every_rows=self.LiveEveryRows,
                     position_scale_um=self.LivePositionScaleUm,
                     tiled_uri=self.TiledUri,
+                    allow_pickle=bool(self.LiveAllowPickle),
                 ),
             )
         except Exception as error:  # bad properties, engine not usable: the device is broken
@@ -518,9 +564,19 @@ class ASIRP(Device):
         """All metrics of the latest result as a JSON object ('{}' before the first result).
 
         contrast_std and noise_sigma are in counts, the others dimensionless; the *_input
-        figures describe the measured map.
+        figures describe the measured map; request_id is the result's result_id.
         """
         return self._result_value("metrics_json")
+
+    @attribute(
+        dtype="DevLong64",
+        doc="Request id of the latest result (what Restore or Submit returned for it; live "
+        "results get their own); 0 before the first result. Its change event is pushed "
+        "before restored_image's. Several clients: use FetchResult(id), not restored_image.",
+    )
+    def result_id(self) -> int:
+        """Request id of the latest result, the id Restore/Submit returned (0 before any)."""
+        return self._result_value("result_id")
 
     @attribute(dtype=float, unit="counts")
     def contrast_std(self) -> float:
@@ -558,15 +614,70 @@ class ASIRP(Device):
         return self._require().progress
 
     # ------------------------------------------------------------------ commands
-    @command
-    def Restore(self) -> None:
+    @command(
+        dtype_out="DevLong64",
+        doc_out="Request id of this restoration: result_id once its result is published, "
+        "and the argument of FetchResult.",
+    )
+    def Restore(self) -> int:
         """Start restoring input_image and return at once: RUNNING, then ON (ALARM if it fails).
 
-        Refused (DevFailed) while RUNNING, without an input image, or when the parameters do
-        not fit the method.
+        Refused (DevFailed) while RUNNING (ASIRP_Busy), without an input image, or when the
+        parameters do not fit the method. input_image is shared by every client: with
+        several clients, use Submit.
         """
         with _tango_errors("ASIRP.Restore"):
-            self._require().start()
+            return self._require().start()
+
+    @command(
+        dtype_in=tango.DevEncoded,
+        doc_in='Header: JSON object {"shape": [rows, columns], "dtype": "float32"} (also '
+        "float64, uint8, uint16, uint32, int16, int32), optionally with settings for this "
+        "request only: method, auto_select, iterations, beam_fwhm_um (µm), pixel_um (µm), "
+        "parameters (object). Data: the map's bytes, C order, little-endian, counts; "
+        "4 to 4096 px a side, finite.",
+        dtype_out="DevLong64",
+        doc_out="Request id: pass it to FetchResult (also result_id once published).",
+    )
+    def Submit(self, request: tuple[str, bytes]) -> int:
+        """Start restoring the map given here (input_image is not touched); return its id.
+
+        Returns at once (RUNNING, then ON). Refused (DevFailed): a malformed header or map, or
+        settings that do not fit (ASIRP_InvalidInput), a restoration running (ASIRP_Busy:
+        retry later). See asirp_device.wire for the format.
+        """
+        with _tango_errors("ASIRP.Submit"):
+            component = self._require()
+            header, data = request
+            image, settings = decode_map(header, data)
+            return component.start(image, settings=settings, source="Submit")
+
+    @command(
+        dtype_in="DevLong64",
+        doc_in="Request id returned by Submit or Restore.",
+        dtype_out=tango.DevEncoded,
+        doc_out='Header: JSON object {"request_id", "method", "shape": [rows, columns], '
+        '"dtype": "float32", "sequence", "iterations_run", "duration_ms", "metrics"}. Data: '
+        "the restored map, float32 counts, C order, little-endian.",
+    )
+    def FetchResult(self, request_id: int) -> tuple[str, bytes]:
+        """The result of exactly that request (one of the latest 16), whatever came since.
+
+        Refused (DevFailed): still running (ASIRP_NotReady: fetch again), ended without a
+        result (ASIRP_RequestFailed), unknown or no longer kept (ASIRP_UnknownRequest).
+        """
+        with _tango_errors("ASIRP.FetchResult"):
+            record = self._require().fetch_result(int(request_id))
+            values = _result_values(record)
+            header = {
+                "request_id": record.request_id,
+                "method": values["method_used"],
+                "sequence": record.sequence,
+                "iterations_run": values["iterations_run"],
+                "duration_ms": values["last_duration_ms"],
+                "metrics": record.restoration.metrics,
+            }
+            return encode_result(header, record.restoration.image)
 
     @command
     def Abort(self) -> None:
@@ -592,7 +703,8 @@ class ASIRP(Device):
 
     @command(
         dtype_in=str,
-        doc_in="HDF5 file (.h5, .hdf5, .hdf, .nxs) inside the data root; replaced if it exists.",
+        doc_in="HDF5 file (.h5, .hdf5, .hdf, .nxs) inside the data root; an existing file is "
+        "replaced only with the OverwriteResults property (never the result's input).",
         dtype_out=str,
         doc_out="The resolved file that was written.",
     )
@@ -691,6 +803,7 @@ def _result_values(record: ResultRecord | None) -> dict[str, Any]:
     if record is None:
         values: dict[str, Any] = dict.fromkeys(METRIC_ATTRIBUTES, math.nan)
         values.update(
+            result_id=0,
             restored_image=_EMPTY_IMAGE,
             psf=_EMPTY_IMAGE,
             method_used="",
@@ -705,10 +818,11 @@ def _result_values(record: ResultRecord | None) -> dict[str, Any]:
     psf = restoration.psf
     values = {name: float(metrics.get(name, math.nan)) for name in METRIC_ATTRIBUTES}
     values.update(
+        result_id=record.request_id,
         restored_image=restoration.image,
         psf=_EMPTY_IMAGE if psf is None else np.asarray(psf, dtype=np.float32),
         method_used=restoration.method,
-        metrics_json=json.dumps(metrics, sort_keys=True),
+        metrics_json=json.dumps({**metrics, "request_id": record.request_id}, sort_keys=True),
         iterations_run=int(iterations) if isinstance(iterations, int) else 0,
         last_duration_ms=1000.0 * record.duration_s,
     )
