@@ -12,10 +12,10 @@ criterion used here measures both effects on counts the restoration did not see.
 
 Criterion
 ---------
-The counts are split by binomial thinning (Poisson data thinning; Leiner et al. 2023, Neufeld
-et al. 2024): two disjoint subsets :math:`y_1, y_2` each draw every event with probability
-:math:`p` (:math:`y_f \sim \mathrm{Binomial}(y, p)`), so that, for Poisson data, :math:`y_f` and
-:math:`y - y_f` are independent Poisson maps with means :math:`p\mu` and :math:`(1-p)\mu`.
+The counts are split by binomial thinning (:mod:`asirp.heldout`, with the references): two
+disjoint subsets :math:`y_1, y_2` each draw every event with probability :math:`p`, so that
+:math:`y_f` and :math:`y - y_f` are independent Poisson maps of means :math:`p\mu` and
+:math:`(1-p)\mu`.
 For a candidate width :math:`s`, Richardson-Lucy restores each subset (no acceleration, from
 the smoothed start), and its prediction, scaled by :math:`(1-p)/p`, is scored against the held
 counts by the Poisson deviance
@@ -71,15 +71,11 @@ brightest pixels the estimate drifts low.
 
 References
 ----------
-.. [1] J. Leiner, B. Duan, L. Wasserman and A. Ramdas, "Data fission: splitting a single data
-   point", J. Am. Stat. Assoc. (2023).
-.. [2] A. Neufeld, A. Dharamshi, L. L. Gao and D. Witten, "Data thinning for
-   convolution-closed distributions", J. Mach. Learn. Res. 25, 1-35 (2024).
-.. [3] A. Levin, Y. Weiss, F. Durand and W. T. Freeman, "Understanding blind deconvolution
+.. [1] A. Levin, Y. Weiss, F. Durand and W. T. Freeman, "Understanding blind deconvolution
    algorithms", IEEE TPAMI 33, 2354-2367 (2011).
-.. [4] S. J. Reeves and R. M. Mersereau, "Blur identification by the method of generalized
+.. [2] S. J. Reeves and R. M. Mersereau, "Blur identification by the method of generalized
    cross-validation", IEEE Trans. Image Process. 1, 301-311 (1992).
-.. [5] L. Breiman, J. Friedman, R. Olshen and C. Stone, "Classification and Regression Trees",
+.. [3] L. Breiman, J. Friedman, R. Olshen and C. Stone, "Classification and Regression Trees",
    Wadsworth (1984); T. Hastie, R. Tibshirani and J. Friedman, "The Elements of Statistical
    Learning", 2nd ed., Springer (2009).
 """
@@ -88,7 +84,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -97,6 +92,14 @@ import numpy as np
 import torch
 
 from asirp.blur import BlurOperator
+from asirp.heldout import (
+    Folds,
+    make_folds,
+    poisson_deviance_offset,
+    poisson_deviance_terms,
+    standard_error,
+    structured_window,
+)
 from asirp.registry import Problem
 
 TRUNCATE = 4.0
@@ -178,161 +181,6 @@ def gaussian_kernels(
 def kernel_radius(sigma: float, limit: int) -> int:
     """Half-size of a Gaussian window, ``ceil(4 sigma)`` (at least 1), at most ``limit``."""
     return int(min(max(1, math.ceil(TRUNCATE * sigma)), max(1, limit)))
-
-
-def thin_counts(
-    events: np.ndarray, fraction: float, rng: np.random.Generator
-) -> tuple[np.ndarray, np.ndarray]:
-    """Two disjoint binomial thinnings of a count map.
-
-    Every event goes to the first subset with probability ``fraction``, to the second with
-    probability ``fraction``, and stays out of both otherwise (a multinomial split). For Poisson
-    counts the two subsets and the rest are independent Poisson maps.
-
-    Parameters
-    ----------
-    events : numpy.ndarray
-        Non-negative integer counts ``(H, W)``.
-    fraction : float
-        In (0, 1/2].
-    rng : numpy.random.Generator
-        Seeded generator.
-
-    Returns
-    -------
-    (numpy.ndarray, numpy.ndarray)
-        The two subsets, int64 ``(H, W)``.
-    """
-    first = rng.binomial(events, fraction)
-    if fraction >= 0.5:
-        return first, events - first
-    second = rng.binomial(events - first, fraction / (1.0 - fraction))
-    return first, second
-
-
-def structured_window(image: np.ndarray, size: int) -> tuple[slice, slice]:
-    """The ``size`` x ``size`` window of a map with the most edge energy.
-
-    Edge energy is the sum of squared differences of the map after a 3 x 3 box average (which
-    lowers the noise). Windows are tried on a grid of steps ``size // 4``.
-
-    Parameters
-    ----------
-    image : numpy.ndarray
-        ``(H, W)`` counts.
-    size : int
-        Window side, pixels.
-
-    Returns
-    -------
-    (slice, slice)
-        Rows and columns of the window (the whole axis where it is not longer than ``size``).
-    """
-    rows, cols = image.shape
-    if rows <= size and cols <= size:
-        return slice(0, rows), slice(0, cols)
-    padded = np.pad(image.astype(np.float64), 1, mode="edge")
-    smooth = sum(padded[dy : dy + rows, dx : dx + cols] for dy in range(3) for dx in range(3)) / 9.0
-    energy = np.zeros_like(smooth)
-    energy[:-1, :] += np.diff(smooth, axis=0) ** 2
-    energy[:, :-1] += np.diff(smooth, axis=1) ** 2
-    table = np.pad(energy.cumsum(0).cumsum(1), ((1, 0), (1, 0)))
-    size_y, size_x = min(size, rows), min(size, cols)
-    step = max(1, size // 4)
-    starts_y = sorted({*range(0, rows - size_y + 1, step), rows - size_y})
-    starts_x = sorted({*range(0, cols - size_x + 1, step), cols - size_x})
-    best, where = -1.0, (0, 0)
-    for top in starts_y:
-        for left in starts_x:
-            total = (
-                table[top + size_y, left + size_x]
-                - table[top, left + size_x]
-                - table[top + size_y, left]
-                + table[top, left]
-            )
-            if total > best:
-                best, where = total, (top, left)
-    return slice(where[0], where[0] + size_y), slice(where[1], where[1] + size_x)
-
-
-@dataclass
-class Folds:
-    """Thinned counts of a stack of maps, for the held-out scores.
-
-    Attributes
-    ----------
-    fit : torch.Tensor
-        ``(B, 2, h, w)`` the two fitted subsets of every map (events).
-    held : torch.Tensor
-        ``(B, 2, h, w)`` the counts held out from each (events).
-    fraction : numpy.ndarray
-        ``(B,)`` the thinning probability of each map.
-    background : float
-        Background of the full map, events per pixel.
-    """
-
-    fit: torch.Tensor
-    held: torch.Tensor
-    fraction: np.ndarray
-    background: float
-
-
-def make_folds(
-    events: np.ndarray, counts: float, background: float, seed: int, device: torch.device
-) -> Folds:
-    """Thin each map of a stack into two fitted subsets and their held-out complements.
-
-    The generator of each map is seeded by ``seed`` and a checksum of the map, so a map gets
-    the same split whatever stack or chunk it is restored in.
-
-    Parameters
-    ----------
-    events : numpy.ndarray
-        ``(B, h, w)`` non-negative integer counts (Poisson events).
-    counts : float
-        Target events per subset at the brightest pixels (99.5th percentile).
-    background : float
-        Background, events per pixel.
-    seed : int
-        The restoration's seed.
-    device : torch.device
-        Where the tensors go.
-    """
-    fits, helds, fractions = [], [], []
-    for image in events:
-        checksum = zlib.crc32(np.ascontiguousarray(image).tobytes())
-        rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, checksum])
-        bright = float(np.percentile(image, 99.5))
-        fraction = 0.5 if bright <= 2.0 * counts else max(counts / bright, 1e-3)
-        first, second = thin_counts(image, fraction, rng)
-        fits.append(np.stack([first, second]))
-        helds.append(np.stack([image - first, image - second]))
-        fractions.append(fraction)
-
-    def tensor(arrays: list[np.ndarray]) -> torch.Tensor:
-        return torch.from_numpy(np.stack(arrays).astype(np.float32)).to(device)
-
-    return Folds(tensor(fits), tensor(helds), np.asarray(fractions), float(background))
-
-
-def standard_error(deviance: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
-    r"""Standard error of a difference of summed held-out deviances, from per-pixel terms.
-
-    Parameters
-    ----------
-    deviance : torch.Tensor
-        ``(..., h, w)`` per-pixel held-out deviance of candidates.
-    reference : torch.Tensor
-        ``(h, w)`` or broadcastable: that of the reference (the best candidate).
-
-    Returns
-    -------
-    torch.Tensor
-        ``(...)``: :math:`\sqrt{N \operatorname{var}_i(d_i - d^{\mathrm{ref}}_i)}` with ``N``
-        pixels, in deviance units (events).
-    """
-    difference = (deviance - reference).flatten(-2).double()
-    return (difference.shape[-1] * difference.var(dim=-1)).sqrt()
 
 
 def heldout_scores(
@@ -419,9 +267,7 @@ def heldout_scores(
     best = torch.full((batch * count,), math.inf, dtype=torch.float64, device=device)
     best_at = torch.zeros(batch * count, dtype=torch.int64, device=device)
     best_maps = torch.zeros((batch * count, *shape), device=device)
-    offset = (
-        (torch.xlogy(held, held) - held).sum(dim=(-2, -1), dtype=torch.float64).view(-1, 2).sum(1)
-    )
+    offset = poisson_deviance_offset(held).view(-1, 2).sum(1)
     known = known / 2.0 - offset.view(batch, count)[:, 0]
     known_maps = known_maps / 2.0
 
@@ -441,7 +287,7 @@ def heldout_scores(
         problem.check_cancel()
         prediction = (operator.forward(estimate) + run_background).clamp_min_(1e-12)
         mean = prediction * run_scale
-        terms = (mean - run_held * mean.log()).view(-1, 2, *shape).sum(dim=1)
+        terms = poisson_deviance_terms(run_held, mean).view(-1, 2, *shape).sum(dim=1)
         totals = terms.sum(dim=(-2, -1), dtype=torch.float64)
         improved = totals < run_best
         run_best = torch.where(improved, totals, run_best)

@@ -6,7 +6,8 @@ only honest when the two parts have independent noise. Three ways to get them:
 ``"binomial"`` (counts: µ-XRF maps, raw detector images)
     Binomial thinning. For Poisson counts :math:`n \sim \mathcal{P}(\lambda)`, drawing
     :math:`n_1 \sim \mathrm{Binomial}(n, 1/2)` and :math:`n_2 = n - n_1` gives two *independent*
-    Poisson maps of mean :math:`\lambda / 2` each (the thinning property of the Poisson process).
+    Poisson maps of mean :math:`\lambda / 2` each (the thinning property of the Poisson process;
+    :func:`asirp.heldout.thin_counts`, shared with the blind beam-width search).
     Maps that are not integer counts (normalised by I0, say) are thinned in count units: the gain
     ``g`` (detector units per Poisson event) is estimated from the noise
     (:func:`asirp.iteration.estimate_counts_gain`), ``n = round(y / g)`` is thinned and the parts
@@ -38,6 +39,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
+from asirp.heldout import thin_counts
 
 SPLIT_KINDS = ("binomial", "fission", "measurements")
 
@@ -97,7 +100,7 @@ def binomial_split(data: np.ndarray, rng: np.random.Generator, gain: float = 1.0
         raise ValueError(f"gain must be finite and > 0, got {gain!r}")
     values = np.asarray(data, dtype=np.float64)
     counts = np.rint(np.clip(values, 0.0, None) / gain)
-    half = rng.binomial(counts.astype(np.int64), 0.5).astype(np.float64)
+    half = thin_counts(counts.astype(np.int64), 0.5, rng)[0].astype(np.float64)
     first = gain * half + 0.5 * (values - gain * counts)
     second = values - first
     variance = np.stack(

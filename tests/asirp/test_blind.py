@@ -9,13 +9,8 @@ import pytest
 import torch
 
 import asirp
-from asirp.methods._psf_search import (
-    gaussian_kernels,
-    make_folds,
-    standard_error,
-    structured_window,
-    thin_counts,
-)
+from asirp.heldout import make_folds, standard_error, structured_window, thin_counts
+from asirp.methods._psf_search import gaussian_kernels
 from asirp.methods.blind_richardson_lucy import BlindWidthWarning
 from asirp.metrics import blur
 from asirp.phantoms import copper_mesh
