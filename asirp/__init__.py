@@ -12,6 +12,7 @@ Examples
 ((64, 64), 'richardson_lucy')
 """
 
+from asirp import _builtin  # noqa: F401  (registers the built-in methods; before any look-up)
 from asirp._version import __version__
 from asirp.registry import (
     MethodSpec,

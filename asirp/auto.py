@@ -1,4 +1,4 @@
-"""``method="auto"``: the measured selector behind :func:`asirp.restore`, and its rule prior.
+"""``method="auto"``: the measured selector behind :func:`asirp.restore`.
 
 ``asirp.restore(image, "auto", ...)`` hands the choice to :func:`asirp.selection.select_stack`
 (see :mod:`asirp.selection` for the score, the modes, the budget and the policy file) and runs
@@ -10,18 +10,8 @@ words), ``params["selection"]`` (every candidate with its score and cost, the sp
 and ``metrics["selection_s"]``, ``metrics["selection_score"]`` and
 ``metrics["selection_gain_db"]``.
 
-The rule below (:func:`choose_method`) is what ``auto`` did before it measured anything. It is
-kept as the selector's prior: it orders the candidates (its choice is scored first, so a tight
-budget still scores it), and it decides alone for maps too small to split and score.
-
-1. No PSF described: refuse, naming the ways to give one (a beam FWHM and scan step, a sigma in
-   pixels, an array or a file) or ``blind_richardson_lucy`` with a guess.
-2. More than 1 % of the pixels are negative: the data are not counts, so the Poisson model does
-   not hold; use ``tikhonov`` with a Laplacian regulariser and a GCV-chosen weight.
-3. Otherwise (counts, raw or normalised): ``richardson_lucy`` with Biggs-Andrews acceleration,
-   stopped by the Poisson discrepancy principle (at most 200 iterations); when the counts are
-   so low (mean below 3 per pixel) that the discrepancy is met before the first iteration,
-   10 iterations with a light total-variation term instead.
+What ``auto`` did before it measured anything is kept as the selector's prior, in
+:mod:`asirp.selection.prior` (:func:`~asirp.selection.prior.choose_method`).
 """
 
 from __future__ import annotations
@@ -29,16 +19,19 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
+from asirp.backend import resolve_device
 from asirp.psf import ResolvedPSF
+from asirp.registry import MethodOutput, MethodSpec, method_specs
+from asirp.selection import COSTS, Candidate, make_context, measure_costs, select_stack
+from asirp.selection.costs import OVERHEAD
 
-NEGATIVE_FRACTION_LIMIT = 0.01
-LOW_COUNTS_MEAN = 3.0
 CONTEXT_KEYS = (
     "modality",
     "psf_known",
@@ -51,53 +44,6 @@ CONTEXT_KEYS = (
     "remember",
 )
 """Keywords of :func:`asirp.restore` that describe the selection context, not a method."""
-
-
-@dataclass
-class AutoChoice:
-    """The method chosen by the rule, the parameters it sets and why (in plain words)."""
-
-    method: str
-    params: dict[str, Any] = field(default_factory=dict)
-    reason: str = ""
-
-
-def choose_method(stack: np.ndarray, has_psf: bool) -> AutoChoice:
-    """Apply the documented rule to maps ``(B, H, W)``.
-
-    Raises
-    ------
-    ValueError
-        If no PSF is described (the rule only covers non-blind deconvolution).
-    """
-    if not has_psf:
-        raise ValueError(
-            "method='auto' needs the PSF: give beam_fwhm_um and pixel_um (µm), psf_sigma_px, "
-            "or a psf array/file; or choose method='blind_richardson_lucy' with an initial guess"
-        )
-    negative_fraction = float(np.mean(stack < 0))
-    if negative_fraction > NEGATIVE_FRACTION_LIMIT:
-        return AutoChoice(
-            "tikhonov",
-            {"regulariser": "laplacian", "positivity": False},
-            f"{100 * negative_fraction:.1f} % of the pixels are negative, so the data are not "
-            "counts: Tikhonov with a Laplacian regulariser weighted by generalised "
-            "cross-validation",
-        )
-    mean = float(np.mean(stack))
-    if mean < LOW_COUNTS_MEAN:
-        return AutoChoice(
-            "richardson_lucy",
-            {"iterations": 10, "stop": "fixed", "tv_weight": 0.01, "acceleration": False},
-            f"very low counts (mean {mean:.2g} per pixel): 10 Richardson-Lucy iterations with "
-            "total-variation weight 0.01",
-        )
-    return AutoChoice(
-        "richardson_lucy",
-        {"iterations": 200, "stop": "discrepancy", "acceleration": True},
-        "non-negative counts: Richardson-Lucy (Poisson maximum likelihood) with Biggs-Andrews "
-        "acceleration, stopped at the Poisson discrepancy",
-    )
 
 
 @dataclass
@@ -136,9 +82,6 @@ def identity_spec(scale: int = 1) -> Any:
     It is what "no restoration" runs as when the selector judges the input best; it is not in
     the registry, so ``available_methods()`` never lists it.
     """
-    import torch.nn.functional as F
-
-    from asirp.registry import MethodOutput, MethodSpec
 
     def run(problem: Any, params: dict[str, Any]) -> MethodOutput:
         data = problem.data
@@ -186,14 +129,8 @@ def resolve_auto(
     AutoResult
         The method, parameters and records.
     """
-    from asirp.backend import resolve_device
-    from asirp.selection import COSTS, Candidate, make_context, select_stack
-    from asirp.selection.costs import OVERHEAD
-
     context_args = {key: params[key] for key in CONTEXT_KEYS if key in params}
     fixed = {key: value for key, value in params.items() if key not in CONTEXT_KEYS}
-    from asirp.registry import method_specs
-
     known = {parameter.name for spec in method_specs() for parameter in spec.parameters}
     unknown = sorted(set(fixed) - known)
     if unknown:
@@ -213,8 +150,6 @@ def resolve_auto(
         # A first budgeted call at this size: time the candidates first (and pay the process's
         # one-time costs, kernels and FFT plans) outside the budget, which then prices them
         # by measurement instead of by prior; later calls find the costs cached.
-        from asirp.selection import measure_costs
-
         measuring = time.perf_counter()
         measure_costs(
             tuple(stack.shape[1:]),

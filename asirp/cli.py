@@ -23,6 +23,19 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
+from asirp._version import __version__
+from asirp.methods.blind_richardson_lucy import BlindWidthWarning
+from asirp.plotting import before_after_figure
+from asirp.registry import method_specs
+from asirp.restore import restore
+from asirp.safe_files import atomic_write, file_identity
+from asirp.sr.consistency import ConsistencyWarning
+from asirp.sr.train import TrainSettings, train
+
+# The commands that read or write HDF5 (restore, xrf-map, demo) import asirp.io, asirp.xrf and
+# asirp.demo when they run: those load h5py (about 0.2 s, measured with ``python -X
+# importtime``), which ``asirp methods`` and the adapters' sub-commands do not need.
+
 EXIT_BAD_INPUT = 2
 COMMAND_ENTRY_POINT_GROUP = "asirp.commands"
 
@@ -37,8 +50,6 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _methods_help() -> str:
-    from asirp.registry import method_specs
-
     lines = []
     for spec in method_specs():
         psf = "needs PSF" if spec.needs_psf else "no PSF"
@@ -93,8 +104,6 @@ def _pair_or_scalar(values: Sequence[float] | None) -> float | tuple[float, ...]
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``asirp`` command."""
-    from asirp._version import __version__
-
     parser = _Parser(prog="asirp", description="Adaptable synchrotron image restoration.")
     parser.add_argument("--version", action="version", version=f"asirp {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -190,8 +199,6 @@ def _add_train_parser(commands: Any) -> None:
 
 
 def _command_train(args: argparse.Namespace) -> None:
-    from asirp.sr.train import TrainSettings, train
-
     settings = TrainSettings(
         arch=args.arch,
         scale=args.scale,
@@ -263,7 +270,7 @@ def _add_xrf_map_parser(commands: Any) -> None:
 
 
 def _command_xrf_map(args: argparse.Namespace) -> None:
-    from asirp.xrf.config import XRFMapConfig, read_config
+    from asirp.xrf.config import XRFMapConfig, read_config  # lazy: h5py (see the imports)
     from asirp.xrf.workflow import run_xrf_map
 
     config = read_config(args.config) if args.config else XRFMapConfig()
@@ -305,8 +312,6 @@ def _check_output(
     The writes check again atomically (:func:`asirp.safe_files.atomic_write`); this only saves
     a restoration whose result could not be written.
     """
-    from asirp.safe_files import file_identity
-
     identity = file_identity(target)
     if identity is None:
         return
@@ -321,11 +326,8 @@ def _check_output(
 def _command_restore(args: argparse.Namespace) -> None:
     import numpy as np
 
-    from asirp.io import read_array, split_hdf5_path, write_restoration
-    from asirp.methods.blind_richardson_lucy import BlindWidthWarning
-    from asirp.restore import restore
-    from asirp.safe_files import atomic_write, file_identity
-    from asirp.sr.consistency import ConsistencyWarning
+    from asirp.io import read_array, split_hdf5_path  # lazy: h5py (see the imports)
+    from asirp.results_io import write_restoration
 
     output = Path(args.output)
     inputs = [split_hdf5_path(name)[0] for name in (args.input, args.reference, args.psf) if name]
@@ -382,8 +384,6 @@ def _command_restore(args: argparse.Namespace) -> None:
         hint=hint,
     )
     if args.plot:
-        from asirp.plotting import before_after_figure
-
         pixel = args.pixel_um[0] if args.pixel_um else None
         guarded = [*protected, file_identity(output)]
         with atomic_write(args.plot, overwrite=args.overwrite, protect=guarded, hint=hint) as out:
@@ -395,7 +395,7 @@ def _command_restore(args: argparse.Namespace) -> None:
 
 
 def _command_demo(args: argparse.Namespace) -> None:
-    from asirp.demo import run_demo
+    from asirp.demo import run_demo  # lazy: h5py (see the imports)
 
     summary = run_demo(args.output, method=args.method, seed=args.seed, device=args.device)
     figures = summary["metrics"]

@@ -23,12 +23,12 @@ from typing import Any
 
 import numpy as np
 
-from asirp.io import write_restoration
 from asirp.metrics import blur
 from asirp.phantoms import copper_mesh
 from asirp.plotting import before_after_figure
 from asirp.psf import beam_sigma_px, gaussian_psf
 from asirp.restore import restore
+from asirp.results_io import write_restoration
 
 BEAM_FWHM_UM = 50.0
 HOLE_UM, BAR_UM = 108.0, 37.0

@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from asirp.metrics import noise_sigma
 from asirp.registry import Problem
 
 
@@ -113,8 +114,6 @@ def estimate_counts_gain(data: np.ndarray) -> float:
     float
         The gain (> 0).
     """
-    from asirp.metrics import noise_sigma
-
     finite = data[np.isfinite(data)]
     if finite.size and np.all(finite >= 0) and np.all(finite == np.round(finite)):
         return 1.0

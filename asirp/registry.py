@@ -4,6 +4,10 @@ A method is one module in :mod:`asirp.methods` that calls :func:`register_method
 :class:`MethodSpec`. The spec's parameters (defaults and valid ranges) validate user input and
 make the CLI's help; :func:`asirp.restore` does the rest (input checks, PSF, device, batching,
 metrics), so a method only implements the mathematics on float32 tensors.
+
+This module imports no method: it is a leaf of the engine. The package ``asirp`` imports
+:mod:`asirp.methods` (through :mod:`asirp._builtin`), which registers the built-in methods, so
+they are registered whichever ``asirp`` module is imported first.
 """
 
 from __future__ import annotations
@@ -241,10 +245,6 @@ def register_method(spec: MethodSpec) -> MethodSpec:
     return spec
 
 
-def _load_builtin_methods() -> None:
-    import asirp.methods  # noqa: F401  (importing registers every built-in method)
-
-
 def get_method(name: str) -> MethodSpec:
     """Return the spec of a registered method.
 
@@ -255,7 +255,6 @@ def get_method(name: str) -> MethodSpec:
     ValueError
         If no method has that name (the message lists the available ones).
     """
-    _load_builtin_methods()
     if not isinstance(name, str):
         raise TypeError(f"method must be a string, got {name!r}")
     try:
@@ -268,7 +267,6 @@ def get_method(name: str) -> MethodSpec:
 
 def available_methods(family: str | None = None) -> list[str]:
     """Names of the registered methods, sorted, optionally of one family."""
-    _load_builtin_methods()
     return sorted(
         name for name, spec in _REGISTRY.items() if family is None or spec.family == family
     )
@@ -276,7 +274,6 @@ def available_methods(family: str | None = None) -> list[str]:
 
 def method_specs() -> list[MethodSpec]:
     """All registered method specs, sorted by family then name."""
-    _load_builtin_methods()
     order = {family: index for index, family in enumerate(FAMILIES)}
     return sorted(_REGISTRY.values(), key=lambda spec: (order[spec.family], spec.name))
 

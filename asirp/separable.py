@@ -139,7 +139,7 @@ class SeparableBlur:
         offset: tuple[int, int],
         periodic: bool,
     ):
-        from asirp import _kernels
+        from asirp import _kernels  # lazy: numba, about 0.9 s to import (see asirp.metrics)
 
         self._kernels = _kernels
         self.data_shape = data_shape

@@ -49,12 +49,12 @@ import scipy.stats
 import torch
 
 import asirp
-from asirp.auto import choose_method
 from asirp.metrics import blur, psnr
 from asirp.phantoms import copper_mesh, hotspot_tissue, siemens_star
 from asirp.psf import gaussian_psf
 from asirp.selection import COSTS, Candidate
 from asirp.selection.candidates import fitting_candidates
+from asirp.selection.prior import choose_method
 
 EVAL_SEED = 20250611
 """Seed of the held-out set (never used while tuning the selector)."""

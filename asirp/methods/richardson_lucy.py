@@ -46,6 +46,7 @@ from asirp.registry import (
     register_method,
     stopping_parameters,
 )
+from asirp.separable import use_torch_threads
 
 MAX_EXTRAPOLATION = 0.99
 """Upper bound of the Biggs-Andrews extrapolation factor (it must stay below 1)."""
@@ -117,8 +118,7 @@ def extrapolate(
     if out is None:
         out = torch.empty_like(estimate)
     if estimate.ndim == 3 and _compiled(estimate, previous, out):
-        from asirp import _kernels
-        from asirp.separable import use_torch_threads
+        from asirp import _kernels  # lazy: numba, about 0.9 s to import (see asirp.metrics)
 
         use_torch_threads()
         factor = alpha.detach().reshape(-1).to("cpu", torch.float32).numpy()
@@ -157,8 +157,7 @@ def step_products(
         out = torch.empty_like(updated)
     earlier = out if previous_step is None else previous_step
     if updated.ndim == 3 and _compiled(updated, point, earlier, out):
-        from asirp import _kernels
-        from asirp.separable import use_torch_threads
+        from asirp import _kernels  # lazy: numba, about 0.9 s to import (see asirp.metrics)
 
         use_torch_threads()
         sums = _kernels.difference_and_products(

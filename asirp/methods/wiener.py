@@ -34,6 +34,7 @@ import torch
 from asirp.backend import to_numpy, to_tensor
 from asirp.blur import mirror_extend
 from asirp.methods._fourier import spectral_problem
+from asirp.metrics import noise_sigma
 from asirp.registry import (
     BACKGROUND,
     DIRECT_BOUNDARY,
@@ -52,8 +53,6 @@ OTF_POWER_FLOOR = 1e-2
 
 def noise_variance(data: torch.Tensor) -> torch.Tensor:
     """White-noise variance of each map ``(B, H, W)`` (Immerkaer's estimate), shape ``(B,)``."""
-    from asirp.metrics import noise_sigma
-
     host = to_numpy(data)
     return torch.tensor(
         [noise_sigma(image) ** 2 for image in host], dtype=data.dtype, device=data.device

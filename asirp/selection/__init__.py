@@ -6,18 +6,32 @@ restores each with every candidate that fits, predicts the other part through th
 model, and keeps the candidate whose predictions are best (:mod:`asirp.selection.score`). The
 same score picks iteration counts and regularisers, the input itself is a candidate (so the
 choice is never worse than doing nothing, by the score's own judgement), candidates that do not
-fit a latency budget are skipped, and an operator can pin a method (:mod:`asirp.policy`).
+fit a latency budget are skipped, and an operator can pin a method (:mod:`asirp.selection.policy`).
 
 Modules
 -------
 :mod:`~asirp.selection.selector`
-    :func:`select`, :class:`Selection`, the steps and the modes.
+    :func:`select`: the steps and the budgeted loop.
+:mod:`~asirp.selection.context`
+    What the caller says about the data; the modes; the kind of scan.
+:mod:`~asirp.selection.report`
+    :class:`Selection`, every candidate's entry, the reasons in plain words.
+:mod:`~asirp.selection.trials`
+    A candidate restores the parts of a split and predicts the other part.
+:mod:`~asirp.selection.shortcuts`
+    Choices without scoring: pinned or remembered, or the rule prior.
+:mod:`~asirp.selection.measure`
+    Timing every candidate once (a warm-up for live use).
+:mod:`~asirp.selection.prior`
+    The rule prior (what ``auto`` did before it measured).
+:mod:`~asirp.selection.policy`
+    The policy file: pinned and remembered choices.
 :mod:`~asirp.selection.splitting`
     Binomial thinning, data fission, two measurements.
 :mod:`~asirp.selection.score`
     The score and its assumptions.
 :mod:`~asirp.selection.candidates`
-    Which methods and settings are tried; forward models of new methods.
+    Which methods and settings are tried.
 :mod:`~asirp.selection.costs`
     Measured and estimated run times.
 """
@@ -27,19 +41,12 @@ from asirp.selection.candidates import (
     IDENTITY,
     THOROUGH_GRIDS,
     Candidate,
-    register_forward_model,
 )
+from asirp.selection.context import SelectionContext, make_context, scan_kind
 from asirp.selection.costs import COSTS, CostModel
-from asirp.selection.selector import (
-    CandidateScore,
-    Selection,
-    SelectionContext,
-    make_context,
-    measure_costs,
-    scan_kind,
-    select,
-    select_stack,
-)
+from asirp.selection.measure import measure_costs
+from asirp.selection.report import CandidateScore, Selection
+from asirp.selection.selector import select, select_stack
 
 __all__ = [
     "CHEAP_GRIDS",
@@ -53,7 +60,6 @@ __all__ = [
     "SelectionContext",
     "make_context",
     "measure_costs",
-    "register_forward_model",
     "scan_kind",
     "select",
     "select_stack",

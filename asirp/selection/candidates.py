@@ -15,9 +15,9 @@ example one registered after this module was written) is tried with its defaults
 (the input itself, bicubically upsampled for ``scale > 1``) is always a candidate, so the
 selector cannot return something its own score judges worse than the input.
 
-A method whose forward model is not "blur with the returned PSF" (scale 1) or "blur on the fine
-grid, then area sampling" (:mod:`asirp.sr.degrade`, scale > 1) registers its own with
-:func:`register_forward_model`.
+The selector predicts a measurement from a restoration by "blur with the returned PSF" (scale 1)
+or "blur on the fine grid, then area sampling" (:mod:`asirp.sr.degrade`, scale > 1), unless a
+method has its own forward model in :data:`_FORWARD_MODELS` (:func:`forward_model_for`).
 """
 
 from __future__ import annotations
@@ -64,23 +64,6 @@ ForwardModel = Callable[[torch.Tensor, "torch.Tensor | None", int], torch.Tensor
 """``forward(estimate (B, sH, sW), psf on the input grid or None, scale) -> (B, H, W)``."""
 
 _FORWARD_MODELS: dict[str, ForwardModel] = {}
-
-
-def register_forward_model(method: str, forward: ForwardModel) -> None:
-    """Give the selector a method's own forward model (output -> predicted measurement).
-
-    Parameters
-    ----------
-    method : str
-        A registered method name.
-    forward : callable
-        ``forward(estimate, psf, scale)``: ``estimate`` is the method's output ``(B, sH, sW)``
-        (a tensor), ``psf`` the PSF on the measured grid (or ``None``), ``scale`` the output
-        scale; returns the noise-free measurement it predicts, ``(B, H, W)``.
-    """
-    if not callable(forward):
-        raise TypeError(f"forward model for {method!r} must be callable")
-    _FORWARD_MODELS[method] = forward
 
 
 def forward_model_for(method: str) -> ForwardModel | None:

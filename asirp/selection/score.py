@@ -79,6 +79,8 @@ import numpy as np
 import torch
 
 from asirp.blur import mirror_extend
+from asirp.iteration import poisson_deviance
+from asirp.metrics import fourier_ring_correlation, noise_sigma
 
 ALPHA_PER_NSR = 0.02
 r""":math:`\alpha` per unit of the data's noise-to-signal power ratio (see :func:`band_alpha`)."""
@@ -143,8 +145,6 @@ def band_alpha(data: np.ndarray) -> float:
     signal power the maps' variance less it; the ratio is averaged over the maps and the result
     clipped to ``ALPHA_RANGE``.
     """
-    from asirp.metrics import noise_sigma
-
     ratios = []
     for image in np.asarray(data, dtype=np.float64):
         noise = noise_sigma(image) ** 2
@@ -323,8 +323,6 @@ def score_parts(
     noise = 0.5 * weights.noise_gain * (noise_variance[0] + noise_variance[1])
     deviance = None
     if gain is not None:
-        from asirp.iteration import poisson_deviance
-
         deviance = 0.5 * sum(
             poisson_deviance(
                 interior(part, margin).clamp_min(0.0) / gain,
@@ -354,6 +352,4 @@ def gain_over_input_db(score: float, input_score: float, noise: float) -> float:
 
 def frc_resolution_px(first: np.ndarray, second: np.ndarray, scale: int) -> float:
     """1/7-threshold FRC resolution of two restorations, input pixels (``nan``: not reached)."""
-    from asirp.metrics import fourier_ring_correlation
-
     return fourier_ring_correlation(first, second).resolution_px / scale

@@ -64,6 +64,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from asirp.registry import available_methods
 from asirp.xrf.lines import LINE_NAMES
 
 SECTIONS: dict[str, dict[str, str]] = {
@@ -256,14 +257,11 @@ class XRFMapConfig:
                 raise TypeError(f"restore method must be a string, got {method!r}")
             if method.lower() == "none":
                 method = None
-            else:
-                from asirp.registry import available_methods
-
-                if method != "auto" and method not in available_methods():
-                    raise ValueError(
-                        f"unknown restore method {method!r}; use 'auto' or one of "
-                        f"{', '.join(available_methods())}"
-                    )
+            elif method != "auto" and method not in available_methods():
+                raise ValueError(
+                    f"unknown restore method {method!r}; use 'auto' or one of "
+                    f"{', '.join(available_methods())}"
+                )
         set_(self, "restore_method", method)
         if self.beam_fwhm_um is not None and self.psf_sigma_px is not None:
             raise ValueError("give beam_fwhm_um or psf_sigma_px, not both")

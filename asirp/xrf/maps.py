@@ -43,6 +43,7 @@ from typing import Any
 
 import numpy as np
 
+from asirp.restore import restore
 from asirp.xrf.lines import (
     ChannelROI,
     DetectorResolution,
@@ -731,8 +732,6 @@ class XRFMap:
         -------
         asirp.Restoration
         """
-        from asirp.restore import restore
-
         if "psf" not in params and "psf_sigma_px" not in params:
             if beam_fwhm_um is None:
                 beam_fwhm_um = self.metadata.get("beam_fwhm_um")

@@ -25,6 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from asirp.psf import beam_sigma_px, gaussian_psf
+from asirp.restore import restore
 from asirp.safe_files import (
     FileIdentity,
     OutputExistsError,
@@ -32,7 +34,14 @@ from asirp.safe_files import (
     atomic_write,
     file_identity,
 )
+from asirp.xrf import tools
 from asirp.xrf.config import XRFMapConfig
+from asirp.xrf.export import (
+    write_fluctuation_figure,
+    write_map_nexus,
+    write_map_png,
+    write_map_text,
+)
 from asirp.xrf.lines import ChannelROI, DetectorResolution, line_energy_kev
 from asirp.xrf.maps import XRFMap, build_map
 
@@ -68,8 +77,6 @@ def make_map(config: XRFMapConfig, raw: str | os.PathLike) -> XRFMap:
     -------
     XRFMap
     """
-    from asirp.xrf import tools
-
     roi, ar_roi = _rois(config)
     xrf_map = build_map(
         raw,
@@ -100,8 +107,6 @@ def make_map(config: XRFMapConfig, raw: str | os.PathLike) -> XRFMap:
 
 def psf_arguments(config: XRFMapConfig, xrf_map: XRFMap) -> dict[str, Any]:
     """The PSF keywords for :func:`asirp.restore` from the settings and the map's steps."""
-    from asirp.psf import beam_sigma_px, gaussian_psf
-
     beam = config.beam_fwhm_um
     if beam is None and config.psf_sigma_px is None:
         beam = xrf_map.metadata.get("beam_fwhm_um")
@@ -191,13 +196,6 @@ def run_xrf_map(
     asirp.safe_files.ProtectedFileError
         If an output file would be the raw scan.
     """
-    from asirp.xrf.export import (
-        write_fluctuation_figure,
-        write_map_nexus,
-        write_map_png,
-        write_map_text,
-    )
-
     raw_path = config.raw_path(raw)
     if output is None and config.output is None:
         raise ValueError("no output folder: give -o OUT or output in the config")
@@ -221,8 +219,6 @@ def run_xrf_map(
         if config.iterations is not None:
             params["iterations"] = config.iterations
         psf = psf_arguments(config, xrf_map)
-        from asirp.restore import restore
-
         start = time.perf_counter()
         restoration = restore(
             xrf_map.data, config.restore_method, device=config.device, **psf, **params

@@ -14,7 +14,8 @@ import tifffile
 
 import asirp
 from asirp.cli import main
-from asirp.io import read_array, read_restoration, write_restoration
+from asirp.io import read_array
+from asirp.results_io import read_restoration, write_restoration
 from tests.conftest import make_noisy_map
 
 

@@ -6,6 +6,7 @@ import threading
 
 import numpy as np
 import pytest
+import torch
 
 import asirp
 import asirp.psf
@@ -158,6 +159,7 @@ def test_restoration_params_are_json_and_complete(mesh_map):
     assert "iterations_run" in text
     assert result.params["iterations"] == 100  # the default applied
     assert 1 <= result.params["iterations_run"] <= 100
-    assert result.params["device"] == "cpu"
+    # The default device is "auto": CUDA when present, else the CPU; params name the one used.
+    assert result.params["device"] == ("cuda" if torch.cuda.is_available() else "cpu")
     assert result.psf_description["beam_fwhm_um"] == [50.0, 50.0]
     assert result.psf_description["sigma_px"][0] == pytest.approx(50 / 2.3548 / 10, rel=1e-3)

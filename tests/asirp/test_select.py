@@ -11,9 +11,8 @@ import scipy.stats
 import asirp
 from asirp.metrics import blur, psnr
 from asirp.psf import gaussian_psf
-from asirp.selection import CostModel, Selection, select
+from asirp.selection import COSTS, CostModel, Selection, select
 from asirp.selection import candidates as candidates_module
-from asirp.selection import selector as selector_module
 from asirp.selection.splitting import binomial_split, fission_split, measurement_split
 from tests.conftest import make_noisy_map
 
@@ -187,9 +186,15 @@ def test_the_input_is_a_candidate_and_can_be_returned_unchanged():
     assert upsampled.image.mean() == pytest.approx(sample.measured.mean(), rel=0.01)
 
 
-def test_candidates_that_do_not_fit_the_budget_are_skipped(monkeypatch):
-    costs = CostModel()
-    monkeypatch.setattr(selector_module, "COSTS", costs)
+@pytest.fixture
+def costs(monkeypatch) -> CostModel:
+    """The process-wide cost cache, empty for this test (its measurements come back after)."""
+    monkeypatch.setattr(COSTS, "_measured", {})
+    monkeypatch.setattr(COSTS, "_fft_ms", {})
+    return COSTS
+
+
+def test_candidates_that_do_not_fit_the_budget_are_skipped(costs):
     sample = make_noisy_map("mesh", peak=50.0, shape=(48, 48), sigma_px=1.5)
     slow = candidates_module.Candidate.make("tikhonov")
     costs.record(slow, 48 * 48, 10_000.0, "cpu")  # 10 s per map: cannot fit 5 s
@@ -271,10 +276,7 @@ def test_auto_without_a_psf_is_refused():
         select(make_noisy_map("mesh", shape=(32, 32)).measured)
 
 
-def test_a_first_budgeted_auto_call_measures_the_costs_outside_its_budget(monkeypatch):
-    costs = CostModel()
-    monkeypatch.setattr(selector_module, "COSTS", costs)
-    monkeypatch.setattr(asirp.selection, "COSTS", costs)
+def test_a_first_budgeted_auto_call_measures_the_costs_outside_its_budget(costs):
     sample = make_noisy_map("mesh", peak=50.0, shape=(48, 48), sigma_px=1.5)
     options = {"psf_sigma_px": 1.5, "budget_ms": 5000, "seed": 0, "device": "cpu"}
     first = asirp.restore(sample.measured, "auto", **options)

@@ -9,8 +9,8 @@ import pytest
 
 import asirp
 from asirp.cli import main
-from asirp.io import read_restoration
 from asirp.metrics import psnr
+from asirp.results_io import read_restoration
 from asirp.sr.models import build_network
 from asirp.sr.weights import save_weights
 from tests.asirp.sr.conftest import bicubic
