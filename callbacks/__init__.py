@@ -2,7 +2,16 @@
 
 - :class:`~callbacks.live.LiveRestorer`: subscribe it to a RunEngine (or a 0MQ
   ``RemoteDispatcher``); it maps a reading of grid and fly scans live, restores the partial and
-  full maps in a worker thread and publishes each raw run's restoration as a derived run.
+  full maps in a worker thread and publishes each raw run's restoration as a derived run. Its
+  parts, one job each:
+
+  - :mod:`callbacks.result`: :class:`~callbacks.result.LiveResult`, what listeners receive.
+  - :mod:`callbacks.assembler`: :class:`~callbacks.assembler.MapAssembler`, one run's raw map
+    from its documents (usable alone), with :mod:`callbacks.geometry` (where a point lands) and
+    :mod:`callbacks.mapping` (what is mapped, the map being filled).
+  - :mod:`callbacks.jobs`: when a run asks for a restoration, and how one is carried out.
+  - :mod:`callbacks.worker`: :class:`~callbacks.worker.CoalescingWorker`, one thread, the
+    latest job of each run winning.
 - :mod:`callbacks.publish`: the derived-run schema, writing to tiled, finding derived runs.
 - :mod:`callbacks.tiled_server`: an embedded local tiled server, or a client of an existing one.
 - :mod:`callbacks.remote`: the same callback in its own process, fed by ``bluesky-0MQ-proxy``
@@ -24,7 +33,8 @@ from typing import Any
 
 _EXPORTS = {
     "LiveRestorer": "callbacks.live",
-    "LiveResult": "callbacks.live",
+    "LiveResult": "callbacks.result",
+    "MapAssembler": "callbacks.assembler",
     "MapSource": "callbacks.mapping",
     "ScanGeometry": "callbacks.geometry",
     "GeometryError": "callbacks.geometry",

@@ -43,7 +43,7 @@ import numpy as np
 from asirp._version import __version__
 
 if TYPE_CHECKING:
-    from callbacks.live import LiveResult
+    from callbacks.result import LiveResult
 
 _LOG = logging.getLogger(__name__)
 
