@@ -5,8 +5,14 @@ Modules
 ``asirp_device.component``
     :class:`~asirp_device.component.RestorationComponent`, the object that does the work (no
     Tango import): settings, input, a worker thread running :func:`asirp.restore`, listeners.
+``asirp_device.settings``, ``asirp_device.files``, ``asirp_device.requests``
+    The component's collaborators (no Tango import): the settings and their checks, file
+    access confined to the data root, and request ids with the results kept for them.
 ``asirp_device.server``
     The thin Tango device ``ASIRP`` over the component; ``main()`` is the ``ASIRP`` server.
+``asirp_device.values``, ``asirp_device.wire``
+    What the device's attributes and ``FetchResult`` return, computed without Tango, and the
+    ``DevEncoded`` format of ``Submit``/``FetchResult``.
 ``asirp_device.embedded``
     ``asirp serve``: an sqlite Tango database, the registration and the server processes.
 ``asirp_device.client``

@@ -36,61 +36,49 @@ and it is published exactly like the results of :meth:`~RestorationComponent.sta
 source reports its failures with :meth:`~RestorationComponent.report_failure` (``ALARM``, which
 its next published result clears). :mod:`asirp_device.live` is that source for a bluesky 0MQ
 document stream.
+
+Collaborators: the settings and their checks are :mod:`asirp_device.settings`, file access in the
+data root is :class:`asirp_device.files.DataFiles`, and request ids with the results kept for
+:meth:`~RestorationComponent.fetch_result` are :class:`asirp_device.requests.RequestBook`.
+What is left here is one job, the thread-safe state machine behind the device's public surface
+(settings, input, start/abort/reset, results, listeners); it is about 700 lines because every
+public method documents its errors, which the device turns into Tango reasons.
 """
 
 from __future__ import annotations
 
-import collections
 import enum
-import json
 import logging
-import math
 import os
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from asirp.backend import resolve_device
-from asirp.io import (
-    HDF5_SUFFIXES,
-    InputFileError,
-    max_input_bytes,
-    read_stream,
-    split_hdf5_path,
-    write_restoration,
-)
-from asirp.registry import RestorationCancelled, available_methods, get_method
+from asirp.registry import RestorationCancelled, available_methods
 from asirp.restore import Restoration, restore
-from asirp.safe_files import DataRoot, FileIdentity, PinnedFile
-
-# the file errors of the data root, re-exported for the device and the tests
-from asirp.safe_files import DataRootError as DataRootError
-from asirp.safe_files import OutputExistsError as OutputExistsError
-from asirp.safe_files import ProtectedFileError as ProtectedFileError
-from asirp.validation import as_image_stack
+from asirp_device.files import DataFiles
+from asirp_device.requests import RequestBook, ResultRecord, check_request_id
+from asirp_device.settings import (
+    MAX_SIDE_PX,
+    Settings,
+    engine_call,
+    output_scale,
+    parse_parameters,
+    validate_flag,
+    validate_iterations,
+    validate_length_um,
+    validate_map,
+    validate_method,
+    validate_overrides,
+    validate_settings,
+)
 
 _LOG = logging.getLogger(__name__)
-
-AUTO_CONTEXT_KEYS = ("modality", "psf_known", "budget_ms", "mode", "candidates")
-"""Keys of the device's parameters that reach the selector when ``auto_select`` is on (see
-:mod:`asirp.auto`); the others are method parameters for when it is off."""
-
-MAX_SIDE_PX = 4096
-"""Largest map side the device accepts, px (a float32 4096 x 4096 map is 64 MiB on the wire)."""
-
-MAX_ITERATIONS = 100_000
-"""Largest iteration cap, as in the engine's registry."""
-
-DEVICE_MAX_INPUT_BYTES = MAX_SIDE_PX * MAX_SIDE_PX * 16
-"""Largest array LoadImage reads, bytes (a complex128 4096 x 4096 map; checked before reading)."""
-
-MAX_PINNED_FILES = 8
-"""Weight files kept open, and loaded inputs remembered (for SaveResult), per component."""
 
 INPUT_ATTRIBUTE_SOURCE = "input_image attribute"
 """The ``source`` recorded for an input written through the Tango attribute."""
@@ -112,252 +100,9 @@ class NotReady(RuntimeError):
     """What the request needs is not there yet (no input image, no result to save)."""
 
 
-RESULT_CACHE_SIZE = 16
-"""How many results (the latest ones) :meth:`RestorationComponent.fetch_result` can return."""
-
-RESULT_CACHE_BYTES = 256 * 2**20
-"""Most bytes of restored maps kept for :meth:`RestorationComponent.fetch_result` (the latest
-result is always kept)."""
-
-
-class UnknownRequest(LookupError):
-    """No such request id, or its result is no longer kept (only the latest ones are)."""
-
-
-class RequestFailed(RuntimeError):
-    """The request ended without a result (the restoration failed or was aborted)."""
-
-
-def _first_request_id() -> int:
-    """The first request id of a component: the time in ms x 1000.
-
-    Ids then count up by one, so a component built later (a restarted server, ``Init``) does
-    not hand out an id that an earlier one gave to a client, unless the earlier one took more
-    than 1000 requests a millisecond. The ids stay below 2**53 (exact in JSON) until about 2255.
-    """
-    return time.time_ns() // 1_000_000 * 1000
-
-
-@dataclass(frozen=True)
-class Settings:
-    """How the next restoration runs.
-
-    Attributes
-    ----------
-    method : str
-        A method of :func:`asirp.available_methods`, used unless ``auto_select``.
-    auto_select : bool
-        Let the engine choose (``method="auto"``, see :mod:`asirp.auto`); ``iterations`` and
-        ``parameters`` are then not used.
-    iterations : int
-        Iteration cap for iterative methods (1 to 100000); methods without iterations ignore it.
-    beam_fwhm_um : float
-        Beam full width at half maximum, µm (isotropic Gaussian PSF).
-    pixel_um : float
-        Scan step (pixel size), µm.
-    parameters : dict or str
-        Other keyword parameters of ``method`` (``asirp methods`` lists them), JSON values; JSON
-        object text is accepted and parsed by the component (which always holds a dict).
-    compute_device : str
-        ``"auto"``, ``"cpu"`` or ``"cuda"``, as :func:`asirp.restore`'s ``device``.
-    """
-
-    method: str = "richardson_lucy"
-    auto_select: bool = False
-    iterations: int = 100
-    beam_fwhm_um: float = 50.0
-    pixel_um: float = 10.0
-    parameters: Mapping[str, Any] | str = field(default_factory=dict)
-    compute_device: str = "auto"
-
-
-@dataclass(frozen=True)
-class ResultRecord:
-    """A published result.
-
-    Attributes
-    ----------
-    restoration : asirp.Restoration
-        The engine's result (``restoration.image`` is float32 ``(H, W)``, counts).
-    sequence : int
-        1 for the first result of this component, then 2, 3, ... (the data-ready counter).
-    source : str
-        Where the input came from: a file path, ``"input_image attribute"``, ``"Submit"``, or
-        what a live source called itself.
-    duration_s : float
-        Wall time from the start of the restoration to its publication, s.
-    request_id : int
-        The id :meth:`RestorationComponent.start` returned for it (a live result gets a fresh
-        one); :meth:`RestorationComponent.fetch_result` finds the record by it.
-    """
-
-    restoration: Restoration
-    sequence: int
-    source: str
-    duration_s: float
-    request_id: int = 0
-
-
 StateCallback = Callable[[ComponentState, str], None]
 ProgressCallback = Callable[[int], None]
 ResultCallback = Callable[[ResultRecord], None]
-
-
-def validate_method(method: Any) -> str:
-    """Return ``method`` if it names a registered method, else raise a clear error."""
-    if not isinstance(method, str):
-        raise TypeError(f"method must be a string, got {method!r}")
-    known = available_methods()
-    if method not in known:
-        raise ValueError(
-            f"unknown method {method!r}; available: {', '.join(known)} "
-            "(set auto_select to let ASIRP choose)"
-        )
-    return method
-
-
-def validate_iterations(iterations: Any) -> int:
-    """Return ``iterations`` as an int in 1..100000, else raise a clear error."""
-    if isinstance(iterations, bool) or not isinstance(iterations, int | np.integer):
-        raise TypeError(f"iterations must be an integer, got {iterations!r}")
-    if not 1 <= int(iterations) <= MAX_ITERATIONS:
-        raise ValueError(
-            f"iterations must be between 1 and {MAX_ITERATIONS} (the iteration cap of "
-            f"iterative methods), got {int(iterations)}"
-        )
-    return int(iterations)
-
-
-def validate_length_um(value: Any, name: str) -> float:
-    """Return a finite length > 0 in µm as a float, else raise a clear error."""
-    if isinstance(value, bool) or not isinstance(value, int | float | np.number):
-        raise TypeError(f"{name} must be a number of µm, got {value!r}")
-    if not math.isfinite(float(value)) or float(value) <= 0:
-        raise ValueError(f"{name} must be a finite length > 0 in µm, got {value!r}")
-    return float(value)
-
-
-def validate_compute_device(device: Any) -> str:
-    """Return ``device`` if the engine can compute there now, else raise a clear error."""
-    resolve_device(device)
-    return str(device)
-
-
-def parse_parameters(parameters: Mapping[str, Any] | str) -> dict[str, Any]:
-    """Turn a mapping or a JSON object text into the method-parameter dict.
-
-    Parameters
-    ----------
-    parameters : Mapping or str
-        The parameters, or their JSON object text (at most ``MAX_PARAMETERS_CHARS``
-        characters, nested at most ``MAX_PARAMETERS_DEPTH`` levels).
-
-    Raises
-    ------
-    ValueError
-        For text that is not a JSON object, too long or nested too deeply, or an
-        ``iterations`` key (it has its own setting).
-    """
-    max_chars, max_depth = 64 * 1024, 32  # MAX_PARAMETERS_CHARS, MAX_PARAMETERS_DEPTH
-    if isinstance(parameters, str):
-        if len(parameters) > max_chars:
-            raise ValueError(
-                f"parameters_json is {len(parameters)} characters long; at most {max_chars} "
-                "are accepted"
-            )
-        text = parameters.strip() or "{}"
-        try:
-            parameters = json.loads(text)
-        except json.JSONDecodeError as error:
-            raise ValueError(
-                f"parameters must be a JSON object, got {text[:200]!r}: {error}"
-            ) from None
-        except RecursionError:
-            raise ValueError(
-                f"parameters_json is nested too deeply (at most {max_depth} levels)"
-            ) from None
-        pending, depth = [(parameters, 1)], 1
-        while pending:  # nesting depth, without recursion
-            value, level = pending.pop()
-            depth = max(depth, level)
-            if depth > max_depth:
-                raise ValueError(
-                    f"parameters_json is nested too deeply (at most {max_depth} levels)"
-                )
-            if isinstance(value, dict):
-                pending.extend((item, level + 1) for item in value.values())
-            elif isinstance(value, list):
-                pending.extend((item, level + 1) for item in value)
-    if not isinstance(parameters, Mapping):
-        raise ValueError(f"parameters must be a JSON object, got {str(parameters)[:200]!r}")
-    if "iterations" in parameters:
-        raise ValueError("give the iteration cap with the iterations setting, not in parameters")
-    return dict(parameters)
-
-
-def engine_call(settings: Settings) -> tuple[str, dict[str, Any]]:
-    """The method and keyword arguments that :func:`asirp.restore` gets for ``settings``.
-
-    Parameters are checked against the method's registry entry, so a mismatch (a parameter the
-    method does not take, a value out of range) raises here, before any work starts.
-
-    Returns
-    -------
-    method : str
-        ``"auto"`` when ``settings.auto_select``, else ``settings.method``.
-    kwargs : dict
-        PSF description, compute device, and the method's parameters.
-    """
-    kwargs: dict[str, Any] = {
-        "beam_fwhm_um": settings.beam_fwhm_um,
-        "pixel_um": settings.pixel_um,
-        "device": settings.compute_device,
-    }
-    if settings.auto_select:  # only the selection context applies; method parameters wait
-        context = {k: v for k, v in settings.parameters.items() if k in AUTO_CONTEXT_KEYS}
-        return "auto", {**kwargs, **context}
-    spec = get_method(settings.method)
-    params = dict(settings.parameters)
-    if any(parameter.name == "iterations" for parameter in spec.parameters):
-        params["iterations"] = settings.iterations
-    spec.resolve_params(params)
-    return settings.method, {**kwargs, **params}
-
-
-def output_scale(settings: Settings) -> int:
-    """How many times larger than the input the result of ``settings`` is (1 but for SR)."""
-    if settings.auto_select:
-        return 1
-    spec = get_method(settings.method)
-    return int(spec.resolve_params(dict(settings.parameters)).get("scale", spec.scale))
-
-
-def validate_map(image: Any, name: str = "input_image") -> np.ndarray:
-    """Check one 2-D map for the device and return a read-only float32 ``(H, W)`` copy.
-
-    Raises
-    ------
-    ValueError
-        For a stack or any other number of dimensions, NaN/Inf, a side below 4 px or above
-        :data:`MAX_SIDE_PX`.
-    TypeError
-        For non-numeric or complex data.
-    """
-    if np.ndim(image) == 3:
-        raise ValueError(
-            f"{name} holds a stack of shape {np.shape(image)}; the device restores one 2-D map "
-            "(rows, columns) at a time (use 'asirp restore' for stacks)"
-        )
-    stack, _ = as_image_stack(image, name)
-    if stack.ndim != 3 or stack.shape[0] != 1:
-        raise ValueError(f"{name} must be a 2-D map (rows, columns), got shape {np.shape(image)}")
-    array = stack[0]
-    if max(array.shape) > MAX_SIDE_PX:
-        raise ValueError(
-            f"{name} of shape {array.shape} is too large: each side may be at most {MAX_SIDE_PX} px"
-        )
-    array.flags.writeable = False
-    return array
 
 
 @dataclass
@@ -404,23 +149,8 @@ class RestorationComponent:
         engine: Callable[..., Restoration] = restore,
     ) -> None:
         settings = settings if settings is not None else Settings()
-        self._root: DataRoot | None = None
-        if data_root is not None and str(data_root).strip():
-            self._root = DataRoot(data_root)
-        self._data_root: Path | None = self._root.path if self._root is not None else None
-        self._overwrite_results = bool(overwrite_results)
-        self._files_lock = threading.Lock()
-        self._loaded: collections.OrderedDict[str, FileIdentity] = collections.OrderedDict()
-        self._pins: collections.OrderedDict[str, PinnedFile] = collections.OrderedDict()
-        self._settings = Settings(
-            method=validate_method(settings.method),
-            auto_select=bool(settings.auto_select),
-            iterations=validate_iterations(settings.iterations),
-            beam_fwhm_um=validate_length_um(settings.beam_fwhm_um, "beam_fwhm_um"),
-            pixel_um=validate_length_um(settings.pixel_um, "pixel_um"),
-            parameters=self._pin_weights(parse_parameters(settings.parameters)),
-            compute_device=validate_compute_device(settings.compute_device),
-        )
+        self._files = DataFiles(data_root, overwrite_results=overwrite_results)
+        self._settings = validate_settings(settings, self._files.pin_weights)
         self._engine = engine
         self._lock = threading.Lock()
         self._notify_lock = threading.RLock()
@@ -433,9 +163,7 @@ class RestorationComponent:
         self._progress = 0
         self._result: ResultRecord | None = None
         self._sequence = 0
-        self._first_request = self._next_request = _first_request_id()
-        self._results: collections.OrderedDict[int, ResultRecord] = collections.OrderedDict()
-        self._failures: collections.OrderedDict[int, str] = collections.OrderedDict()
+        self._requests = RequestBook()
         self._state_callbacks: list[StateCallback] = []
         self._progress_callbacks: list[ProgressCallback] = []
         self._result_callbacks: list[ResultCallback] = []
@@ -506,7 +234,7 @@ class RestorationComponent:
     @property
     def data_root(self) -> Path | None:
         """The resolved data root, or ``None`` when file access is disabled."""
-        return self._data_root
+        return self._files.path
 
     @property
     def busy(self) -> bool:
@@ -530,9 +258,7 @@ class RestorationComponent:
 
     def set_auto_select(self, enabled: bool) -> None:
         """Let the engine choose the method (``method="auto"``) or not."""
-        if not isinstance(enabled, bool | np.bool_):
-            raise TypeError(f"auto_select must be true or false, got {enabled!r}")
-        self._update(auto_select=bool(enabled))
+        self._update(auto_select=validate_flag(enabled))
 
     def set_iterations(self, iterations: int) -> None:
         """Set the iteration cap of iterative methods (1 to 100000)."""
@@ -551,13 +277,15 @@ class RestorationComponent:
 
         Unless ``auto_select`` is on, they are checked against the current method now (and
         again when a restoration starts, since the method may change in between). With
-        ``auto_select`` on, only the selection context among them (:data:`AUTO_CONTEXT_KEYS`:
-        for example ``{"budget_ms": 200, "mode": "cheap"}``) reaches the engine, and it is
-        checked when the restoration starts (a bad value ends it in ``ALARM``).
+        ``auto_select`` on, only the selection context among them
+        (:data:`~asirp_device.settings.AUTO_CONTEXT_KEYS`: for example
+        ``{"budget_ms": 200, "mode": "cheap"}``) reaches the engine, and it is checked when the
+        restoration starts (a bad value ends it in ``ALARM``).
 
-        A ``weights`` file is a path in the data root, opened now (see :meth:`_pin_weights`).
+        A ``weights`` file is a path in the data root, opened now (see
+        :meth:`asirp_device.files.DataFiles.pin_weights`).
         """
-        parsed = self._pin_weights(parse_parameters(parameters))
+        parsed = self._files.pin_weights(parse_parameters(parameters))
         candidate = replace(self.settings, parameters=parsed)
         if not candidate.auto_select:
             engine_call(candidate)
@@ -573,51 +301,10 @@ class RestorationComponent:
             self._input = array
             self._input_source = source
 
-    def _require_root(self) -> DataRoot:
-        if self._root is None:
-            raise DataRootError(
-                "file access is disabled: no data root is configured (DataRoot device property)"
-            )
-        return self._root
-
-    def _pin_weights(self, parameters: dict[str, Any]) -> dict[str, Any]:
-        """Open a ``weights`` file of the parameters inside the data root and hold it.
-
-        The engine opens weight files by path, so the file is opened here by descriptor through
-        the :class:`asirp.safe_files.DataRoot` (no link followed, nothing outside the root) and
-        the parameter is replaced by the path of a :class:`asirp.safe_files.PinnedFile`, which
-        opens exactly that file whatever happens in the root afterwards (``parameters_json``
-        reads back that path; writing it back keeps the same file). Errors never say whether a
-        file outside the root exists. The last few pinned files stay open for restorations
-        and live sessions that still use them.
-        """
-        value = parameters.get("weights")
-        if not isinstance(value, str) or not value.strip():
-            return parameters
-        with self._files_lock:
-            for pinned in self._pins.values():
-                if value == str(pinned.path):
-                    return parameters
-            root = self._require_root()
-            try:
-                pinned = root.pin(value, max_bytes=max_input_bytes())
-            except FileNotFoundError as error:
-                raise InputFileError(f"weights {error}") from None
-            self._pins[str(pinned.path)] = pinned
-            while len(self._pins) > MAX_PINNED_FILES:
-                self._pins.popitem(last=False)[1].close()
-        return {**parameters, "weights": str(pinned.path)}
-
     def resolve_path(self, path: str | os.PathLike, *, must_exist: bool) -> tuple[Path, str | None]:
         """Resolve ``path`` inside the data root (lexically: no link is followed).
 
-        Parameters
-        ----------
-        path : str or os.PathLike
-            Relative to the data root, or absolute inside it; ``file.h5::/dataset`` names an
-            HDF5 dataset.
-        must_exist : bool
-            Whether the file must exist already (it is opened by descriptor to check).
+        See :meth:`asirp_device.files.DataFiles.resolve_path`.
 
         Returns
         -------
@@ -625,27 +312,8 @@ class RestorationComponent:
             The file, inside the (resolved) data root.
         dataset : str or None
             The HDF5 dataset path, if one was given.
-
-        Raises
-        ------
-        DataRootError
-            When file access is disabled, the path leaves the data root, or it goes through a
-            symbolic link (never followed inside the data root).
-        asirp.io.InputFileError
-            When ``must_exist`` and there is no such file.
         """
-        root = self._require_root()
-        file_part, dataset = split_hdf5_path(os.fspath(path).strip())
-        if not str(path).strip():
-            raise ValueError("the path is empty; give a file inside the data root")
-        resolved = root.resolve(file_part)
-        if must_exist:
-            try:
-                with root.open(file_part):
-                    pass
-            except FileNotFoundError as error:
-                raise InputFileError(str(error)) from None
-        return resolved, dataset
+        return self._files.resolve_path(path, must_exist=must_exist)
 
     def load_image(self, path: str | os.PathLike) -> Path:
         """Read a 2-D map (``.npy``, TIFF, ``file.h5::/dataset``) from the data root as the input.
@@ -659,29 +327,7 @@ class RestorationComponent:
         pathlib.Path
             The file that was read, inside the (resolved) data root.
         """
-        root = self._require_root()
-        text = os.fspath(path).strip()
-        if not text:
-            raise ValueError("the path is empty; give a file inside the data root")
-        file_part, dataset = split_hdf5_path(text)
-        file = root.resolve(file_part)
-        name = f"{file}::{dataset}" if dataset else str(file)
-        limit = min(max_input_bytes(), DEVICE_MAX_INPUT_BYTES)
-        try:
-            stream = root.open_stream(file_part)
-        except FileNotFoundError as error:
-            raise InputFileError(str(error)) from None
-        with stream:
-            info = os.fstat(stream.fileno())
-            identity = (info.st_dev, info.st_ino)
-            image = read_stream(stream, name, max_bytes=limit)
-        self._keep_input(validate_map(image, f"the image in {name}"), source=name)
-        with self._files_lock:
-            self._loaded[name] = identity
-            self._loaded.move_to_end(name)
-            while len(self._loaded) > MAX_PINNED_FILES:
-                self._loaded.popitem(last=False)
-        return file
+        return self._files.load_image(path, self._keep_input)
 
     def save_result(self, path: str | os.PathLike) -> Path:
         """Write the latest result with its provenance to an HDF5 file inside the data root.
@@ -698,6 +344,8 @@ class RestorationComponent:
 
         Raises
         ------
+        NotReady
+            If there is no result yet.
         asirp.safe_files.OutputExistsError
             If the file exists and overwriting is not allowed.
         asirp.safe_files.ProtectedFileError
@@ -706,30 +354,7 @@ class RestorationComponent:
         record = self.result
         if record is None:
             raise NotReady("there is no result to save yet: call Restore first")
-        root = self._require_root()
-        text = os.fspath(path).strip()
-        if not text:
-            raise ValueError("the path is empty; give a file inside the data root")
-        file_part, dataset = split_hdf5_path(text)
-        if dataset is not None:
-            raise ValueError("SaveResult writes a whole HDF5 file; give a path without '::'")
-        file = root.resolve(file_part)
-        if file.suffix.lower() not in HDF5_SUFFIXES:
-            raise ValueError(
-                f"SaveResult writes HDF5: the file name must end with one of "
-                f"{', '.join(HDF5_SUFFIXES)}, got {file.name!r}"
-            )
-        with self._files_lock:
-            source = self._loaded.get(record.source)
-        return write_restoration(
-            file_part,
-            record.restoration,
-            input_path=record.source,
-            overwrite=self._overwrite_results,
-            protect=[source],
-            root=root,
-            hint="set the OverwriteResults device property to true to replace existing files",
-        )
+        return self._files.save_result(path, record.restoration, record.source)
 
     # ------------------------------------------------------------------ state changes
     def _transition(self, state: ComponentState, status: str) -> None:
@@ -761,20 +386,8 @@ class RestorationComponent:
         ValueError, TypeError
             For an unknown key or an invalid value.
         """
-        validators: dict[str, Callable[[Any], Any]] = {
-            "method": validate_method,
-            "auto_select": _validate_flag,
-            "iterations": validate_iterations,
-            "beam_fwhm_um": lambda value: validate_length_um(value, "beam_fwhm_um"),
-            "pixel_um": lambda value: validate_length_um(value, "pixel_um"),
-            # a weights file is opened inside the data root, as for set_parameters
-            "parameters": lambda value: self._pin_weights(parse_parameters(value)),
-        }
-        overrides = dict(overrides or {})
-        unknown = sorted(set(overrides) - set(validators))
-        if unknown:
-            raise ValueError(f"unknown settings {unknown}; known: {sorted(validators)}")
-        changes = {key: validators[key](value) for key, value in overrides.items()}
+        # a weights file is opened inside the data root, as for set_parameters
+        changes = validate_overrides(overrides, self._files.pin_weights)
         return replace(self.settings, **changes)
 
     def start(
@@ -838,8 +451,7 @@ class RestorationComponent:
                         f"{cols * scale} px map (scale {scale}); restored_image holds at most "
                         f"{MAX_SIDE_PX} px a side: restore a smaller map or use a smaller scale"
                     )
-                request_id = self._next_request
-                self._next_request += 1
+                request_id = self._requests.new_id()
                 job = _Job(
                     image=job_image,
                     source=source if array is not None else self._input_source,
@@ -911,9 +523,7 @@ class RestorationComponent:
                 outcome = (ComponentState.ON, _describe(record))
             with self._lock:
                 if result is None:
-                    self._failures[job.request_id] = outcome[1]
-                    while len(self._failures) > RESULT_CACHE_SIZE:
-                        self._failures.popitem(last=False)
+                    self._requests.fail(job.request_id, outcome[1])
                 self._job = None
                 self._worker = None
             self._transition(*outcome)
@@ -934,24 +544,13 @@ class RestorationComponent:
         with self._notify_lock:
             with self._lock:
                 if request_id is None:
-                    request_id = self._next_request
-                    self._next_request += 1
+                    request_id = self._requests.new_id()
                 self._sequence += 1
                 record = ResultRecord(restoration, self._sequence, source, duration_s, request_id)
                 self._result = record
-                self._results[request_id] = record
-                self._trim_results()
+                self._requests.keep(record)
             self._call(self._result_callbacks, record)
         return record
-
-    def _trim_results(self) -> None:
-        """Drop the oldest kept results beyond the count and byte budgets (caller locks)."""
-        total = sum(record.restoration.image.nbytes for record in self._results.values())
-        while len(self._results) > 1 and (
-            len(self._results) > RESULT_CACHE_SIZE or total > RESULT_CACHE_BYTES
-        ):
-            _, dropped = self._results.popitem(last=False)
-            total -= dropped.restoration.image.nbytes
 
     def fetch_result(self, request_id: int) -> ResultRecord:
         """The result of request ``request_id``, whichever results came after it.
@@ -964,13 +563,12 @@ class RestorationComponent:
             If it ended without a result (failed or aborted; the message says why).
         UnknownRequest
             If no such request was made, or its result is no longer kept (only the latest
-            :data:`RESULT_CACHE_SIZE`, within :data:`RESULT_CACHE_BYTES`).
+            :data:`asirp_device.requests.RESULT_CACHE_SIZE`, within
+            :data:`asirp_device.requests.RESULT_CACHE_BYTES`).
         """
-        if isinstance(request_id, bool) or not isinstance(request_id, int | np.integer):
-            raise TypeError(f"a request id is an integer, got {request_id!r}")
-        request_id = int(request_id)
+        request_id = check_request_id(request_id)
         with self._lock:
-            record = self._results.get(request_id)
+            record = self._requests.find(request_id)
             if record is not None:
                 return record
             if self._job is not None and self._job.request_id == request_id:
@@ -978,16 +576,8 @@ class RestorationComponent:
                     f"request {request_id} is still running ({self._progress} % done); "
                     "fetch it again when it ends"
                 )
-            failure = self._failures.get(request_id)
-            issued = self._first_request <= request_id < self._next_request
-        if failure is not None:
-            raise RequestFailed(f"request {request_id} has no result: {failure}")
-        if issued:
-            raise UnknownRequest(
-                f"the result of request {request_id} is no longer kept (only the latest "
-                f"{RESULT_CACHE_SIZE} results are); restore the map again"
-            )
-        raise UnknownRequest(f"there is no request {request_id} (not issued by this device)")
+            error = self._requests.missing(request_id)
+        raise error
 
     def publish_result(self, restoration: Restoration, source: str) -> ResultRecord:
         """Publish a restoration made elsewhere (live mode) as the latest result.
@@ -1083,13 +673,6 @@ class RestorationComponent:
         """Abort any running restoration and wait up to ``timeout`` s for the worker to end."""
         self.abort()
         self.wait(timeout)
-
-
-def _validate_flag(value: Any) -> bool:
-    """Return ``value`` as a bool if it is one, else raise a clear error."""
-    if not isinstance(value, bool | np.bool_):
-        raise TypeError(f"auto_select must be true or false, got {value!r}")
-    return bool(value)
 
 
 def _describe(record: ResultRecord) -> str:

@@ -53,7 +53,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from asirp_device.component import NotReady, RestorationComponent, Settings, engine_call
+from asirp_device.component import NotReady, RestorationComponent
+from asirp_device.settings import Settings, engine_call
 from callbacks.address import format_address, parse_address  # parse_address: re-exported
 from callbacks.geometry import GeometryError, MapTooLarge, ScanGeometry
 from callbacks.live import LiveRestorer, LiveResult
@@ -168,7 +169,7 @@ def restorer_arguments(settings: Settings, options: LiveOptions) -> dict[str, An
     """Keyword arguments of :class:`callbacks.LiveRestorer` for the component's ``settings``.
 
     The method and its parameters (with ``iterations`` for iterative methods) are those
-    :func:`asirp_device.component.engine_call` gives a local restoration; with ``auto_select``
+    :func:`asirp_device.settings.engine_call` gives a local restoration; with ``auto_select``
     the method is ``"auto"`` without parameters. The PSF is the beam FWHM on each scan's own
     step; the component's ``pixel_um`` is not used.
 

@@ -51,14 +51,17 @@ scans of a bluesky 0MQ document stream and publishes every restored map (partial
 the state (ON between and during scans), but a failed final restoration raises ``ALARM``.
 ``Restore`` stays allowed while live: both publish to ``restored_image`` as their results come.
 While live, ``Status`` has a second line on live mode.
+
+This module is one job, the Tango interface: the device class declares every property,
+attribute and command with its documentation (most of its ~790 lines). The work is done by the
+component (:mod:`asirp_device.component`), and the values the attributes and ``FetchResult``
+return are computed, without Tango, by :mod:`asirp_device.values`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
-import math
 import queue
 import sys
 import threading
@@ -72,22 +75,20 @@ from tango import AttrWriteType, DevState
 from tango.server import Device, attribute, command, device_property, run
 
 from asirp.io import InputFileError, InputTooLargeError, UnsafeInputError
+from asirp.safe_files import DataRootError, OutputExistsError
 from asirp_device import SERVER_NAME
-from asirp_device.component import (
-    MAX_SIDE_PX,
-    ComponentState,
-    DataRootError,
-    NotReady,
-    OutputExistsError,
-    RequestFailed,
-    RestorationBusy,
-    RestorationComponent,
-    ResultRecord,
-    Settings,
-    UnknownRequest,
-)
+from asirp_device.component import ComponentState, NotReady, RestorationBusy, RestorationComponent
 from asirp_device.live import LiveBusy, LiveError, LiveMode, LiveOptions
-from asirp_device.wire import decode_map, encode_result
+from asirp_device.requests import RequestFailed, ResultRecord, UnknownRequest
+from asirp_device.settings import MAX_SIDE_PX, Settings
+from asirp_device.values import (
+    RESULT_ATTRIBUTES,
+    fetch_reply,
+    input_value,
+    parameters_json,
+    result_values,
+)
+from asirp_device.wire import decode_map
 
 _LOG = logging.getLogger(__name__)
 
@@ -96,25 +97,6 @@ _STATES = {
     ComponentState.RUNNING: DevState.RUNNING,
     ComponentState.ALARM: DevState.ALARM,
 }
-
-_EMPTY_IMAGE = np.zeros((0, 0), dtype=np.float32)
-_EMPTY_IMAGE.flags.writeable = False
-
-METRIC_ATTRIBUTES = ("contrast_std", "sharpness", "noise_sigma", "residual")
-"""Metrics that also have their own scalar attribute (all are in ``metrics_json``)."""
-
-RESULT_ATTRIBUTES = (
-    "result_id",
-    "restored_image",
-    "psf",
-    "method_used",
-    "metrics_json",
-    *METRIC_ATTRIBUTES,
-    "iterations_run",
-    "last_duration_ms",
-)
-"""Attributes that change with every result (each pushes change events, in this order:
-``result_id`` first, so a client knows which request the next ``restored_image`` answers)."""
 
 
 def _throw(reason: str, error: BaseException, origin: str) -> None:
@@ -414,13 +396,13 @@ class ASIRP(Device):
         self.push_archive_event("Status", status)
 
     def _push_result(self, record: ResultRecord) -> None:
-        values = _result_values(record)
+        values = result_values(record)
         for name in RESULT_ATTRIBUTES:
             self.push_change_event(name, values[name])
         self.push_data_ready_event("restored_image", record.sequence)
 
     def _result_value(self, name: str) -> Any:
-        return _result_values(self._require().result)[name]
+        return result_values(self._require().result)[name]
 
     # ------------------------------------------------------------------ images
     @attribute(
@@ -435,8 +417,7 @@ class ASIRP(Device):
 
         Empty (0 x 0) until written or loaded with LoadImage.
         """
-        image = self._require().input_image
-        return _EMPTY_IMAGE if image is None else image
+        return input_value(self._require().input_image)
 
     @input_image.write
     def input_image(self, value: np.ndarray) -> None:
@@ -539,7 +520,7 @@ class ASIRP(Device):
         'asirp methods' lists them; checked against the method when written and at Restore;
         not used with auto_select.
         """
-        return json.dumps(dict(self._require().settings.parameters), sort_keys=True)
+        return parameters_json(self._require().settings)
 
     @parameters_json.write
     def parameters_json(self, value: str) -> None:
@@ -668,16 +649,7 @@ class ASIRP(Device):
         """
         with _tango_errors("ASIRP.FetchResult"):
             record = self._require().fetch_result(int(request_id))
-            values = _result_values(record)
-            header = {
-                "request_id": record.request_id,
-                "method": values["method_used"],
-                "sequence": record.sequence,
-                "iterations_run": values["iterations_run"],
-                "duration_ms": values["last_duration_ms"],
-                "metrics": record.restoration.metrics,
-            }
-            return encode_result(header, record.restoration.image)
+            return fetch_reply(record)
 
     @command
     def Abort(self) -> None:
@@ -796,37 +768,6 @@ class ASIRP(Device):
         with _tango_errors("ASIRP.live_normalize"):
             live = self._require_live()
             live.set_options(replace(live.options, normalize=value))
-
-
-def _result_values(record: ResultRecord | None) -> dict[str, Any]:
-    """Values of the result attributes for ``record`` (NaN, empty or 0 before any result)."""
-    if record is None:
-        values: dict[str, Any] = dict.fromkeys(METRIC_ATTRIBUTES, math.nan)
-        values.update(
-            result_id=0,
-            restored_image=_EMPTY_IMAGE,
-            psf=_EMPTY_IMAGE,
-            method_used="",
-            metrics_json="{}",
-            iterations_run=0,
-            last_duration_ms=math.nan,
-        )
-        return values
-    restoration = record.restoration
-    metrics = restoration.metrics
-    iterations = restoration.params.get("iterations_run", 0)
-    psf = restoration.psf
-    values = {name: float(metrics.get(name, math.nan)) for name in METRIC_ATTRIBUTES}
-    values.update(
-        result_id=record.request_id,
-        restored_image=restoration.image,
-        psf=_EMPTY_IMAGE if psf is None else np.asarray(psf, dtype=np.float32),
-        method_used=restoration.method,
-        metrics_json=json.dumps({**metrics, "request_id": record.request_id}, sort_keys=True),
-        iterations_run=int(iterations) if isinstance(iterations, int) else 0,
-        last_duration_ms=1000.0 * record.duration_s,
-    )
-    return values
 
 
 def main(args: Sequence[str] | None = None) -> None:

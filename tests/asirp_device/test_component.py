@@ -11,15 +11,16 @@ import numpy as np
 import pytest
 
 import asirp
-from asirp.io import InputFileError, read_restoration
+from asirp.io import InputFileError
+from asirp.results_io import read_restoration
+from asirp.safe_files import DataRootError
 from asirp_device.component import (
     ComponentState,
-    DataRootError,
     NotReady,
     RestorationBusy,
     RestorationComponent,
-    Settings,
 )
+from asirp_device.settings import Settings
 from tests.asirp_device.conftest import small_map
 
 PSF = {"beam_fwhm_um": 50.0, "pixel_um": 10.0}

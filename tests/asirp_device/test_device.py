@@ -19,7 +19,7 @@ import pytest
 import tango
 
 import asirp
-from asirp.io import read_restoration
+from asirp.results_io import read_restoration
 from tests.asirp_device.conftest import EventRecorder, nodb_server, small_map
 
 ON, RUNNING = tango.DevState.ON, tango.DevState.RUNNING

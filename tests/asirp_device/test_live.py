@@ -16,13 +16,7 @@ import numpy as np
 import pytest
 from bluesky.callbacks.zmq import Publisher
 
-from asirp_device.component import (
-    ComponentState,
-    NotReady,
-    RestorationComponent,
-    ResultRecord,
-    Settings,
-)
+from asirp_device.component import ComponentState, NotReady, RestorationComponent
 from asirp_device.live import (
     LiveBusy,
     LiveError,
@@ -32,6 +26,8 @@ from asirp_device.live import (
     restorer_arguments,
     validate_options,
 )
+from asirp_device.requests import ResultRecord
+from asirp_device.settings import Settings
 from tests.asirp_device._scans import (
     BEAM_FWHM_UM,
     ITERATIONS,

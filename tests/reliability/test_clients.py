@@ -19,7 +19,7 @@ import pytest
 import tango
 
 import asirp
-from asirp_device.component import RESULT_CACHE_SIZE
+from asirp_device.requests import RESULT_CACHE_SIZE
 from asirp_device.wire import decode_result, encode_map
 from tests.asirp_device.conftest import EventRecorder, nodb_server, small_map
 

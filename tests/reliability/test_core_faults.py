@@ -172,7 +172,7 @@ def test_glitched_position_is_masked_not_a_giant_map(tmp_path, caplog, nominal):
 
 
 def test_deep_parameters_json_is_one_clear_value_error():
-    from asirp_device.component import parse_parameters
+    from asirp_device.settings import parse_parameters
 
     with pytest.raises(ValueError, match="at most 65536"):
         parse_parameters("[" * 100_000 + "]" * 100_000)

@@ -19,7 +19,8 @@ import tango
 
 from asirp.io import InputFileError, UnsafeInputError, read_array
 from asirp.safe_files import DataRoot, DataRootError
-from asirp_device.component import RestorationComponent, Settings
+from asirp_device.component import RestorationComponent
+from asirp_device.settings import Settings
 from tests.asirp_device.conftest import nodb_server, small_map
 
 SECRET = 7177.25

@@ -18,11 +18,12 @@ import tifffile
 
 import asirp
 from asirp.cli import main
-from asirp.io import read_restoration, write_restoration
 from asirp.policy import Policy
+from asirp.results_io import read_restoration, write_restoration
 from asirp.safe_files import OutputExistsError, ProtectedFileError, atomic_write
 from asirp.xrf import write_raw_scan
-from asirp_device.component import RestorationComponent, Settings
+from asirp_device.component import RestorationComponent
+from asirp_device.settings import Settings
 from tests.asirp.xrf.conftest import small_scan
 from tests.asirp_device.conftest import nodb_server, small_map
 
