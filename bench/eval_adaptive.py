@@ -22,10 +22,10 @@ from bluesky.plans import grid_scan
 import sim
 from bluesky_plans.adaptive import AdaptiveReport, adaptive_roi_scan
 from bluesky_plans.budget import StageTiming, fine_step_um, grid_scan_time_s
-from bluesky_plans.evaluation import score_regions
 from bluesky_plans.maps import LiveMaps
 from bluesky_plans.roi import detect_rois
 from callbacks import LiveRestorer
+from control_room.evaluation import score_regions
 
 BEAM_UM = 50.0
 FIELD_UM = 800.0

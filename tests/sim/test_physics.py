@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import ast
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -181,17 +179,3 @@ def test_dead_time_grows_with_count_rate_and_reduces_live_time():
     per_photon_fast = fast.roi_totals[0, 0] / fast.photons[0] / live_fast
     assert per_photon_fast == pytest.approx(per_photon_slow, rel=0.01)
     assert fast.roi_totals[0, 0] / fast.photons[0] < 0.75 * per_photon_slow
-
-
-def test_sim_imports_no_adapter_package():
-    forbidden = ("callbacks", "asirp_device", "bluesky_plans")
-    offenders = []
-    for path in (Path(sim.__file__).parent).rglob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            names = []
-            if isinstance(node, ast.Import):
-                names = [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.module:
-                names = [node.module]
-            offenders += [f"{path.name}: {n}" for n in names if n.split(".")[0] in forbidden]
-    assert offenders == []

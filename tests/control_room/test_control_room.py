@@ -6,9 +6,9 @@ import json
 import psutil
 import pytest
 
-from bluesky_plans.control_room import run_control_room
-from bluesky_plans.evaluation import score_regions
 from bluesky_plans.roi import RegionOfInterest
+from control_room.evaluation import score_regions
+from control_room.loop import run_control_room
 from sim import Hotspot
 
 

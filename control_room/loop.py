@@ -141,10 +141,10 @@ def run_control_room(
     import sim
     from bluesky_plans.adaptive import AdaptiveReport, adaptive_roi_scan
     from bluesky_plans.budget import StageTiming, fine_step_um, grid_scan_time_s
-    from bluesky_plans.evaluation import score_regions
     from bluesky_plans.maps import LiveMaps, TangoMaps
     from bluesky_plans.roi import detect_rois
     from callbacks import EmbeddedTiledServer, LiveRestorer, derived_runs, raw_run_writer
+    from control_room.evaluation import score_regions
 
     if not 0 < budget_fraction <= 1:
         raise ValueError(f"budget_fraction must be in (0, 1], got {budget_fraction}")

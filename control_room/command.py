@@ -38,7 +38,7 @@ def register(subcommands: Any) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from bluesky_plans.control_room import run_control_room
+    from control_room.loop import run_control_room
 
     summary = run_control_room(
         args.output,
