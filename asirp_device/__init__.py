@@ -14,7 +14,11 @@ Modules
     What the device's attributes and ``FetchResult`` return, computed without Tango, and the
     ``DevEncoded`` format of ``Submit``/``FetchResult``.
 ``asirp_device.embedded``
-    ``asirp serve``: an sqlite Tango database, the registration and the server processes.
+    ``asirp serve``: an sqlite Tango database and the server processes, supervised by
+    ``asirp_device.processes`` (children die with ``asirp serve``, one instance per database
+    file) and registered by ``asirp_device.registration`` (only its own entries).
+``asirp_device.live``, ``asirp_device.live_options``
+    Live mode: a bluesky 0MQ document stream restored as it comes, and its options.
 ``asirp_device.client``
     :class:`~asirp_device.client.ASIRPClient`, an ophyd-async device for Bluesky plans.
 
