@@ -1,18 +1,4 @@
-"""``method="auto"``: the measured selector behind :func:`asirp.restore`.
-
-``asirp.restore(image, "auto", ...)`` hands the choice to :func:`asirp.selection.select_stack`
-(see :mod:`asirp.selection` for the score, the modes, the budget and the policy file) and runs
-the method it chose. The selection context is given as keywords of :func:`asirp.restore`
-(:data:`CONTEXT_KEYS`: ``modality``, ``psf_known``, ``second``, ``budget_ms``, ``mode``,
-``scale``, ``candidates``, ``policy``, ``remember``); the other keywords are method parameters
-fixed for every candidate. The result records the choice: ``params["auto_reason"]`` (plain
-words), ``params["selection"]`` (every candidate with its score and cost, the split, the seed)
-and ``metrics["selection_s"]``, ``metrics["selection_score"]`` and
-``metrics["selection_gain_db"]``.
-
-What ``auto`` did before it measured anything is kept as the selector's prior, in
-:mod:`asirp.selection.prior` (:func:`~asirp.selection.prior.choose_method`).
-"""
+"""``method="auto"`` of :func:`asirp.restore`: choose (see :mod:`asirp.selection`), then run."""
 
 from __future__ import annotations
 

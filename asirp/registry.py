@@ -1,9 +1,13 @@
 """The method registry: what each restoration method is, needs and accepts.
 
 A method is one module in :mod:`asirp.methods` that calls :func:`register_method` with a
-:class:`MethodSpec`. The spec's parameters (defaults and valid ranges) validate user input and
-make the CLI's help; :func:`asirp.restore` does the rest (input checks, PSF, device, batching,
-metrics), so a method only implements the mathematics on float32 tensors.
+:class:`MethodSpec`. The spec carries everything the rest of the engine needs to know about the
+method: its parameters (defaults and valid ranges: they validate user input and make the CLI's
+help), the settings the measured ``auto`` tries (:class:`SelectorGrid`), its cost before any
+measurement (:class:`CostPrior`) and, when it is not a plain blur, how a restoration predicts
+the measurement (``forward_model``). :func:`asirp.restore` does the rest (input checks, PSF,
+device, batching, metrics), so a method only implements the mathematics on float32 tensors.
+The recipe for adding one is in ``CONTRIBUTING.md``.
 
 This module imports no method: it is a leaf of the engine. The package ``asirp`` imports
 :mod:`asirp.methods` (through :mod:`asirp._builtin`), which registers the built-in methods, so
@@ -164,6 +168,63 @@ class MethodOutput:
     metrics: dict[str, list[Any]] = field(default_factory=dict)
 
 
+ForwardModel = Callable[[torch.Tensor, "torch.Tensor | None", int], torch.Tensor]
+"""``forward(estimate (B, sH, sW), psf on the input grid or None, scale) -> (B, H, W)``: the
+measurement a restoration predicts, noise-free (:attr:`MethodSpec.forward_model`)."""
+
+
+@dataclass(frozen=True)
+class SelectorGrid:
+    """The settings the measured ``auto`` tries for one method (:mod:`asirp.selection`).
+
+    Each setting is a dict of parameters (``{}`` = the method's defaults), so the selector's
+    score also picks iteration counts and regularisers.
+
+    Attributes
+    ----------
+    thorough : tuple of dict
+        Settings tried in the thorough mode (final maps).
+    cheap : tuple of dict, optional
+        Settings tried in the cheap mode (live updates); ``()`` leaves a slow method out of it,
+        ``None`` (the default) tries the thorough settings.
+    """
+
+    thorough: tuple[dict[str, Any], ...] = ({},)
+    cheap: tuple[dict[str, Any], ...] | None = None
+
+    def settings(self, mode: str) -> tuple[dict[str, Any], ...]:
+        """The settings of ``mode`` (``"cheap"`` or ``"thorough"``)."""
+        if mode == "cheap" and self.cheap is not None:
+            return self.cheap
+        return self.thorough
+
+
+@dataclass(frozen=True)
+class CostPrior:
+    """What one run of a method costs before anything was measured, in FFT pairs.
+
+    The unit is one forward and inverse FFT of the map's size, which the selector times on the
+    device (:mod:`asirp.selection.costs`); measured run times replace the prior as soon as
+    there are any.
+
+    Attributes
+    ----------
+    passes : float
+        Cost of one run; for iterative methods, the set-up before the first iteration.
+    per_iteration : float
+        Cost of one iteration (0 for methods without iterations). A method with a per-iteration
+        cost needs an ``iterations`` parameter; with an adaptive ``stop`` the selector assumes
+        a bounded number of iterations.
+    slower_with : tuple of (str, float)
+        ``(parameter, factor)``: the per-iteration cost times ``factor`` when the parameter is
+        set (true or non-zero), for example a total-variation term.
+    """
+
+    passes: float
+    per_iteration: float = 0.0
+    slower_with: tuple[tuple[str, float], ...] = ()
+
+
 @dataclass(frozen=True)
 class MethodSpec:
     """Registration record of one restoration method.
@@ -188,6 +249,15 @@ class MethodSpec:
     batchable : bool
         Whether a stack may be split into chunks along the batch axis (true for methods that
         treat each image on its own).
+    selector_grid : SelectorGrid
+        The settings the measured ``auto`` tries (default: the method's defaults alone, in
+        both modes).
+    cost_prior : CostPrior or None
+        Cost before any measurement; ``None``: the selector's conservative prior for unknown
+        methods (networks, new methods).
+    forward_model : callable or None
+        How a restoration predicts the measurement (:data:`ForwardModel`); ``None``: blur with
+        the returned PSF (scale 1), or blur on the fine grid then area sampling (scale > 1).
     """
 
     name: str
@@ -198,6 +268,9 @@ class MethodSpec:
     run: Callable[[Problem, dict[str, Any]], MethodOutput]
     summary: str
     batchable: bool = True
+    selector_grid: SelectorGrid = field(default_factory=SelectorGrid, compare=False)
+    cost_prior: CostPrior | None = field(default=None, compare=False)
+    forward_model: ForwardModel | None = field(default=None, compare=False)
 
     def parameter(self, name: str) -> Parameter:
         """Return the parameter called ``name``."""
@@ -241,7 +314,23 @@ def register_method(spec: MethodSpec) -> MethodSpec:
         raise ValueError(f"a method named {spec.name!r} is already registered")
     if spec.scale < 1:
         raise ValueError(f"scale of {spec.name!r} must be >= 1")
+    names = {parameter.name for parameter in spec.parameters}
+    if spec.cost_prior is not None and spec.cost_prior.per_iteration and "iterations" not in names:
+        raise ValueError(f"{spec.name!r} has a per-iteration cost but no 'iterations' parameter")
     _REGISTRY[spec.name] = spec
+    return spec
+
+
+def unregister_method(name: str) -> MethodSpec:
+    """Remove a method from the registry and return its spec (for tests and plug-ins).
+
+    Raises
+    ------
+    ValueError
+        If no method has that name.
+    """
+    spec = get_method(name)
+    del _REGISTRY[name]
     return spec
 
 

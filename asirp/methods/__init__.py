@@ -1,4 +1,9 @@
-"""Built-in restoration methods; importing this package registers them all."""
+"""Built-in restoration methods; importing this package registers them all.
+
+Each module is one method's only home: its :class:`~asirp.registry.MethodSpec` (parameters,
+selector grid, cost prior, forward model) and its typed public function, exported as
+``asirp.<name>``. The recipe for adding one is in ``CONTRIBUTING.md``.
+"""
 
 from asirp.methods import (
     blind_richardson_lucy,

@@ -71,20 +71,24 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from numpy.typing import ArrayLike
 
 from asirp.blur import BlurOperator
 from asirp.iteration import IterationControl, estimate_counts_gain
 from asirp.methods._common import adjoint_of_ones, non_negative, smooth_initial_estimate
-from asirp.methods._psf_search import gaussian_kernels, kernel_radius, search_sigma
+from asirp.methods._gaussian import gaussian_kernels, kernel_radius
+from asirp.methods._psf_search import search_sigma
+from asirp.methods._public import Device, IterativeBoundary, StopRule
 from asirp.psf import psf_sigma_px
 from asirp.registry import (
     BACKGROUND,
     ITERATIVE_BOUNDARY,
+    CostPrior,
     MethodOutput,
     MethodSpec,
     Parameter,
@@ -94,6 +98,7 @@ from asirp.registry import (
     register_method,
     stopping_parameters,
 )
+from asirp.restore import restore
 
 SEARCH_SHARE = 0.7
 """Share of the progress bar given to the width search (the rest is the refinement)."""
@@ -368,5 +373,112 @@ SPEC = register_method(
             ITERATIVE_BOUNDARY,
         ),
         run=run,
+        cost_prior=CostPrior(passes=4.0, per_iteration=4.0),
     )
 )
+
+
+def blind_richardson_lucy(
+    image: ArrayLike,
+    psf: ArrayLike,
+    *,
+    iterations: int = 50,
+    stop: StopRule = "discrepancy",
+    discrepancy: float = 1.0,
+    tolerance: float = 0.001,
+    psf_model: Literal["free", "gaussian"] = "free",
+    psf_prior_weight: float = 3.0,
+    sigma_search: Literal["heldout", "none"] = "heldout",
+    sigma_axes: Literal["common", "per_axis"] = "common",
+    sigma_min_px: float | None = None,
+    sigma_max_px: float | None = None,
+    search_iterations: int = 200,
+    search_counts: float = 100.0,
+    search_window_px: int = 128,
+    psf_support_px: int | None = None,
+    background: float = 0.0,
+    boundary: IterativeBoundary = "extend",
+    seed: int = 0,
+    device: Device = "auto",
+) -> tuple[np.ndarray, np.ndarray]:
+    """Blind Richardson-Lucy: beam width by held-out likelihood, then image and PSF.
+
+    Parameters
+    ----------
+    image : array_like, shape (H, W) or (B, H, W)
+        Measured counts, any real dtype (negative values are set to zero); never modified.
+    psf : array_like, shape (h, w)
+        Initial guess of the point spread function: odd sides, non-negative.
+    iterations : int
+        Maximum number of refinement iterations.
+    stop : {"discrepancy", "fixed", "stagnation"}
+        When to stop: after 'iterations', at the Poisson discrepancy, or on stagnation.
+    discrepancy : float
+        ``stop='discrepancy'`` target: mean Poisson deviance per pixel (1 = noise level).
+    tolerance : float
+        ``stop='stagnation'`` threshold: relative change of the estimate per iteration.
+    psf_model : {"free", "gaussian"}
+        Refinement: 'free' (alternating image/PSF RL) or 'gaussian' (PSF kept).
+    psf_prior_weight : float
+        Free PSF: weight of the starting PSF as a prior, relative to the data (0 = none).
+    sigma_search : {"heldout", "none"}
+        Beam width: 'heldout' (thinned-counts likelihood) or 'none' (start at the guess).
+    sigma_axes : {"common", "per_axis"}
+        'common' (one width, the guess's aspect kept) or 'per_axis' (rows, columns).
+    sigma_min_px : float, optional
+        Lower end of the width search, px (None = guess / 2.5, at least 0.3).
+    sigma_max_px : float, optional
+        Upper end of the width search, px (None = guess x 2.5; at most window / 8).
+    search_iterations : int
+        Most RL iterations per candidate width in the search.
+    search_counts : float
+        Events per fitted subset at the brightest pixels (thinning below 1/2 above it).
+    search_window_px : int
+        Side of the map window (the one with most edges) used by the search, px.
+    psf_support_px : int, optional
+        Side of the square PSF window estimated, px (None = +-4 sigma of the estimate).
+    background : float
+        Constant background in the data (counts per pixel).
+    boundary : {"extend", "zero", "periodic"}
+        Edges: 'extend' (unknown object past the map), 'zero' or 'periodic'.
+    seed : int
+        Seed of the method's randomness (the same seed gives the same result).
+    device : str or torch.device
+        ``"auto"`` (CUDA when present), ``"cpu"`` or ``"cuda"``.
+
+    Returns
+    -------
+    image : numpy.ndarray of float32, shape of ``image``
+        The restored map(s), counts.
+    psf : numpy.ndarray of float32, shape (h', w') or (B, h', w')
+        The estimated PSF (one per map of a stack), sum 1.
+
+    See Also
+    --------
+    asirp.restore : the same run, with metrics and provenance.
+    """
+    result = restore(
+        image,
+        SPEC.name,
+        psf=psf,
+        device=device,
+        seed=seed,
+        iterations=iterations,
+        stop=stop,
+        discrepancy=discrepancy,
+        tolerance=tolerance,
+        psf_model=psf_model,
+        psf_prior_weight=psf_prior_weight,
+        sigma_search=sigma_search,
+        sigma_axes=sigma_axes,
+        sigma_min_px=sigma_min_px,
+        sigma_max_px=sigma_max_px,
+        search_iterations=search_iterations,
+        search_counts=search_counts,
+        search_window_px=search_window_px,
+        psf_support_px=psf_support_px,
+        background=background,
+        boundary=boundary,
+    )
+    assert result.psf is not None  # a blind method returns its estimate
+    return result.image, result.psf

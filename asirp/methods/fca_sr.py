@@ -15,7 +15,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+from numpy.typing import ArrayLike
+
+from asirp.methods._public import Device
 from asirp.registry import MethodOutput, MethodSpec, Parameter, Problem, register_method
+from asirp.restore import restore
 from asirp.sr.models import count_parameters
 from asirp.sr.runner import COMMON_PARAMETERS, LoadedNetwork, run_with_weights
 from asirp.sr.weights import build_from_weights, load_weights
@@ -42,7 +47,7 @@ def run(problem: Problem, params: dict[str, Any]) -> MethodOutput:
     return run_with_weights("fca_sr", load_network, problem, params)
 
 
-register_method(
+SPEC = register_method(
     MethodSpec(
         name="fca_sr",
         family="super-resolution",
@@ -53,3 +58,57 @@ register_method(
         run=run,
     )
 )
+
+
+def fca_sr(
+    image: ArrayLike,
+    *,
+    scale: int = 2,
+    tile: int | None = None,
+    overlap: int = 16,
+    half: bool = True,
+    consistency_tolerance: float = 1.5,
+    weights: str | None = None,
+    device: Device = "auto",
+) -> np.ndarray:
+    """Super-resolution by a Fourier channel attention CNN (see the module notes).
+
+    Parameters
+    ----------
+    image : array_like, shape (H, W) or (B, H, W)
+        Measured map(s), any real dtype; never modified.
+    scale : int
+        Upscaling factor: 2 or 4.
+    tile : int, optional
+        Largest tile side for tiled inference, input px (None: 256 on the CPU, 1024 on CUDA).
+    overlap : int
+        Overlap between tiles, input px.
+    half : bool
+        Float16 on CUDA GPUs (ignored on the CPU).
+    consistency_tolerance : float
+        Largest consistency residual accepted, in noise sigmas (see asirp.sr.consistency).
+    weights : str, optional
+        Weights file (.safetensors from 'asirp train fca_sr'; None = the shipped ones).
+    device : str or torch.device
+        ``"auto"`` (CUDA when present), ``"cpu"`` or ``"cuda"``.
+
+    Returns
+    -------
+    numpy.ndarray of float32, shape (H * scale, W * scale) or (B, H * scale, W * scale)
+        The super-resolved map(s), on the finer grid.
+
+    See Also
+    --------
+    asirp.restore : the same run, with metrics and provenance.
+    """
+    return restore(
+        image,
+        SPEC.name,
+        device=device,
+        scale=scale,
+        tile=tile,
+        overlap=overlap,
+        half=half,
+        consistency_tolerance=consistency_tolerance,
+        weights=weights,
+    ).image

@@ -19,22 +19,29 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+from numpy.typing import ArrayLike
+
 from asirp.blur import BlurOperator
 from asirp.iteration import IterationControl
 from asirp.methods._common import adjoint_of_ones
+from asirp.methods._public import Device, IterativeBoundary, StopRule
 from asirp.registry import (
     BACKGROUND,
     ITERATIVE_BOUNDARY,
     POSITIVITY,
+    CostPrior,
     MethodOutput,
     MethodSpec,
     Parameter,
     Problem,
+    SelectorGrid,
     iterations_parameter,
     no_grad,
     register_method,
     stopping_parameters,
 )
+from asirp.restore import restore
 
 
 @no_grad
@@ -81,5 +88,73 @@ SPEC = register_method(
             ITERATIVE_BOUNDARY,
         ),
         run=run,
+        selector_grid=SelectorGrid(thorough=({},), cheap=()),  # slow: left out of live updates
+        cost_prior=CostPrior(passes=4.0, per_iteration=2.0),
     )
 )
+
+
+def landweber(
+    image: ArrayLike,
+    psf: ArrayLike,
+    *,
+    iterations: int = 200,
+    stop: StopRule = "discrepancy",
+    discrepancy: float = 1.0,
+    tolerance: float = 0.001,
+    step: float = 1.5,
+    positivity: bool = True,
+    background: float = 0.0,
+    boundary: IterativeBoundary = "extend",
+    device: Device = "auto",
+) -> np.ndarray:
+    """Projected Landweber deconvolution: least-squares gradient descent (see the module notes).
+
+    Parameters
+    ----------
+    image : array_like, shape (H, W) or (B, H, W)
+        Measured counts, any real dtype; never modified.
+    psf : array_like, shape (h, w)
+        Point spread function: odd sides, non-negative, normalised to sum 1.
+    iterations : int
+        Maximum number of iterations.
+    stop : {"discrepancy", "fixed", "stagnation"}
+        When to stop: after 'iterations', at the Poisson discrepancy, or on stagnation.
+    discrepancy : float
+        ``stop='discrepancy'`` target: mean Poisson deviance per pixel (1 = noise level).
+    tolerance : float
+        ``stop='stagnation'`` threshold: relative change of the estimate per iteration.
+    step : float
+        Step size tau (in units of 1/||H||^2).
+    positivity : bool
+        Clip negative values of the estimate to zero.
+    background : float
+        Constant background in the data (counts per pixel).
+    boundary : {"extend", "zero", "periodic"}
+        Edges: 'extend' (unknown object past the map), 'zero' or 'periodic'.
+    device : str or torch.device
+        ``"auto"`` (CUDA when present), ``"cpu"`` or ``"cuda"``.
+
+    Returns
+    -------
+    numpy.ndarray of float32, shape of ``image``
+        The restored map(s), counts.
+
+    See Also
+    --------
+    asirp.restore : the same run, with metrics and provenance.
+    """
+    return restore(
+        image,
+        SPEC.name,
+        psf=psf,
+        device=device,
+        iterations=iterations,
+        stop=stop,
+        discrepancy=discrepancy,
+        tolerance=tolerance,
+        step=step,
+        positivity=positivity,
+        background=background,
+        boundary=boundary,
+    ).image

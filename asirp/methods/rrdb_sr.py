@@ -18,7 +18,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+from numpy.typing import ArrayLike
+
+from asirp.methods._public import Device
 from asirp.registry import MethodOutput, MethodSpec, Parameter, Problem, register_method
+from asirp.restore import restore
 from asirp.sr.esrgan import load_with_spandrel, rrdb_from_state
 from asirp.sr.models import count_parameters
 from asirp.sr.runner import COMMON_PARAMETERS, LoadedNetwork, run_with_weights
@@ -72,7 +77,7 @@ def run(problem: Problem, params: dict[str, Any]) -> MethodOutput:
     return run_with_weights("rrdb_sr", load_network, problem, params)
 
 
-register_method(
+SPEC = register_method(
     MethodSpec(
         name="rrdb_sr",
         family="super-resolution",
@@ -83,3 +88,58 @@ register_method(
         run=run,
     )
 )
+
+
+def rrdb_sr(
+    image: ArrayLike,
+    *,
+    scale: int = 2,
+    tile: int | None = None,
+    overlap: int = 16,
+    half: bool = True,
+    consistency_tolerance: float = 1.5,
+    weights: str | None = None,
+    device: Device = "auto",
+) -> np.ndarray:
+    """Super-resolution by an ESRGAN-style RRDBNet (see the module notes).
+
+    Parameters
+    ----------
+    image : array_like, shape (H, W) or (B, H, W)
+        Measured map(s), any real dtype; never modified.
+    scale : int
+        Upscaling factor: 2 or 4.
+    tile : int, optional
+        Largest tile side for tiled inference, input px (None: 256 on the CPU, 1024 on CUDA).
+    overlap : int
+        Overlap between tiles, input px.
+    half : bool
+        Float16 on CUDA GPUs (ignored on the CPU).
+    consistency_tolerance : float
+        Largest consistency residual accepted, in noise sigmas (see asirp.sr.consistency).
+    weights : str, optional
+        Weights file: ASIRP's, or Real-ESRGAN/ESRGAN .pth/.safetensors (None = the shipped
+        ones).
+    device : str or torch.device
+        ``"auto"`` (CUDA when present), ``"cpu"`` or ``"cuda"``.
+
+    Returns
+    -------
+    numpy.ndarray of float32, shape (H * scale, W * scale) or (B, H * scale, W * scale)
+        The super-resolved map(s), on the finer grid.
+
+    See Also
+    --------
+    asirp.restore : the same run, with metrics and provenance.
+    """
+    return restore(
+        image,
+        SPEC.name,
+        device=device,
+        scale=scale,
+        tile=tile,
+        overlap=overlap,
+        half=half,
+        consistency_tolerance=consistency_tolerance,
+        weights=weights,
+    ).image

@@ -22,22 +22,28 @@ References
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
+import numpy as np
 import torch
+from numpy.typing import ArrayLike
 
 from asirp.methods._fourier import laplacian_power, spectral_problem
+from asirp.methods._public import Device, DirectBoundary
 from asirp.registry import (
     BACKGROUND,
     DIRECT_BOUNDARY,
     POSITIVITY,
+    CostPrior,
     MethodOutput,
     MethodSpec,
     Parameter,
     Problem,
+    SelectorGrid,
     no_grad,
     register_method,
 )
+from asirp.restore import restore
 
 GCV_WEIGHTS = torch.logspace(-7, 2, 91)
 """Candidate weights searched by generalised cross-validation."""
@@ -105,7 +111,7 @@ def run(problem: Problem, params: dict[str, Any]) -> MethodOutput:
     return MethodOutput(image, problem.psf, {"weight_used": [float(w) for w in weight.tolist()]})
 
 
-register_method(
+SPEC = register_method(
     MethodSpec(
         name="tikhonov",
         family="non-blind",
@@ -133,5 +139,61 @@ register_method(
             DIRECT_BOUNDARY,
         ),
         run=run,
+        selector_grid=SelectorGrid(thorough=({}, {"regulariser": "identity"}), cheap=({},)),
+        cost_prior=CostPrior(passes=16.0),
     )
 )
+
+
+def tikhonov(
+    image: ArrayLike,
+    psf: ArrayLike,
+    *,
+    weight: float | None = None,
+    regulariser: Literal["laplacian", "identity"] = "laplacian",
+    positivity: bool = True,
+    background: float = 0.0,
+    boundary: DirectBoundary = "reflect",
+    device: Device = "auto",
+) -> np.ndarray:
+    """Tikhonov deconvolution in closed form, weight by GCV (see the module notes).
+
+    Parameters
+    ----------
+    image : array_like, shape (H, W) or (B, H, W)
+        Measured counts, any real dtype; never modified.
+    psf : array_like, shape (h, w)
+        Point spread function: odd sides, non-negative, normalised to sum 1.
+    weight : float, optional
+        Regularisation weight lambda (None = chosen by GCV).
+    regulariser : {"laplacian", "identity"}
+        Penalty: 'laplacian' (roughness) or 'identity' (energy).
+    positivity : bool
+        Clip negative values of the estimate to zero.
+    background : float
+        Constant background in the data (counts per pixel).
+    boundary : {"reflect", "periodic"}
+        Edges: 'reflect' (mirror-extended map) or 'periodic'.
+    device : str or torch.device
+        ``"auto"`` (CUDA when present), ``"cpu"`` or ``"cuda"``.
+
+    Returns
+    -------
+    numpy.ndarray of float32, shape of ``image``
+        The restored map(s), counts.
+
+    See Also
+    --------
+    asirp.restore : the same run, with metrics and provenance.
+    """
+    return restore(
+        image,
+        SPEC.name,
+        psf=psf,
+        device=device,
+        weight=weight,
+        regulariser=regulariser,
+        positivity=positivity,
+        background=background,
+        boundary=boundary,
+    ).image

@@ -24,14 +24,18 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch.nn.functional as F
+from numpy.typing import ArrayLike
 
 from asirp.blur import BlurOperator
 from asirp.iteration import IterationControl
 from asirp.methods._common import adjoint_of_ones
+from asirp.methods._public import Device, IterativeBoundary, StopRule
 from asirp.registry import (
     BACKGROUND,
     ITERATIVE_BOUNDARY,
+    CostPrior,
     MethodOutput,
     MethodSpec,
     Parameter,
@@ -41,6 +45,7 @@ from asirp.registry import (
     register_method,
     stopping_parameters,
 )
+from asirp.restore import restore
 
 
 @no_grad
@@ -88,5 +93,72 @@ SPEC = register_method(
             ITERATIVE_BOUNDARY,
         ),
         run=run,
+        cost_prior=CostPrior(passes=4.0, per_iteration=2.0),
     )
 )
+
+
+def van_cittert(
+    image: ArrayLike,
+    psf: ArrayLike,
+    *,
+    iterations: int = 3,
+    stop: StopRule = "fixed",
+    discrepancy: float = 1.0,
+    tolerance: float = 0.001,
+    relaxation: float = 1.0,
+    positivity: bool = True,
+    background: float = 0.0,
+    boundary: IterativeBoundary = "extend",
+    device: Device = "auto",
+) -> np.ndarray:
+    """Van Cittert deconvolution, Jansson's positive variant (see the module notes).
+
+    Parameters
+    ----------
+    image : array_like, shape (H, W) or (B, H, W)
+        Measured counts, any real dtype; never modified.
+    psf : array_like, shape (h, w)
+        Point spread function: odd sides, non-negative, normalised to sum 1.
+    iterations : int
+        Maximum number of iterations.
+    stop : {"fixed", "discrepancy", "stagnation"}
+        When to stop: after 'iterations', at the Poisson discrepancy, or on stagnation.
+    discrepancy : float
+        ``stop='discrepancy'`` target: mean Poisson deviance per pixel (1 = noise level).
+    tolerance : float
+        ``stop='stagnation'`` threshold: relative change of the estimate per iteration.
+    relaxation : float
+        Relaxation factor beta.
+    positivity : bool
+        Clip negative values (Jansson's variant).
+    background : float
+        Constant background in the data (counts per pixel).
+    boundary : {"extend", "zero", "periodic"}
+        Edges: 'extend' (unknown object past the map), 'zero' or 'periodic'.
+    device : str or torch.device
+        ``"auto"`` (CUDA when present), ``"cpu"`` or ``"cuda"``.
+
+    Returns
+    -------
+    numpy.ndarray of float32, shape of ``image``
+        The restored map(s), counts.
+
+    See Also
+    --------
+    asirp.restore : the same run, with metrics and provenance.
+    """
+    return restore(
+        image,
+        SPEC.name,
+        psf=psf,
+        device=device,
+        iterations=iterations,
+        stop=stop,
+        discrepancy=discrepancy,
+        tolerance=tolerance,
+        relaxation=relaxation,
+        positivity=positivity,
+        background=background,
+        boundary=boundary,
+    ).image

@@ -30,22 +30,27 @@ from typing import Any
 
 import numpy as np
 import torch
+from numpy.typing import ArrayLike
 
 from asirp.backend import to_numpy, to_tensor
 from asirp.blur import mirror_extend
 from asirp.methods._fourier import spectral_problem
+from asirp.methods._public import Device, DirectBoundary
 from asirp.metrics import noise_sigma
 from asirp.registry import (
     BACKGROUND,
     DIRECT_BOUNDARY,
     POSITIVITY,
+    CostPrior,
     MethodOutput,
     MethodSpec,
     Parameter,
     Problem,
+    SelectorGrid,
     no_grad,
     register_method,
 )
+from asirp.restore import restore
 
 OTF_POWER_FLOOR = 1e-2
 """Below this ``|h|^2`` the object's spectrum is not estimated from the data."""
@@ -153,7 +158,7 @@ def run_unsupervised_wiener(problem: Problem, params: dict[str, Any]) -> MethodO
     return MethodOutput(image, problem.psf, info)
 
 
-register_method(
+SPEC = register_method(
     MethodSpec(
         name="wiener",
         family="non-blind",
@@ -174,10 +179,11 @@ register_method(
             DIRECT_BOUNDARY,
         ),
         run=run_wiener,
+        cost_prior=CostPrior(passes=12.0),
     )
 )
 
-register_method(
+UNSUPERVISED_SPEC = register_method(
     MethodSpec(
         name="unsupervised_wiener",
         family="non-blind",
@@ -193,5 +199,111 @@ register_method(
             DIRECT_BOUNDARY,
         ),
         run=run_unsupervised_wiener,
+        selector_grid=SelectorGrid(thorough=({},), cheap=()),  # slow: left out of live updates
+        cost_prior=CostPrior(passes=800.0),
     )
 )
+
+
+def wiener(
+    image: ArrayLike,
+    psf: ArrayLike,
+    *,
+    nsr: float | None = None,
+    positivity: bool = True,
+    background: float = 0.0,
+    boundary: DirectBoundary = "reflect",
+    device: Device = "auto",
+) -> np.ndarray:
+    """Wiener deconvolution, NSR given or spectrum estimated (see the module notes).
+
+    Parameters
+    ----------
+    image : array_like, shape (H, W) or (B, H, W)
+        Measured counts, any real dtype; never modified.
+    psf : array_like, shape (h, w)
+        Point spread function: odd sides, non-negative, normalised to sum 1.
+    nsr : float, optional
+        Flat noise-to-signal power ratio (None = spectrum estimated from the data).
+    positivity : bool
+        Clip negative values of the estimate to zero.
+    background : float
+        Constant background in the data (counts per pixel).
+    boundary : {"reflect", "periodic"}
+        Edges: 'reflect' (mirror-extended map) or 'periodic'.
+    device : str or torch.device
+        ``"auto"`` (CUDA when present), ``"cpu"`` or ``"cuda"``.
+
+    Returns
+    -------
+    numpy.ndarray of float32, shape of ``image``
+        The restored map(s), counts.
+
+    See Also
+    --------
+    asirp.restore : the same run, with metrics and provenance.
+    """
+    return restore(
+        image,
+        SPEC.name,
+        psf=psf,
+        device=device,
+        nsr=nsr,
+        positivity=positivity,
+        background=background,
+        boundary=boundary,
+    ).image
+
+
+def unsupervised_wiener(
+    image: ArrayLike,
+    psf: ArrayLike,
+    *,
+    max_samples: int = 200,
+    positivity: bool = True,
+    background: float = 0.0,
+    boundary: DirectBoundary = "reflect",
+    seed: int = 0,
+    device: Device = "auto",
+) -> np.ndarray:
+    """Self-tuned Wiener-Hunt deconvolution (scikit-image's Gibbs sampler; CPU).
+
+    Parameters
+    ----------
+    image : array_like, shape (H, W) or (B, H, W)
+        Measured counts, any real dtype; never modified.
+    psf : array_like, shape (h, w)
+        Point spread function: odd sides, non-negative, normalised to sum 1.
+    max_samples : int
+        Maximum Gibbs samples per image.
+    positivity : bool
+        Clip negative values of the estimate to zero.
+    background : float
+        Constant background in the data (counts per pixel).
+    boundary : {"reflect", "periodic"}
+        Edges: 'reflect' (mirror-extended map) or 'periodic'.
+    seed : int
+        Seed of the method's randomness (the same seed gives the same result).
+    device : str or torch.device
+        ``"auto"`` (CUDA when present), ``"cpu"`` or ``"cuda"``.
+
+    Returns
+    -------
+    numpy.ndarray of float32, shape of ``image``
+        The restored map(s), counts.
+
+    See Also
+    --------
+    asirp.restore : the same run, with metrics and provenance.
+    """
+    return restore(
+        image,
+        UNSUPERVISED_SPEC.name,
+        psf=psf,
+        device=device,
+        seed=seed,
+        max_samples=max_samples,
+        positivity=positivity,
+        background=background,
+        boundary=boundary,
+    ).image

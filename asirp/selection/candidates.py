@@ -9,66 +9,33 @@ Every method in the registry is a candidate when it fits the data and the contex
 - it accepts every method parameter the caller fixed (``asirp.restore(..., method="auto",
   iterations=50)`` keeps only methods with ``iterations``).
 
-Each method is tried with a small grid of settings (:data:`THOROUGH_GRIDS`, :data:`CHEAP_GRIDS`),
-so the score also picks iteration counts and regularisers; a method the grids do not name (for
-example one registered after this module was written) is tried with its defaults. ``identity``
+Each method is tried with the small grid of settings its spec brings
+(:attr:`asirp.registry.MethodSpec.selector_grid`: one for the thorough mode, one for the cheap
+mode), so the score also picks iteration counts and regularisers; a method that brings none is
+tried with its defaults. ``identity``
 (the input itself, bicubically upsampled for ``scale > 1``) is always a candidate, so the
 selector cannot return something its own score judges worse than the input.
 
 The selector predicts a measurement from a restoration by "blur with the returned PSF" (scale 1)
 or "blur on the fine grid, then area sampling" (:mod:`asirp.sr.degrade`, scale > 1), unless a
-method has its own forward model in :data:`_FORWARD_MODELS` (:func:`forward_model_for`).
+method's spec brings its own forward model (:func:`forward_model_for`).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import torch
-
-from asirp.registry import MethodSpec, get_method, method_specs
+from asirp.registry import ForwardModel, MethodSpec, get_method, method_specs
 
 IDENTITY = "identity"
 """Name of the no-restoration candidate (the measured map as it is)."""
 
-THOROUGH_GRIDS: dict[str, tuple[dict[str, Any], ...]] = {
-    "richardson_lucy": (
-        {},
-        *({"stop": "fixed", "iterations": count} for count in (5, 10, 20, 40, 80)),
-        {"stop": "fixed", "iterations": 20, "tv_weight": 0.01},
-    ),
-    "wiener": ({},),
-    "unsupervised_wiener": ({},),
-    "tikhonov": ({}, {"regulariser": "identity"}),
-    "landweber": ({},),
-    "van_cittert": ({},),
-    "blind_richardson_lucy": ({},),
-}
-"""Settings tried in the thorough mode, per method (``{}`` = the method's defaults)."""
-
-CHEAP_GRIDS: dict[str, tuple[dict[str, Any], ...]] = {
-    "richardson_lucy": ({}, {"stop": "fixed", "iterations": 10}),
-    "wiener": ({},),
-    "unsupervised_wiener": (),
-    "tikhonov": ({},),
-    "landweber": (),
-    "van_cittert": ({},),
-    "blind_richardson_lucy": ({},),
-}
-"""Settings tried in the cheap (live) mode; ``()`` leaves a slow method out."""
-
-ForwardModel = Callable[[torch.Tensor, "torch.Tensor | None", int], torch.Tensor]
-"""``forward(estimate (B, sH, sW), psf on the input grid or None, scale) -> (B, H, W)``."""
-
-_FORWARD_MODELS: dict[str, ForwardModel] = {}
-
 
 def forward_model_for(method: str) -> ForwardModel | None:
-    """The forward model a method registered, or ``None`` (the selector's default)."""
-    return _FORWARD_MODELS.get(method)
+    """The forward model a method's spec brings (``MethodSpec.forward_model``), or ``None``."""
+    return None if method == IDENTITY else get_method(method).forward_model
 
 
 @dataclass(frozen=True)
@@ -157,7 +124,6 @@ def fitting_candidates(
     """
     candidates = [Candidate.make(IDENTITY)]
     excluded: dict[str, str] = {}
-    grids = CHEAP_GRIDS if mode == "cheap" else THOROUGH_GRIDS
     for spec in method_specs():
         if names is not None and spec.name not in names:
             continue
@@ -176,7 +142,7 @@ def fitting_candidates(
         if missing:
             excluded[spec.name] = f"does not take {', '.join(missing)}"
             continue
-        grid = grids.get(spec.name, THOROUGH_GRIDS.get(spec.name, ({},)))
+        grid = spec.selector_grid.settings(mode)
         if not grid:
             excluded[spec.name] = f"left out of the {mode} mode (slow)"
             continue

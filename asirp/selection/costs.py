@@ -4,8 +4,9 @@ Every run the selector makes (scoring a candidate on the two parts) and every re
 :func:`asirp.restore` makes after an automatic choice is timed and recorded here, per image, by
 candidate, number of pixels per map and device. An estimate for another size scales the nearest
 measurement by the pixel count. A candidate never measured gets a prior: a rough count of FFT
-passes for its method (:data:`PRIOR_FFT_PASSES`) times the measured time of one forward and
-inverse FFT of that size on that device (a calibration of about a millisecond, cached).
+passes from its method's spec (:class:`asirp.registry.CostPrior`, :func:`prior_passes`) times
+the measured time of one forward and inverse FFT of that size on that device (a calibration of
+about a millisecond, cached).
 
 The cache lives for the process (:data:`COSTS`); :meth:`CostModel.to_dict` and
 :meth:`CostModel.update` let a policy file (:mod:`asirp.policy`) keep it between sessions.
@@ -21,45 +22,53 @@ from typing import Any
 import torch
 
 from asirp.backend import fast_fft_shape
+from asirp.registry import get_method
 from asirp.selection.candidates import IDENTITY, Candidate
 
 OVERHEAD = Candidate("(restore overhead)")
 """Pseudo-candidate under which the work :func:`asirp.restore` does around a method (checks,
 quality figures) is timed."""
 
-PRIOR_FFT_PASSES: dict[str, float] = {
-    IDENTITY: 0.05,
-    OVERHEAD.method: 8.0,
-    "wiener": 12.0,
-    "tikhonov": 16.0,
-    "unsupervised_wiener": 800.0,
-    "van_cittert": 3.0,
-}
-"""Cost of one run in forward+inverse FFT pairs of the map's size, for methods without
-iterations; iterative methods are priced per iteration (:func:`prior_passes`)."""
-
-PER_ITERATION_PASSES: dict[str, float] = {
-    "richardson_lucy": 2.5,
-    "landweber": 2.0,
-    "van_cittert": 2.0,
-    "blind_richardson_lucy": 4.0,
-}
+IDENTITY_PASSES = 0.05
+"""Prior cost of the identity candidate (a copy, or a bicubic upsampling), in FFT pairs."""
+OVERHEAD_PASSES = 8.0
+"""Prior cost of the work around a method (:data:`OVERHEAD`), in FFT pairs."""
 UNKNOWN_METHOD_PASSES = 300.0
-"""Prior for a method this module knows nothing about (networks, new methods): conservative."""
+"""Prior for a method whose spec brings no cost prior (networks, new methods): conservative."""
 ASSUMED_ADAPTIVE_ITERATIONS = 40
 """Iterations assumed for an automatic stop before any measurement."""
 
 
 def prior_passes(candidate: Candidate) -> float:
-    """Prior cost of a candidate in FFT pairs of the map's size."""
-    params = candidate.params
-    if candidate.method in PER_ITERATION_PASSES:
-        iterations = int(params.get("iterations", 100 if candidate.method != "van_cittert" else 3))
-        if params.get("stop", "fixed" if candidate.method == "van_cittert" else "") != "fixed":
-            iterations = min(iterations, ASSUMED_ADAPTIVE_ITERATIONS)
-        factor = 1.4 if params.get("tv_weight", 0) else 1.0
-        return 4.0 + factor * PER_ITERATION_PASSES[candidate.method] * iterations
-    return PRIOR_FFT_PASSES.get(candidate.method, UNKNOWN_METHOD_PASSES)
+    """Prior cost of a candidate in FFT pairs of the map's size.
+
+    From the method's :class:`~asirp.registry.CostPrior` (``MethodSpec.cost_prior``), with the
+    method's own defaults for the parameters the candidate does not set; an iterative method
+    with an adaptive ``stop`` is priced at most :data:`ASSUMED_ADAPTIVE_ITERATIONS` iterations.
+    """
+    if candidate.method == IDENTITY:
+        return IDENTITY_PASSES
+    if candidate.method == OVERHEAD.method:
+        return OVERHEAD_PASSES
+    try:
+        spec = get_method(candidate.method)
+    except ValueError:  # not registered (any more): a name from a saved cost cache
+        return UNKNOWN_METHOD_PASSES
+    prior = spec.cost_prior
+    if prior is None:
+        return UNKNOWN_METHOD_PASSES
+    if not prior.per_iteration:
+        return prior.passes
+    params = {parameter.name: parameter.default for parameter in spec.parameters}
+    params.update(candidate.params)
+    iterations = int(params["iterations"])
+    if params.get("stop", "fixed") != "fixed":
+        iterations = min(iterations, ASSUMED_ADAPTIVE_ITERATIONS)
+    factor = 1.0
+    for name, slower in prior.slower_with:
+        if params.get(name):
+            factor *= slower
+    return prior.passes + factor * prior.per_iteration * iterations
 
 
 class CostModel:

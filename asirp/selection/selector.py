@@ -1,40 +1,4 @@
-"""The adaptive selector: score the candidates that fit the data, keep the best, say why.
-
-:func:`select` (and ``asirp.restore(..., method="auto")``) works in five steps:
-
-1. **Policy.** A method pinned for the modality, or a choice remembered for this kind of scan
-   (:mod:`asirp.selection.policy`), is used at once, without scoring.
-2. **Candidates.** The registered methods that fit (scale, PSF, blind or not, the caller's fixed
-   parameters), each with a small grid of settings, and the input itself
-   (:mod:`asirp.selection.candidates`).
-3. **Split.** The data are split into two independent parts: binomial thinning for counts,
-   Gaussian data fission for data that are not counts, or the caller's second measurement
-   (:mod:`asirp.selection.splitting`), on a region of the map (the whole map in the thorough
-   mode up to 256 x 256, the most structured 96 x 96 window in the cheap mode) and on up to three
-   maps of a stack.
-4. **Score.** Each candidate restores both parts; each restoration predicts the other part
-   through the forward model and the weighted prediction error plus the out-of-band variance
-   estimates its object-domain error (:mod:`asirp.selection.score`). Candidates whose estimated
-   cost does not fit the latency budget are skipped (:mod:`asirp.selection.costs`).
-5. **Choose.** The lowest score wins among the candidates whose full-size restoration still fits
-   the budget. The :class:`Selection` lists every candidate with its score, cost and status, and
-   the reasons in plain words.
-
-Modes: ``"thorough"`` (the default without a budget; every grid setting, two independent splits)
-for final results, ``"cheap"`` (the default with a budget; a short grid, one split, a small
-region) for live updates. Both are seeded (``seed``): the same data, context and seed give the
-same choice, except that with a budget the set of candidates scored depends on measured times
-(the selection records which were).
-
-Maps too small to score (less than :data:`MIN_INTERIOR_PX` pixels per side once a PSF radius is
-left out at each edge) get the rule of :func:`asirp.selection.prior.choose_method`, which also
-orders the candidates in the cheap mode.
-
-This module is the budgeted loop (:func:`select`, :func:`select_stack`); the steps it calls live
-in :mod:`~asirp.selection.context`, :mod:`~asirp.selection.shortcuts` (policy and rule),
-:mod:`~asirp.selection.trials` (trial runs), :mod:`~asirp.selection.report` (the result and its
-reasons) and :mod:`~asirp.selection.measure` (cost measurement).
-"""
+"""The budgeted loop of :func:`select` and :func:`select_stack` (told in :mod:`asirp.selection`)."""
 
 from __future__ import annotations
 

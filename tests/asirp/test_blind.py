@@ -10,7 +10,7 @@ import torch
 
 import asirp
 from asirp.heldout import make_folds, standard_error, structured_window, thin_counts
-from asirp.methods._psf_search import gaussian_kernels
+from asirp.methods._gaussian import gaussian_kernels
 from asirp.methods.blind_richardson_lucy import BlindWidthWarning
 from asirp.metrics import blur
 from asirp.phantoms import copper_mesh

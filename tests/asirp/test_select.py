@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -221,8 +222,9 @@ def test_candidates_that_do_not_fit_the_budget_are_skipped(costs):
 def test_cheap_mode_tries_fewer_settings_on_a_smaller_region():
     sample = make_noisy_map("mesh", peak=50.0, shape=(128, 128), sigma_px=1.5)
     cheap = select(sample.measured, psf_sigma_px=1.5, mode="cheap", candidates=["richardson_lucy"])
-    thorough_grid = candidates_module.THOROUGH_GRIDS["richardson_lucy"]
-    assert len(cheap.candidates) == 1 + len(candidates_module.CHEAP_GRIDS["richardson_lucy"])
+    grid = asirp.get_method("richardson_lucy").selector_grid
+    thorough_grid = grid.settings("thorough")
+    assert len(cheap.candidates) == 1 + len(grid.settings("cheap"))
     assert len(cheap.candidates) < 1 + len(thorough_grid)
     region = cheap.context["region"]
     assert region[2:] == [96, 96]
@@ -236,7 +238,8 @@ def test_a_method_can_bring_its_own_forward_model(monkeypatch):
         calls.append(scale)
         return 0.0 * estimate
 
-    monkeypatch.setitem(candidates_module._FORWARD_MODELS, "van_cittert", wrong)
+    spec = dataclasses.replace(asirp.get_method("van_cittert"), forward_model=wrong)
+    monkeypatch.setitem(asirp.registry._REGISTRY, "van_cittert", spec)
     sample = make_noisy_map("mesh", peak=50.0, shape=(48, 48), sigma_px=1.5)
     selection = select(
         sample.measured, psf_sigma_px=1.5, candidates=["van_cittert", "tikhonov"], mode="cheap"
