@@ -23,6 +23,9 @@ Devices
 
 The XRF detector and I0 count the same gate: triggered in the same step they report the same
 time window (as a scaler and an XRF detector driven by one hardware trigger).
+
+One job, one module (about 650 lines): the devices share the clock and the exposure gate, and
+splitting them would scatter one timing model over several files.
 """
 
 from __future__ import annotations
