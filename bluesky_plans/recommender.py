@@ -15,7 +15,7 @@ bluesky-queueserver plan items (``{"item_type": "plan", "name": ..., "args": [..
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
@@ -29,19 +29,6 @@ class NoRecommendation(Exception):
 
 MapAxes = tuple[np.ndarray, np.ndarray]
 """``(x_um, y_um)``: pixel-centre coordinates of a map's columns and rows, µm."""
-
-
-class RescanRecommender(Protocol):
-    """What the adaptive plans need from an agent."""
-
-    def tell(self, x: MapAxes, y: np.ndarray) -> None:
-        """Report a map ``y`` measured (and restored) on the axes ``x``."""
-
-    def tell_many(self, xs: Iterable[MapAxes], ys: Iterable[np.ndarray]) -> None:
-        """Report several maps."""
-
-    def ask(self, n: int, tell_pending: bool = True) -> list[RegionOfInterest]:
-        """Up to ``n`` regions to rescan, best first; :class:`NoRecommendation` if none."""
 
 
 class RoiRecommender:
