@@ -301,20 +301,6 @@ class RestorationComponent:
             self._input = array
             self._input_source = source
 
-    def resolve_path(self, path: str | os.PathLike, *, must_exist: bool) -> tuple[Path, str | None]:
-        """Resolve ``path`` inside the data root (lexically: no link is followed).
-
-        See :meth:`asirp_device.files.DataFiles.resolve_path`.
-
-        Returns
-        -------
-        file : pathlib.Path
-            The file, inside the (resolved) data root.
-        dataset : str or None
-            The HDF5 dataset path, if one was given.
-        """
-        return self._files.resolve_path(path, must_exist=must_exist)
-
     def load_image(self, path: str | os.PathLike) -> Path:
         """Read a 2-D map (``.npy``, TIFF, ``file.h5::/dataset``) from the data root as the input.
 

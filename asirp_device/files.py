@@ -124,45 +124,6 @@ class DataFiles:
                 self._pins.popitem(last=False)[1].close()
         return {**parameters, "weights": str(pinned.path)}
 
-    def resolve_path(self, path: str | os.PathLike, *, must_exist: bool) -> tuple[Path, str | None]:
-        """Resolve ``path`` inside the data root (lexically: no link is followed).
-
-        Parameters
-        ----------
-        path : str or os.PathLike
-            Relative to the data root, or absolute inside it; ``file.h5::/dataset`` names an
-            HDF5 dataset.
-        must_exist : bool
-            Whether the file must exist already (it is opened by descriptor to check).
-
-        Returns
-        -------
-        file : pathlib.Path
-            The file, inside the (resolved) data root.
-        dataset : str or None
-            The HDF5 dataset path, if one was given.
-
-        Raises
-        ------
-        DataRootError
-            When file access is disabled, the path leaves the data root, or it goes through a
-            symbolic link (never followed inside the data root).
-        asirp.io.InputFileError
-            When ``must_exist`` and there is no such file.
-        """
-        root = self.require_root()
-        file_part, dataset = split_hdf5_path(os.fspath(path).strip())
-        if not str(path).strip():
-            raise ValueError("the path is empty; give a file inside the data root")
-        resolved = root.resolve(file_part)
-        if must_exist:
-            try:
-                with root.open(file_part):
-                    pass
-            except FileNotFoundError as error:
-                raise InputFileError(str(error)) from None
-        return resolved, dataset
-
     def load_image(self, path: str | os.PathLike, keep: Callable[[np.ndarray, str], None]) -> Path:
         """Read a 2-D map (``.npy``, TIFF, ``file.h5::/dataset``) from the data root.
 
