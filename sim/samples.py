@@ -13,6 +13,9 @@ Samples
 ``"seed"`` (:func:`seed_tissue`)
     Smooth tissue (cellulose-like matrix with trace Fe, Zn, Se) with element hotspots of
     varied sizes; the hotspots are returned as :class:`Hotspot` records.
+``"tissue"`` (:func:`clustered_tissue`)
+    The seed-like tissue with the hotspot layouts that a beam hides, as real tissue has them:
+    sub-beam hotspots, close pairs (centres 30-60 µm apart) and weak spots next to strong ones.
 ``"siemens"``, ``"line_pairs"`` (:func:`resolution_target`)
     Gold resolution targets: a Siemens star, or groups of bars of decreasing period.
 ``"foil"`` (:func:`uniform_foil`)
@@ -39,10 +42,27 @@ MESHES: dict[str, tuple[float, float]] = {
 }
 """Hole and bar widths (µm) of the copper grids, by name (AG300: 300 lines per inch)."""
 
-SAMPLE_NAMES = ("ag300", "ag175", "seed", "siemens", "line_pairs", "foil")
+SAMPLE_NAMES = ("ag300", "ag175", "seed", "tissue", "siemens", "line_pairs", "foil")
 """Names accepted by :func:`make_sample`."""
 
 COPPER_DENSITY_G_CM3 = 8.96
+
+PAIR_DISTANCE_UM = (30.0, 60.0)
+"""Centre distance of a close pair, µm: 0.6-1.2 times a 50 µm beam, which merges them."""
+PAIR_RADIUS_UM = (8.0, 25.0)
+"""Radius (at half maximum) of each hotspot of a close pair, µm."""
+PAIR_CONCENTRATION = (2.0, 15.0)
+"""Peak areal density of each hotspot of a close pair, µg/cm²."""
+SATELLITE_DISTANCE_UM = (40.0, 70.0)
+"""Distance of a weak hotspot from the strong one it sits next to, µm."""
+STRONG_RADIUS_UM = (20.0, 40.0)
+"""Radius of the strong hotspot of a strong/weak group, µm."""
+STRONG_CONCENTRATION = (8.0, 20.0)
+"""Peak areal density of the strong hotspot, µg/cm²."""
+WEAK_RADIUS_UM = (8.0, 15.0)
+"""Radius of the weak hotspot next to a strong one, µm."""
+WEAK_CONCENTRATION = (2.0, 5.0)
+"""Peak areal density of the weak hotspot, µg/cm²."""
 
 
 @dataclass(frozen=True)
@@ -290,6 +310,8 @@ def seed_tissue(
     n_hotspots: int = 16,
     radius_range_um: tuple[float, float] = (6.0, 60.0),
     concentration_range: tuple[float, float] = (1.0, 20.0),
+    close_pairs: int = 0,
+    satellites: int = 0,
     rng: np.random.Generator | int | None = 0,
 ) -> Sample:
     """Seed-like tissue: a smooth body of trace elements with element hotspots.
@@ -313,20 +335,35 @@ def seed_tissue(
         Range of hotspot radii at half maximum, µm.
     concentration_range : (float, float)
         Range of hotspot peak areal densities, µg/cm².
+    close_pairs : int
+        Extra pairs of hotspots of one element whose centres are :data:`PAIR_DISTANCE_UM`
+        apart, each of radius :data:`PAIR_RADIUS_UM` (drawn after the single hotspots, so
+        the single ones do not change).
+    satellites : int
+        Extra groups of a strong hotspot (:data:`STRONG_RADIUS_UM`,
+        :data:`STRONG_CONCENTRATION`) with a weak one of the same element
+        (:data:`WEAK_RADIUS_UM`, :data:`WEAK_CONCENTRATION`) :data:`SATELLITE_DISTANCE_UM`
+        from its centre: the weak one sits in the strong one's tail under a wide beam.
     rng : numpy.random.Generator or int or None
         Random generator or seed of the layout.
 
     Returns
     -------
     Sample
-        One map per element, the matrix, and the hotspots.
+        One map per element, the matrix, and the hotspots (singles, then pairs, then
+        strong/weak groups).
     """
     generator = _rng(rng)
     elements = tuple(str(e) for e in elements)
     if not elements:
         raise ValueError("elements must name at least one element")
-    if isinstance(n_hotspots, bool) or not isinstance(n_hotspots, int) or n_hotspots < 0:
-        raise ValueError(f"n_hotspots must be an integer >= 0, got {n_hotspots!r}")
+    for name, count in (
+        ("n_hotspots", n_hotspots),
+        ("close_pairs", close_pairs),
+        ("satellites", satellites),
+    ):
+        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+            raise ValueError(f"{name} must be an integer >= 0, got {count!r}")
     r_lo, r_hi = (float(v) for v in radius_range_um)
     c_lo, c_hi = (float(v) for v in concentration_range)
     if not 0 < r_lo <= r_hi or not 0 < c_lo <= c_hi:
@@ -348,21 +385,51 @@ def seed_tissue(
             level * body * (1.0 + 0.3 * _smooth_noise(shape, 40.0 / pixel_um, generator))
         )
     hotspots: list[Hotspot] = []
-    for _ in range(n_hotspots):
-        radius = math.exp(generator.uniform(math.log(r_lo), math.log(r_hi)))
-        # Inside the body, at least one radius from its edge.
-        while True:
-            cy, cx = generator.uniform(-0.8, 0.8, size=2)
-            if math.hypot(cy, cx) < 0.8:
-                break
-        centre = (float(cy * half_y), float(cx * half_x))
-        element = elements[int(generator.integers(len(elements)))]
-        peak = math.exp(generator.uniform(math.log(c_lo), math.log(c_hi)))
+
+    def add(centre: tuple[float, float], radius: float, element: str, peak: float) -> None:
         sigma = radius / math.sqrt(2.0 * math.log(2.0))
         maps[element] = maps[element] + peak * np.exp(
             -((y - centre[0]) ** 2 + (x - centre[1]) ** 2) / (2.0 * sigma**2)
         )
         hotspots.append(Hotspot(centre, float(radius), element, float(peak)))
+
+    def inside_body(inset: float = 0.8) -> tuple[float, float]:
+        # Inside the body, well away from its edge.
+        while True:
+            cy, cx = generator.uniform(-inset, inset, size=2)
+            if math.hypot(cy, cx) < inset:
+                return float(cy * half_y), float(cx * half_x)
+
+    def log_uniform(low: float, high: float) -> float:
+        return math.exp(generator.uniform(math.log(low), math.log(high)))
+
+    for _ in range(n_hotspots):
+        radius = log_uniform(r_lo, r_hi)
+        centre = inside_body()
+        element = elements[int(generator.integers(len(elements)))]
+        add(centre, radius, element, log_uniform(c_lo, c_hi))
+    for kind, count in (("pair", close_pairs), ("satellite", satellites)):
+        for _ in range(count):
+            element = elements[int(generator.integers(len(elements)))]
+            centre = inside_body(0.7)
+            angle = generator.uniform(0.0, 2.0 * math.pi)
+            if kind == "pair":
+                distance = generator.uniform(*PAIR_DISTANCE_UM)
+                radii = (generator.uniform(*PAIR_RADIUS_UM), generator.uniform(*PAIR_RADIUS_UM))
+                peaks = (log_uniform(*PAIR_CONCENTRATION), log_uniform(*PAIR_CONCENTRATION))
+            else:
+                distance = generator.uniform(*SATELLITE_DISTANCE_UM)
+                radii = (generator.uniform(*STRONG_RADIUS_UM), generator.uniform(*WEAK_RADIUS_UM))
+                peaks = (
+                    log_uniform(*STRONG_CONCENTRATION),
+                    log_uniform(*WEAK_CONCENTRATION),
+                )
+            other = (
+                centre[0] + distance * math.sin(angle),
+                centre[1] + distance * math.cos(angle),
+            )
+            add(centre, radii[0], element, peaks[0])
+            add(other, radii[1], element, peaks[1])
     for element in maps:
         np.clip(maps[element], 0.0, None, out=maps[element])
     return Sample(
@@ -377,9 +444,51 @@ def seed_tissue(
             "matrix_ug_cm2": 5000.0,
             "trace_ug_cm2": {e: trace.get(e, 0.05) for e in elements},
             "n_hotspots": n_hotspots,
+            "close_pairs": close_pairs,
+            "satellites": satellites,
             "recommended_flux_ph_s": 5.0e9,
         },
     )
+
+
+def clustered_tissue(
+    *,
+    field_um: float | Sequence[float] = 1000.0,
+    pixel_um: float = 2.0,
+    elements: Sequence[str] = ("Se", "Zn", "Fe"),
+    n_hotspots: int = 12,
+    close_pairs: int = 3,
+    satellites: int = 3,
+    radius_range_um: tuple[float, float] = (5.0, 60.0),
+    concentration_range: tuple[float, float] = (1.0, 20.0),
+    rng: np.random.Generator | int | None = 0,
+) -> Sample:
+    """The seed-like tissue with clustered hotspots (the ``"tissue"`` sample).
+
+    :func:`seed_tissue` with sub-beam singles (radii from 5 µm), ``close_pairs`` close pairs
+    and ``satellites`` weak hotspots next to strong ones, each of a random element: the
+    layouts where a 50 µm beam hides what a scientist wants to rescan. Parameters as
+    :func:`seed_tissue`.
+
+    Returns
+    -------
+    Sample
+        Named ``"tissue"``.
+    """
+    sample = seed_tissue(
+        field_um=field_um,
+        pixel_um=pixel_um,
+        elements=elements,
+        n_hotspots=n_hotspots,
+        radius_range_um=radius_range_um,
+        concentration_range=concentration_range,
+        close_pairs=close_pairs,
+        satellites=satellites,
+        rng=rng,
+    )
+    sample.name = "tissue"
+    sample.description["kind"] = "clustered_tissue"
+    return sample
 
 
 def _smooth_noise(shape: tuple[int, int], sigma_px: float, rng: np.random.Generator) -> np.ndarray:
@@ -545,6 +654,8 @@ def make_sample(
         return copper_mesh(key, field_um=field_um, pixel_um=pixel_um, **options)
     if key == "seed":
         return seed_tissue(field_um=field_um, pixel_um=pixel_um, rng=rng, **options)
+    if key == "tissue":
+        return clustered_tissue(field_um=field_um, pixel_um=pixel_um, rng=rng, **options)
     if key in ("siemens", "line_pairs"):
         return resolution_target(key, field_um=field_um, pixel_um=pixel_um, **options)
     if key == "foil":

@@ -179,3 +179,30 @@ def test_dead_time_grows_with_count_rate_and_reduces_live_time():
     per_photon_fast = fast.roi_totals[0, 0] / fast.photons[0] / live_fast
     assert per_photon_fast == pytest.approx(per_photon_slow, rel=0.01)
     assert fast.roi_totals[0, 0] / fast.photons[0] < 0.75 * per_photon_slow
+
+
+def test_tissue_sample_holds_close_pairs_and_weak_spots_next_to_strong_ones():
+    from sim.samples import PAIR_DISTANCE_UM, SATELLITE_DISTANCE_UM, WEAK_CONCENTRATION
+
+    sample = sim.make_sample("tissue", field_um=600.0, pixel_um=4.0, rng=7)
+    assert sample.name == "tissue"
+    singles, rest = sample.hotspots[:12], sample.hotspots[12:]
+    assert len(singles) == 12 and len(rest) == 12
+    pairs, groups = rest[:6], rest[6:]
+
+    def distance(a, b):
+        return float(np.hypot(a.centre_um[0] - b.centre_um[0], a.centre_um[1] - b.centre_um[1]))
+
+    for first, second in zip(pairs[::2], pairs[1::2], strict=True):
+        assert first.element == second.element
+        assert PAIR_DISTANCE_UM[0] <= distance(first, second) <= PAIR_DISTANCE_UM[1]
+    for strong, weak in zip(groups[::2], groups[1::2], strict=True):
+        assert strong.element == weak.element
+        assert SATELLITE_DISTANCE_UM[0] <= distance(strong, weak) <= SATELLITE_DISTANCE_UM[1]
+        assert WEAK_CONCENTRATION[0] <= weak.concentration <= WEAK_CONCENTRATION[1]
+        assert strong.concentration > weak.concentration and strong.radius_um > weak.radius_um
+    # the plain seed sample is unchanged by the new options' existence
+    seed = sim.make_sample("seed", field_um=600.0, pixel_um=4.0, rng=7)
+    assert len(seed.hotspots) == 16
+    with pytest.raises(ValueError, match="close_pairs"):
+        sim.make_sample("seed", field_um=600.0, pixel_um=4.0, close_pairs=-1)
