@@ -169,17 +169,19 @@ def select_within_budget(
     regions: Sequence[RegionOfInterest],
     time_of: Callable[[RegionOfInterest], float],
     budget_s: float | None,
+    *,
+    key: Callable[[RegionOfInterest], float] | None = None,
 ) -> BudgetedSelection:
-    """Keep the best-scoring regions whose summed scan time fits ``budget_s``.
+    """Keep the best regions whose summed scan time fits ``budget_s``.
 
-    Greedy by score: a region that does not fit is skipped, and smaller ones after it may
-    still fit. ``budget_s=None`` keeps everything.
+    Greedy by ``key`` (default: the score): a region that does not fit is skipped, and
+    smaller ones after it may still fit. ``budget_s=None`` keeps everything.
     """
     if budget_s is not None and not (math.isfinite(budget_s) and budget_s >= 0):
         raise ValueError(f"budget_s must be >= 0, got {budget_s}")
     selected, skipped, times = [], [], []
     used = 0.0
-    for region in sorted(regions, key=lambda item: item.score, reverse=True):
+    for region in sorted(regions, key=key or (lambda item: item.score), reverse=True):
         cost = float(time_of(region))
         if budget_s is None or used + cost <= budget_s:
             selected.append(region)

@@ -22,6 +22,9 @@ import numpy as np
 from bluesky_plans.budget import StageTiming, region_scan_time_s, select_within_budget
 from bluesky_plans.roi import RegionOfInterest, detect_rois, merge_overlapping
 
+RANKINGS = ("score", "value_per_second")
+"""Orders in which :class:`RoiRecommender` suggests regions."""
+
 
 class NoRecommendation(Exception):
     """The recommender has nothing (more) to suggest (the name bluesky-adaptive uses)."""
@@ -44,6 +47,9 @@ class RoiRecommender:
         Dwell and motor speeds, for the time estimate.
     budget_s : float, optional
         Total beam time the recommender may spend on rescans, s.
+    rank : {"score", "value_per_second"}
+        Order of the suggestions: the strategy's score, or the score per second of rescan
+        time (more regions fit a budget when small boxes with much in them go first).
     **detect_options
         Passed to :func:`bluesky_plans.roi.detect_rois` (``margin_um``, ``min_size_um``,
         ``max_size_um``, ``max_count``, ``level``, ...).
@@ -56,8 +62,11 @@ class RoiRecommender:
         fine_step_um: float,
         timing: StageTiming,
         budget_s: float | None = None,
+        rank: str = "score",
         **detect_options: Any,
     ):
+        if rank not in RANKINGS:
+            raise ValueError(f"rank must be one of {RANKINGS}, got {rank!r}")
         if fine_step_um <= 0:
             raise ValueError(f"fine_step_um must be > 0, got {fine_step_um}")
         if budget_s is not None and budget_s < 0:
@@ -66,6 +75,7 @@ class RoiRecommender:
         self.fine_step_um = float(fine_step_um)
         self.timing = timing
         self.budget_s = budget_s
+        self.rank = rank
         self.detect_options = detect_options
         self._pending: list[RegionOfInterest] = []
         self._asked: list[RegionOfInterest] = []
@@ -74,6 +84,12 @@ class RoiRecommender:
     def time_of(self, region: RegionOfInterest) -> float:
         """Estimated rescan time of ``region``, s."""
         return region_scan_time_s(region, self.fine_step_um, self.timing)
+
+    def value_of(self, region: RegionOfInterest) -> float:
+        """What ranks ``region``: its score, or its score per second of rescan time."""
+        if self.rank == "score":
+            return region.score
+        return region.score / max(self.time_of(region), 1e-9)
 
     def tell(self, x: MapAxes, y: np.ndarray) -> None:
         """Detect regions on the map ``y`` (axes ``x``) and queue those not yet suggested."""
@@ -124,7 +140,8 @@ class RoiRecommender:
         if n < 1:
             raise ValueError(f"ask needs n >= 1, got {n}")
         remaining = None if self.budget_s is None else self.budget_s - self.spent_s
-        chosen = select_within_budget(self._pending, self.time_of, remaining)
+        ranked = sorted(self._pending, key=self.value_of, reverse=True)
+        chosen = select_within_budget(ranked, self.time_of, remaining, key=self.value_of)
         regions = list(chosen.selected[:n])
         if not regions:
             raise NoRecommendation("no region to rescan within the remaining budget")

@@ -22,6 +22,11 @@ Built-in strategies
     peaks smaller than about half the window), thresholded at the residual's median plus
     ``sigma`` robust standard deviations (the noise of the flat parts). Score: the integrated
     residual above that level.
+``peaks``
+    Each significant local maximum grown into its own object, boxed tightly and scored by the
+    amount it holds (:mod:`bluesky_plans.peaks`): the strategy for restored maps, where close
+    and weak objects have their own maxima; with ``smooth_px`` (a matched filter) the raw-map
+    baseline.
 ``detail``
     Regions of high local detail: the smoothed squared gradient magnitude of the map,
     thresholded with Otsu. Score: the integrated detail. Finds edges and texture rather than
@@ -39,6 +44,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy import ndimage
+
+from bluesky_plans.peaks import peak_strategy
 
 PixelBox = tuple[int, int, int, int]
 """``(row_start, row_stop, col_start, col_stop)``, stops exclusive, in map pixels."""
@@ -207,6 +214,7 @@ def detail_strategy(
 
 
 _STRATEGIES: dict[str, StrategyFunction] = {
+    "peaks": peak_strategy,
     "threshold": threshold_strategy,
     "top_k": top_k_strategy,
     "hotspots": hotspot_strategy,
@@ -301,8 +309,28 @@ def _resize(
     ]
 
 
-def merge_overlapping(regions: list[RegionOfInterest]) -> list[RegionOfInterest]:
-    """Union every group of overlapping regions until none overlap (scores add)."""
+MERGE_RULES = ("union", "cheaper")
+"""How :func:`merge_overlapping` treats two overlapping regions: always union them, or only
+when the union covers no more area than the two do apart (tight boxes stay tight)."""
+
+
+def merge_overlapping(
+    regions: list[RegionOfInterest], rule: str = "union"
+) -> list[RegionOfInterest]:
+    """Union overlapping regions until none left overlaps (scores add).
+
+    Parameters
+    ----------
+    regions : list of RegionOfInterest
+        Candidates.
+    rule : {"union", "cheaper"}
+        ``"union"``: every overlapping pair becomes its bounding rectangle (no two regions
+        overlap afterwards). ``"cheaper"``: only pairs whose bounding rectangle is no larger
+        than the sum of their areas (otherwise both are kept and their small overlap is
+        scanned twice, which costs less than the corners of a big rectangle).
+    """
+    if rule not in MERGE_RULES:
+        raise ValueError(f"merge rule must be one of {MERGE_RULES}, got {rule!r}")
     merged = list(regions)
     changed = True
     while changed:
@@ -310,7 +338,8 @@ def merge_overlapping(regions: list[RegionOfInterest]) -> list[RegionOfInterest]
         result: list[RegionOfInterest] = []
         for region in merged:
             for index, kept in enumerate(result):
-                if kept.overlaps(region):
+                cheaper = kept.union(region).area_um2 <= kept.area_um2 + region.area_um2
+                if kept.overlaps(region) and (rule == "union" or cheaper):
                     result[index] = kept.union(region)
                     changed = True
                     break
@@ -350,6 +379,7 @@ def detect_rois(
     max_size_um: float | None = None,
     max_count: int | None = None,
     bounds_um: tuple[float, float, float, float] | None = None,
+    merge: str = "union",
     **options: float,
 ) -> list[RegionOfInterest]:
     """Find regions of interest on a map and apply the shared rules.
@@ -373,6 +403,8 @@ def detect_rois(
         Keep at most this many regions, best score first.
     bounds_um : (x_min, x_max, y_min, y_max), optional
         Clip regions to this rectangle (the scannable area), µm. Default: the map's extent.
+    merge : {"union", "cheaper"}
+        How overlapping regions merge (:func:`merge_overlapping`).
     **options
         Passed to the strategy (``level``, ``k``, ``sigma``, ``smoothing_px``).
 
@@ -389,6 +421,8 @@ def detect_rois(
     """
     if strategy not in _STRATEGIES:
         raise ValueError(f"unknown ROI strategy {strategy!r}; available: {roi_strategies()}")
+    if merge not in MERGE_RULES:
+        raise ValueError(f"merge must be one of {MERGE_RULES}, got {merge!r}")
     data = np.asarray(image, dtype=np.float64)
     if data.ndim != 2 or min(data.shape) < 2:
         raise ValueError(f"ROI detection needs a 2-D map of at least 2x2, got {data.shape}")
@@ -435,7 +469,7 @@ def detect_rois(
         for region in candidates
     ]
     sized = [piece for region in widened for piece in _resize(region, min_size_um, None)]
-    regions = merge_overlapping(sized)
+    regions = merge_overlapping(sized, merge)
     if max_size_um is not None:
         excess = np.clip(data - np.median(data), 0.0, None)
 
