@@ -17,8 +17,9 @@ Modules
     ``asirp serve``: an sqlite Tango database and the server processes, supervised by
     ``asirp_device.processes`` (children die with ``asirp serve``, one instance per database
     file) and registered by ``asirp_device.registration`` (only its own entries).
-``asirp_device.live``, ``asirp_device.live_options``
-    Live mode: a bluesky 0MQ document stream restored as it comes, and its options.
+``asirp_device.live``, ``asirp_device.live_options``, ``asirp_device.live_runs``
+    Live mode: a bluesky 0MQ document stream restored as it comes, its options, and the book
+    of each run's final live result (the device's ``LiveResultOf``).
 ``asirp_device.client``
     :class:`~asirp_device.client.ASIRPClient`, an ophyd-async device for Bluesky plans.
 

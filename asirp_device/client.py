@@ -14,6 +14,11 @@ client restored in between); a ``restored_image`` read *after* the trigger can s
 by another client's result. Clients that share a device use ``Submit`` and ``FetchResult``
 (:mod:`asirp_device.wire` encodes them), which never mix results.
 
+Live mode: :meth:`ASIRPClient.live_result` returns the final restoration the device's live mode
+published for a raw run (``LiveResultOf``, then ``FetchResult``), decoded, as a plain
+:class:`LiveReply`, so a plan reads the map that was restored and stored in tiled instead of
+restoring it again; it never raises for a result that is not there yet or failed.
+
 Examples
 --------
 >>> import bluesky.plan_stubs as bps
@@ -27,10 +32,13 @@ Examples
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass, field
 from typing import Annotated as A
 from typing import Any
 
+import numpy as np
 import numpy.typing as npt
+import tango
 from ophyd_async.core import (
     AsyncStatus,
     Command,
@@ -42,6 +50,8 @@ from ophyd_async.core import (
 )
 from ophyd_async.tango.core import DevStateEnum, TangoDevice
 from tango.asyncio_executor import AsyncioExecutor, get_global_executor, set_global_executor
+
+from asirp_device.wire import decode_result
 
 _READ = StandardReadableFormat.UNCACHED_SIGNAL
 _CONFIG = StandardReadableFormat.CONFIG_SIGNAL
@@ -56,6 +66,46 @@ class RestorationFailed(RuntimeError):
 
 class ResultTaken(RestorationFailed):
     """When the restoration ended, the device's latest result was another request's."""
+
+
+LIVE_STATES = {
+    "ASIRP_NotReady": "pending",
+    "ASIRP_UnknownRun": "unknown",
+    "ASIRP_LiveFailed": "failed",
+}
+"""``LiveResultOf`` refusal reasons and the :attr:`LiveReply.state` each one gives."""
+
+
+@dataclass(frozen=True)
+class LiveReply:
+    """What :meth:`ASIRPClient.live_result` found for a raw run (plain values, never raises).
+
+    Attributes
+    ----------
+    state : {"ready", "pending", "unknown", "failed", "error"}
+        ``ready``: the final live result is in ``header`` and ``image``; ``pending``: its
+        final restoration has not arrived (ask again); ``unknown``: live mode has not seen
+        the run (not yet, or never); ``failed``: the restoration failed or the run is not
+        restored; ``error``: any other refusal or a communication failure.
+    reason : str
+        Empty when ready; otherwise the device's reason code and message (or the error).
+    header : dict
+        The ``FetchResult`` header (``request_id``, ``method``, ``metrics``, ``source`` = the
+        run uid, ``derived_uid`` = its derived run in tiled or ``None``, ...); empty unless
+        ready.
+    image : numpy.ndarray or None
+        ``(H, W)`` float32 restored map (counts, read-only) when ready.
+    """
+
+    state: str
+    reason: str = ""
+    header: dict[str, Any] = field(default_factory=dict)
+    image: np.ndarray | None = None
+
+    @property
+    def ready(self) -> bool:
+        """Whether the final live result is here."""
+        return self.state == "ready"
 
 
 class ASIRPClient(TangoDevice, StandardReadable):
@@ -113,9 +163,43 @@ class ASIRPClient(TangoDevice, StandardReadable):
         plain synchronous proxy (``TypeError: ... can't be used in 'await' expression``). The
         executor is moved to the running loop first, as ophyd-async does before reads/writes.
         """
-        if not get_global_executor().in_executor_context():
-            set_global_executor(AsyncioExecutor())
+        _use_this_loop()
         await super().connect(*args, **kwargs)
+
+    async def live_result(self, run_uid: str) -> LiveReply:
+        """The final live-mode restoration of raw run ``run_uid``, without restoring it again.
+
+        Calls ``LiveResultOf(run_uid)`` and ``FetchResult`` of the id it returns, and decodes
+        the reply (:func:`asirp_device.wire.decode_result`). One attempt: while the result is
+        ``pending`` (or ``unknown``, the run's documents not there yet) ask again later; a plan
+        waits with ``bps.sleep`` in between (see :class:`bluesky_plans.maps.TangoMaps`).
+
+        Parameters
+        ----------
+        run_uid : str
+            Uid of the raw run (its start document's ``uid``).
+
+        Returns
+        -------
+        LiveReply
+            The result, or why there is none; device refusals and communication failures are
+            in :attr:`LiveReply.state` and :attr:`LiveReply.reason`, never raised.
+        """
+        proxy = self.get_proxy()
+        if proxy is None:
+            return LiveReply("error", f"{self.name}: not connected (connect the client first)")
+        _use_this_loop()
+        try:
+            request_id = await proxy.command_inout("LiveResultOf", str(run_uid))
+            reply = await proxy.command_inout("FetchResult", request_id)
+            header, image = decode_result(reply)
+        except tango.DevFailed as error:
+            failure = error.args[0]
+            reason = f"{failure.reason}: {' '.join(str(failure.desc).split())}"
+            return LiveReply(LIVE_STATES.get(failure.reason, "error"), reason)
+        except Exception as error:  # a reply that does not decode, a broken connection
+            return LiveReply("error", f"{type(error).__name__}: {' '.join(str(error).split())}")
+        return LiveReply("ready", "", header, image)
 
     @AsyncStatus.wrap
     async def trigger(self) -> None:
@@ -159,3 +243,9 @@ class ASIRPClient(TangoDevice, StandardReadable):
                 f"trigger's {request_id}: another client restored on the same device; use "
                 f"FetchResult({request_id}) (or Submit/FetchResult) to get this one"
             )
+
+
+def _use_this_loop() -> None:
+    """Tie pytango's global asyncio executor to the running loop (see ASIRPClient.connect)."""
+    if not get_global_executor().in_executor_context():
+        set_global_executor(AsyncioExecutor())

@@ -520,11 +520,12 @@ class RestorationComponent:
         source: str,
         duration_s: float,
         request_id: int | None = None,
+        derived_uid: str | None = None,
     ) -> ResultRecord:
         """Record ``restoration`` as the latest result, keep it by request id, tell listeners.
 
         ``request_id`` is the id of the request it answers; ``None`` (a live result) takes a
-        fresh one.
+        fresh one. ``derived_uid`` is the derived run in tiled that holds a live result.
         """
         restoration.image.flags.writeable = False
         with self._notify_lock:
@@ -532,7 +533,9 @@ class RestorationComponent:
                 if request_id is None:
                     request_id = self._requests.new_id()
                 self._sequence += 1
-                record = ResultRecord(restoration, self._sequence, source, duration_s, request_id)
+                record = ResultRecord(
+                    restoration, self._sequence, source, duration_s, request_id, derived_uid
+                )
                 self._result = record
                 self._requests.keep(record)
             self._call(self._result_callbacks, record)
@@ -565,7 +568,9 @@ class RestorationComponent:
             error = self._requests.missing(request_id)
         raise error
 
-    def publish_result(self, restoration: Restoration, source: str) -> ResultRecord:
+    def publish_result(
+        self, restoration: Restoration, source: str, *, derived_uid: str | None = None
+    ) -> ResultRecord:
         """Publish a restoration made elsewhere (live mode) as the latest result.
 
         Listeners get it exactly like the result of :meth:`start`. The state does not change,
@@ -578,6 +583,8 @@ class RestorationComponent:
             A 2-D result (``restoration.image`` float32 ``(H, W)``).
         source : str
             What produced it (for example the scan's run uid), kept as provenance.
+        derived_uid : str, optional
+            Uid of the derived run in tiled that holds it (``FetchResult``'s ``derived_uid``).
 
         Returns
         -------
@@ -586,7 +593,9 @@ class RestorationComponent:
         """
         validate_map(restoration.image, "the restored image")
         with self._notify_lock:
-            record = self._publish(restoration, source, float(restoration.elapsed_s))
+            record = self._publish(
+                restoration, source, float(restoration.elapsed_s), derived_uid=derived_uid
+            )
             with self._lock:
                 clear = self._state is ComponentState.ALARM and self._job is None
             if clear:

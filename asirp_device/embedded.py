@@ -241,18 +241,30 @@ class ServerProcess:
         Server instance name.
     listen_host : str, optional
         Interface for the server's CORBA endpoint; every interface when ``None``.
+    environment : mapping, optional
+        Variables added to the server's environment, for secrets that must not be device
+        properties (kept in the database and readable by clients): ``TILED_API_KEY`` for the
+        tiled server of ``TiledUri``.
     """
 
-    def __init__(self, tango_host: str, instance: str, listen_host: str | None = None) -> None:
+    def __init__(
+        self,
+        tango_host: str,
+        instance: str,
+        listen_host: str | None = None,
+        environment: Mapping[str, str] | None = None,
+    ) -> None:
         self.tango_host = tango_host
         self.instance = instance
         self.listen_host = listen_host
+        self.environment = dict(environment or {})
         self._child: Child | None = None
 
     def start(self, device_name: str, stop: threading.Event | None = None) -> None:
         """Start the server and wait until ``device_name`` answers a ping."""
         env = child_environment(self.tango_host)
         env.setdefault("OMP_WAIT_POLICY", SERVER_OMP_WAIT_POLICY)
+        env.update(self.environment)
         argv = [sys.executable, "-m", "asirp_device.server", self.instance]
         if self.listen_host is not None:
             argv += ["-ORBendPoint", f"giop:tcp:{self.listen_host}:0"]

@@ -23,6 +23,14 @@ Settings
     component's ``pixel_um``. Which reading is mapped is in :class:`LiveOptions` (checked by
     :func:`validate_options`; both live in :mod:`asirp_device.live_options`, imported from here
     too).
+Final results by run
+    :meth:`LiveMode.result_of` gives the request id of a run's final published restoration
+    (the device's ``LiveResultOf``; ``FetchResult`` of that id returns it with ``source`` = the
+    run uid and ``derived_uid`` = the derived run that holds it in tiled), so a client reads
+    the very restoration that live mode made and stored instead of restoring the map again. The
+    latest :data:`~asirp_device.live_runs.MAX_LIVE_RUNS` runs are remembered
+    (:class:`~asirp_device.live_runs.LiveRunBook`), across ``StopLive``/``StartLive``; a run
+    that is not a map, maps no point, or is still open when live mode ends has no result.
 Stopping
     :meth:`LiveMode.stop` ends the dispatcher, then finishes the run in progress (its rows
     measured so far are restored and published; its derived run ends with exit status
@@ -55,10 +63,25 @@ from typing import Any
 
 from asirp_device.component import RestorationComponent
 from asirp_device.live_options import LiveOptions, restorer_arguments, validate_options
+from asirp_device.live_runs import MAX_LIVE_RUNS, LiveRun, LiveRunBook, LiveRunFailed, UnknownRun
 from callbacks.address import format_address, parse_address  # parse_address: re-exported
 from callbacks.geometry import GeometryError, MapTooLarge, ScanGeometry
 from callbacks.live import LiveRestorer, LiveResult
 from callbacks.mapping import MapSource, SourceError
+
+__all__ = [
+    "MAX_LIVE_RUNS",
+    "LiveBusy",
+    "LiveError",
+    "LiveMode",
+    "LiveOptions",
+    "LiveRun",
+    "LiveRunFailed",
+    "UnknownRun",
+    "parse_address",
+    "restorer_arguments",
+    "validate_options",
+]
 
 _LOG = logging.getLogger(__name__)
 
@@ -96,6 +119,9 @@ class _Session:
         self.restorer = restorer
         self.tiled_uri = tiled_uri
         self.tiled: Any = None
+        self.sink: Any = None  # the TiledSink writing the derived runs, when tiled_uri is set
+        self.sink_errors: dict[str, int] = {}  # run uid -> the sink's error count at its start
+        self.submitted_before = 0  # restorations submitted before the stop document in hand
         self.grace_s = grace_s
         self.dispatcher = SafeRemoteDispatcher(address, allow_pickle=allow_pickle)
         self.settled = threading.Event()  # subscribed, or ended
@@ -150,6 +176,7 @@ class LiveMode:
         self._lock = threading.Lock()  # guards _session and _options (held briefly)
         self._session: _Session | None = None
         self._status_callbacks: list[StatusCallback] = []
+        self._runs = LiveRunBook(MAX_LIVE_RUNS)  # outlives sessions: results stay fetchable
 
     # ------------------------------------------------------------------ listeners and views
     def add_status_callback(self, callback: StatusCallback) -> None:
@@ -217,6 +244,42 @@ class LiveMode:
         """Runs of this live session whose final map was restored and published."""
         session = self._current()
         return 0 if session is None else session.runs_restored
+
+    def run(self, run_uid: str) -> LiveRun | None:
+        """What live mode knows of raw run ``run_uid`` (the latest runs), or ``None``."""
+        return self._runs.get(run_uid)
+
+    def result_of(self, run_uid: str) -> int:
+        """Request id of the final live result of raw run ``run_uid`` (no new restoration).
+
+        ``FetchResult`` of that id (:meth:`RestorationComponent.fetch_result`) returns the
+        restoration with ``source`` = ``run_uid`` and ``derived_uid`` = the derived run that
+        holds it in tiled (``None`` without ``TiledUri``, or if writing it failed). Only the
+        latest results are kept by the component: fetch it soon.
+
+        Parameters
+        ----------
+        run_uid : str
+            Uid of the raw run (its start document's ``uid``).
+
+        Returns
+        -------
+        int
+            The request id of its final published restoration.
+
+        Raises
+        ------
+        NotReady
+            While its final restoration has not arrived (ask again).
+        LiveRunFailed
+            If that restoration failed, or the run is not restored (not a map, no point
+            mapped, live mode ended before the run did).
+        UnknownRun
+            If live mode never saw the run (or no longer remembers it).
+        TypeError
+            If ``run_uid`` is not a string.
+        """
+        return self._runs.request_id(run_uid)
 
     @property
     def documents(self) -> int:
@@ -384,6 +447,7 @@ class LiveMode:
         try:
             session.tiled = connect(session.tiled_uri)
             sink = TiledSink(session.tiled)
+            session.sink = sink
         except Exception as error:
             raise LiveError(
                 f"cannot connect to the tiled server {session.tiled_uri!r} (TiledUri): "
@@ -418,6 +482,11 @@ class LiveMode:
         finally:
             restorer.unsubscribe(session.token)
             _close_tiled(session.tiled)
+            # a final restoration that never came (cancelled unheard, a dead worker) is no
+            # result: say so instead of "not ready" for ever
+            abandoned = self._runs.abandon(f"{reason}; its final restoration never came")
+            if abandoned:
+                _LOG.warning("live mode: no final result for run(s) %s", ", ".join(abandoned))
         with self._lock:
             session.ended = True
             report = session.returned and not stopped
@@ -436,16 +505,22 @@ class LiveMode:
             if name == "descriptor" and doc.get("run_start") == run_uid:
                 if doc.get("name") == session.map_stream:
                     self._check_fields(session, doc)
-            elif name == "stop" and doc.get("run_start") == run_uid and run_uid:
-                status = doc.get("exit_status", "success")
-                self._note(session, f"run {run_uid} ended ({status}); restoring its map")
+            elif name == "stop":
+                session.submitted_before = session.restorer.stats["submitted"]
+                if doc.get("run_start") == run_uid and run_uid:
+                    status = doc.get("exit_status", "success")
+                    self._note(session, f"run {run_uid} ended ({status}); restoring its map")
         except Exception:
             _LOG.exception("live mode: could not follow a %s document", name)
 
     def _after(self, session: _Session, name: str, doc: Mapping[str, Any]) -> None:
         """Dispatcher thread, after the restorer: note the runs it maps and those it cannot."""
+        if name == "stop":
+            self._after_stop(session, doc)
+            return
         if name != "start":
             return
+        uid = ""
         try:
             uid = str(doc.get("uid", ""))
             if session.restorer.active_run == uid:
@@ -453,12 +528,39 @@ class LiveMode:
                 with session.lock:
                     session.run_uid = uid
                     session.map_stream = geometry.stream
+                    if session.sink is not None:
+                        session.sink_errors[uid] = session.sink.errors
+                self._runs.begin(uid)
                 rows, cols = geometry.shape
                 self._note(session, f"mapping run {uid} ({rows}x{cols} points)")
             else:
-                self._note(session, f"run {uid} is not restored: {_why_not_mapped(session, doc)}")
+                why = _why_not_mapped(session, doc)
+                if self._runs.get(uid) is None:  # a repeated start leaves the first one's entry
+                    self._runs.failed(uid, f"not restored: {why}")
+                self._note(session, f"run {uid} is not restored: {why}")
         except (GeometryError, ValueError, TypeError, KeyError) as error:
             _LOG.warning("live mode: run start not understood: %s", error)
+            if uid:
+                self._runs.failed(uid, f"its start document was not understood: {error}")
+
+    def _after_stop(self, session: _Session, doc: Mapping[str, Any]) -> None:
+        """A run ended: if the restorer asked for no final restoration, it will have no result.
+
+        The restorer submits the final restoration while it handles the stop document, in this
+        thread, so an unchanged count of submitted restorations means none is coming (no
+        point of the map was recorded).
+        """
+        uid = str(doc.get("run_start", ""))
+        run = self._runs.get(uid)
+        if run is None or run.state != "restoring":
+            return
+        if session.restorer.stats["submitted"] == session.submitted_before:
+            source = session.restorer.source.describe()
+            self._runs.failed(
+                uid,
+                f"no point of its map was recorded (mapping {source}: check live_field and "
+                "live_normalize); nothing was restored",
+            )
 
     def _check_fields(self, session: _Session, doc: Mapping[str, Any]) -> None:
         source: MapSource = session.restorer.source
@@ -479,13 +581,19 @@ class LiveMode:
         if result.ok and result.restoration is not None:
             restoration = result.restoration
             try:
-                record = self._component.publish_result(restoration, result.run_uid)
+                record = self._component.publish_result(
+                    restoration, result.run_uid, derived_uid=_stored_uid(session, result)
+                )
             except (ValueError, TypeError) as failure:
                 error = f"not published: {_one_line(failure)}"
             else:
                 if result.final:
                     with session.lock:
                         session.runs_restored += 1
+                        session.sink_errors.pop(result.run_uid, None)
+                    self._runs.restored(result.run_uid, record.request_id, record.derived_uid)
+                else:
+                    self._runs.partial(result.run_uid)
                 height = result.raw_map.shape[0]
                 line = (
                     f"{label} ({result.rows_restored} of {height} rows, {restoration.method}, "
@@ -496,11 +604,38 @@ class LiveMode:
                 self._note(session, line)
                 return
         self._note(session, f"{label} failed: {error}")
+        if result.final:
+            self._runs.failed(result.run_uid, f"its final live restoration failed: {error}")
+            with session.lock:
+                session.sink_errors.pop(result.run_uid, None)
         if result.final and not session.stopping.is_set():
             self._component.report_failure(
                 f"live restoration of run {result.run_uid} failed: {error}; the previous result "
                 "is kept (the next live or local result, or Reset, clears this)"
             )
+
+
+def _stored_uid(session: _Session, result: LiveResult) -> str | None:
+    """Uid of the derived run holding ``result`` in tiled, or ``None`` if it is not there.
+
+    ``None`` without a tiled server, before the derived run exists, and when writing to tiled
+    failed since the run started (the sink logs and counts its failures instead of raising).
+    """
+    sink = session.sink
+    if sink is None or result.derived_uid is None:
+        return None
+    with session.lock:
+        errors_at_start = session.sink_errors.get(result.run_uid, 0)
+    if sink.errors > errors_at_start:
+        _LOG.warning(
+            "live mode: run %s: writing its derived run %s to tiled failed (%s); not reported "
+            "as stored",
+            result.run_uid,
+            result.derived_uid,
+            sink.last_error,
+        )
+        return None
+    return result.derived_uid
 
 
 def _why_not_mapped(session: _Session, doc: Mapping[str, Any]) -> str:

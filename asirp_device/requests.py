@@ -55,6 +55,9 @@ class ResultRecord:
         The id :meth:`asirp_device.component.RestorationComponent.start` returned for it (a
         live result gets a fresh one);
         :meth:`asirp_device.component.RestorationComponent.fetch_result` finds the record by it.
+    derived_uid : str or None
+        For a live result: uid of the derived run that holds it in tiled (written by the
+        device's live mode); ``None`` for local results, or when nothing was written to tiled.
     """
 
     restoration: Restoration
@@ -62,6 +65,7 @@ class ResultRecord:
     source: str
     duration_s: float
     request_id: int = 0
+    derived_uid: str | None = None
 
 
 def _first_request_id() -> int:

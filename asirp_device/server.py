@@ -33,6 +33,14 @@ Conventions: commands are PascalCase, attributes snake_case. Input and setting e
     (the latest 16 are).
 ``ASIRP_RequestFailed``
     ``FetchResult`` of a request that ended without a result (failed or aborted).
+``ASIRP_UnknownRun``
+    ``LiveResultOf`` a run that live mode never saw (or no longer remembers: the latest 64).
+``ASIRP_LiveFailed``
+    ``LiveResultOf`` a run whose final live restoration failed, or that was not restored (not
+    a map, no point mapped, live mode ended first).
+
+``ASIRP_NotReady`` also answers ``LiveResultOf`` while the run's final restoration has not
+arrived.
 
 Requests: ``Restore`` and ``Submit`` return a request id (DevLong64); each result carries the id
 of the request it answers (``result_id``, pushed before ``restored_image``, and ``request_id``
@@ -50,7 +58,10 @@ scans of a bluesky 0MQ document stream and publishes every restored map (partial
 ``LiveEveryRows`` rows, then the final one of each run) like a local result; it does not change
 the state (ON between and during scans), but a failed final restoration raises ``ALARM``.
 ``Restore`` stays allowed while live: both publish to ``restored_image`` as their results come.
-While live, ``Status`` has a second line on live mode.
+While live, ``Status`` has a second line on live mode. ``LiveResultOf(run_uid)`` gives the
+request id of a run's final live result: ``FetchResult`` of it returns the restoration live
+mode made (and stored in tiled as the derived run ``derived_uid`` of its header), so a client
+never restores that map again.
 
 This module is one job, the Tango interface: the device class declares every property,
 attribute and command with its documentation (most of its ~790 lines). The work is done by the
@@ -78,7 +89,14 @@ from asirp.io import InputFileError, InputTooLargeError, UnsafeInputError
 from asirp.safe_files import DataRootError, OutputExistsError
 from asirp_device import SERVER_NAME
 from asirp_device.component import ComponentState, NotReady, RestorationBusy, RestorationComponent
-from asirp_device.live import LiveBusy, LiveError, LiveMode, LiveOptions
+from asirp_device.live import (
+    LiveBusy,
+    LiveError,
+    LiveMode,
+    LiveOptions,
+    LiveRunFailed,
+    UnknownRun,
+)
 from asirp_device.requests import RequestFailed, ResultRecord, UnknownRequest
 from asirp_device.settings import MAX_SIDE_PX, Settings
 from asirp_device.values import (
@@ -122,6 +140,10 @@ def _tango_errors(origin: str) -> Iterator[None]:
         _throw("ASIRP_UnknownRequest", error, origin)
     except RequestFailed as error:
         _throw("ASIRP_RequestFailed", error, origin)
+    except UnknownRun as error:
+        _throw("ASIRP_UnknownRun", error, origin)
+    except LiveRunFailed as error:
+        _throw("ASIRP_LiveFailed", error, origin)
     except NotReady as error:
         _throw("ASIRP_NotReady", error, origin)
     except (DataRootError, UnsafeInputError) as error:
@@ -635,11 +657,13 @@ class ASIRP(Device):
 
     @command(
         dtype_in="DevLong64",
-        doc_in="Request id returned by Submit or Restore.",
+        doc_in="Request id returned by Submit, Restore or LiveResultOf.",
         dtype_out=tango.DevEncoded,
         doc_out='Header: JSON object {"request_id", "method", "shape": [rows, columns], '
-        '"dtype": "float32", "sequence", "iterations_run", "duration_ms", "metrics"}. Data: '
-        "the restored map, float32 counts, C order, little-endian.",
+        '"dtype": "float32", "sequence", "iterations_run", "duration_ms", "metrics", '
+        '"source", "derived_uid"} (source: where the input came from, for a live result '
+        "the raw run uid; derived_uid: the derived run in tiled holding a live result, else "
+        "null). Data: the restored map, float32 counts, C order, little-endian.",
     )
     def FetchResult(self, request_id: int) -> tuple[str, bytes]:
         """The result of exactly that request (one of the latest 16), whatever came since.
@@ -705,6 +729,26 @@ class ASIRP(Device):
         """
         with _tango_errors("ASIRP.StartLive"):
             return self._require_live().start(address)
+
+    @command(
+        dtype_in=str,
+        doc_in="Uid of a raw run (its start document's uid) published to live mode's proxy.",
+        dtype_out="DevLong64",
+        doc_out="Request id of that run's final live result: pass it to FetchResult (its "
+        "header has source = the run uid and derived_uid = its derived run in tiled).",
+    )
+    def LiveResultOf(self, run_uid: str) -> int:
+        """The request id of the final restoration live mode published for a run.
+
+        No restoration is made: the result is the one live mode published (and wrote to tiled
+        with TiledUri). Refused (DevFailed): the final restoration has not arrived
+        (ASIRP_NotReady: ask again), it failed or the run was not restored (ASIRP_LiveFailed),
+        live mode never saw the run or no longer remembers it (ASIRP_UnknownRun; the latest 64
+        runs are kept, across StopLive). FetchResult keeps only the latest 16 results: fetch
+        it soon.
+        """
+        with _tango_errors("ASIRP.LiveResultOf"):
+            return self._require_live().result_of(run_uid)
 
     @command
     def StopLive(self) -> None:

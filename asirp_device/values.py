@@ -93,12 +93,16 @@ def fetch_header(record: ResultRecord) -> dict[str, Any]:
     Returns
     -------
     dict
-        ``request_id``, ``method``, ``sequence``, ``iterations_run``, ``duration_ms`` and
-        ``metrics`` (the engine's metrics as they are).
+        ``request_id``, ``method``, ``sequence``, ``iterations_run``, ``duration_ms``,
+        ``metrics`` (the engine's metrics as they are), ``source`` (where the input came from:
+        for a live result the raw run's uid) and ``derived_uid`` (for a live result, the
+        derived run in tiled that holds it; ``None`` otherwise).
     """
     values = result_values(record)
     return {
         "request_id": record.request_id,
+        "source": record.source,
+        "derived_uid": record.derived_uid,
         "method": values["method_used"],
         "sequence": record.sequence,
         "iterations_run": values["iterations_run"],

@@ -10,8 +10,9 @@ header) and ``data`` the raw bytes of one 2-D map, C order (rows, then columns),
     ``beam_fwhm_um`` and ``pixel_um`` (µm), ``parameters`` (a JSON object).
 ``FetchResult`` header
     ``{"request_id": N, "method": "...", "shape": [rows, columns], "dtype": "float32", ...}``
-    (also ``sequence``, ``iterations_run``, ``duration_ms`` and ``metrics``); the bytes are the
-    restored map, float32 counts.
+    (also ``sequence``, ``iterations_run``, ``duration_ms``, ``metrics``, ``source``: where the
+    input came from, a live result's raw run uid, and ``derived_uid``: the derived run in tiled
+    that holds a live result, else ``null``); the bytes are the restored map, float32 counts.
 
 This module imports only numpy, so plans and plain ``DeviceProxy`` clients can use it without
 the engine or the server.

@@ -1,11 +1,15 @@
 """The whole control-room loop on the embedded default, as ``asirp control-room`` runs it.
 
-1. An embedded sqlite Tango database and the ASIRP device server (child processes).
-2. An embedded tiled server writing to the output folder (raw runs and derived restored runs).
-3. The simulated µ-XRF beamline (seed-like sample with element hotspots), a RunEngine, and the
-   live restorer publishing derived runs.
-4. An adaptive ROI scan: a coarse map restored by the Tango device (through the ophyd-async
-   client), regions detected on the restored map (the ``hotspots`` strategy), fine rescans
+1. An embedded tiled server writing to the output folder (raw runs and derived restored runs).
+2. An embedded sqlite Tango database and the ASIRP device server (child processes), the device
+   writing its derived runs to that tiled server (``TiledUri``).
+3. The simulated µ-XRF beamline (seed-like sample with element hotspots) and a RunEngine. With
+   the device: a 0MQ document proxy (child process) that the RunEngine publishes to and the
+   device's live mode reads (``StartLive``), and an in-process raw-map assembler that restores
+   nothing; without it: the in-process live restorer.
+4. An adaptive ROI scan: the coarse map restored once, by the device's live mode while the scan
+   runs (read back through the ophyd-async client: the map stored in tiled is the one the
+   decision is made on), regions detected on it (the ``hotspots`` strategy), fine rescans
    within a beam-time budget.
 5. A report in the output folder: ``control_room.png`` (raw vs restored coarse map, the regions
    and the restored fine maps), ``summary.json`` and ``summary.md`` (methods, metrics, hotspot
@@ -15,6 +19,7 @@ Every process started is stopped at the end, also on errors and Ctrl-C.
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from collections.abc import Callable
@@ -27,7 +32,14 @@ DEVICE_NAME = "asirp/restoration/1"
 SERVER_INSTANCE = "control_room"
 
 
-def _figure(path: Path, report: Any, axes, restorer: Any, hotspots, element: str) -> None:
+def _figure(
+    path: Path,
+    report: Any,
+    axes,
+    fine_map: Callable[[str], np.ndarray | None],
+    hotspots,
+    element: str,
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -60,10 +72,9 @@ def _figure(path: Path, report: Any, axes, restorer: Any, hotspots, element: str
                 )
             )
     for uid in report.fine_uids:
-        result = restorer.latest_for(uid)
-        if result is None:
+        fine = fine_map(uid)
+        if fine is None:
             continue
-        fine = result.restored_map if result.ok else result.raw_map
         region = report.regions[report.fine_uids.index(uid)]
         rows, cols = fine.shape
         fine_step = report.fine_step_um
@@ -141,7 +152,7 @@ def run_control_room(
     import sim
     from bluesky_plans.adaptive import AdaptiveReport, adaptive_roi_scan
     from bluesky_plans.budget import StageTiming, fine_step_um, grid_scan_time_s
-    from bluesky_plans.maps import LiveMaps, TangoMaps
+    from bluesky_plans.maps import LiveMaps
     from bluesky_plans.roi import detect_rois
     from callbacks import EmbeddedTiledServer, LiveRestorer, derived_runs, raw_run_writer
     from control_room.evaluation import score_regions
@@ -153,6 +164,11 @@ def run_control_room(
     started = time.perf_counter()
     stack: list[Callable[[], None]] = []
     try:
+        # first: the device is told where to write its derived runs when it is registered
+        tiled_server = EmbeddedTiledServer(folder / "tiled")
+        stack.append(tiled_server.close)
+        catalog = tiled_server.client()
+        log(f"tiled: {tiled_server.uri.split('?')[0]} writing to {tiled_server.directory}")
         if use_tango:
             from asirp_device.embedded import EmbeddedDatabase, ServerProcess, register_device
 
@@ -165,37 +181,42 @@ def run_control_room(
                 tango_host,
                 DEVICE_NAME,
                 SERVER_INSTANCE,
-                {"DataRoot": str(data_root.resolve()), "DefaultMethod": method},
+                {
+                    "DataRoot": str(data_root.resolve()),
+                    "DefaultMethod": method,
+                    "DefaultBeamFwhmUm": str(beam_fwhm_um),  # live mode's PSF
+                    # live mode writes the derived runs there; the key goes by environment
+                    "TiledUri": tiled_server.uri.split("?")[0],
+                    "LiveEveryRows": "0",  # final maps only: no decision uses a partial one
+                },
             )
-            server = ServerProcess(tango_host, SERVER_INSTANCE, listen_host="127.0.0.1")
+            server = ServerProcess(
+                tango_host,
+                SERVER_INSTANCE,
+                listen_host="127.0.0.1",
+                environment={"TILED_API_KEY": tiled_server.api_key},
+            )
             server.start(DEVICE_NAME)
             stack.append(server.stop)
             log(f"Tango: database {tango_host}, device {DEVICE_NAME} running")
-        tiled_server = EmbeddedTiledServer(folder / "tiled")
-        stack.append(tiled_server.close)
-        catalog = tiled_server.client()
-        log(f"tiled: {tiled_server.uri.split('?')[0]} writing to {tiled_server.directory}")
 
         beamline = sim.make_beamline(
             "seed", beam_fwhm_um=beam_fwhm_um, seed=seed, field_um=field_um
         )
         engine = RunEngine({})
         engine.subscribe(raw_run_writer(catalog))
-        restorer = LiveRestorer(
-            element=element, normalize="i0", method=method, every_rows=4, tiled=catalog
-        )
-        stack.append(lambda: restorer.close(60))
-        engine.subscribe(restorer)
         if use_tango:
-            from ophyd_async.core import init_devices
-
-            from asirp_device.client import ASIRPClient
-
-            with init_devices():
-                client = ASIRPClient(f"tango://{tango_host}/{DEVICE_NAME}", name="asirp")
-            maps: Any = TangoMaps(client, restorer)
+            field = f"{beamline.xrf.name}_{element}"
+            maps: Any = _tango_live(stack, engine, tango_host, field, catalog, log)
+            fine_map = functools.partial(_stored_fine_map, catalog, maps.raw_maps)
         else:
-            maps = LiveMaps(restorer)
+            restorer = LiveRestorer(
+                element=element, normalize="i0", method=method, every_rows=4, tiled=catalog
+            )
+            stack.append(lambda: restorer.close(60))
+            engine.subscribe(restorer)
+            maps = LiveMaps(restorer, tiled=catalog)
+            fine_map = functools.partial(_live_fine_map, restorer)
 
         half = (field_um / 2) - beam_fwhm_um
         span = 2 * half
@@ -233,7 +254,10 @@ def run_control_room(
             )
         )
         simulated_s = beamline.clock.now - clock_start
-        restorer.wait(120)
+        if use_tango:
+            _wait_for_live_results(maps.client.get_trl(), report.uids, 120.0)
+        else:
+            restorer.wait(120)
 
         outcome = report.coarse_outcome
         x_axis = -half + coarse_step_um * np.arange(outcome.raw.shape[1])
@@ -295,7 +319,7 @@ def run_control_room(
             },
             "wall_time_s": time.perf_counter() - started,
         }
-        _figure(folder / "control_room.png", report, (x_axis, y_axis), restorer, truth, element)
+        _figure(folder / "control_room.png", report, (x_axis, y_axis), fine_map, truth, element)
         (folder / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
         (folder / "summary.md").write_text(_markdown(summary))
         return summary
@@ -305,6 +329,89 @@ def run_control_room(
                 stop()
             except Exception as error:  # keep stopping the rest
                 log(f"while stopping: {type(error).__name__}: {error}")
+
+
+def _tango_live(
+    stack: list[Callable[[], None]],
+    engine: Any,
+    tango_host: str,
+    field: str,
+    catalog: Any,
+    log: Callable[[str], None],
+) -> Any:
+    """The device's live mode on this RunEngine's documents; the plan's ``TangoMaps``.
+
+    A 0MQ proxy (child process, 127.0.0.1), a msgpack ``Publisher`` subscribed to ``engine``,
+    ``StartLive`` on the device (it restores every map run once and writes its derived run to
+    tiled), and an in-process raw-map assembler (no restoration) for the raw map and the
+    fallback. Each thing started is pushed on ``stack`` to be stopped in reverse order.
+    """
+    import tango
+    from bluesky.callbacks.zmq import Publisher
+    from ophyd_async.core import init_devices
+
+    from asirp_device.client import ASIRPClient
+    from asirp_device.document_proxy import DocumentProxyProcess, handshake
+    from bluesky_plans.maps import TangoMaps
+    from callbacks.raw_maps import RawMaps
+    from callbacks.serialization import serializer
+
+    proxy = DocumentProxyProcess()
+    proxy.start()
+    stack.append(proxy.stop)
+    publisher = Publisher(proxy.in_address, serializer=serializer)
+    stack.append(publisher.close)
+    trl = f"tango://{tango_host}/{DEVICE_NAME}"
+    device = tango.DeviceProxy(trl)
+    device.live_field, device.live_normalize = field, "i0"
+    device.StartLive(proxy.out_address)
+    stack.append(device.StopLive)
+    handshake(publisher, lambda: device.live_documents)  # no scan document is lost
+    engine.subscribe(publisher)
+    raw_maps = RawMaps(field, normalize="i0")  # what the device maps, assembled here
+    engine.subscribe(raw_maps)
+    with init_devices():
+        client = ASIRPClient(trl, name="asirp")
+    log(f"Tango: live mode of {DEVICE_NAME} on the 0MQ proxy {proxy.out_address} ({field})")
+    return TangoMaps(client, raw_maps, tiled=catalog)
+
+
+def _wait_for_live_results(trl: str, uids: list[str], timeout_s: float) -> None:
+    """Wait until the device's live mode is done with each run (final result or failure)."""
+    import tango
+
+    device = tango.DeviceProxy(trl)
+    deadline = time.monotonic() + timeout_s
+    for uid in uids:
+        while time.monotonic() < deadline:
+            try:
+                device.LiveResultOf(uid)
+            except tango.DevFailed as error:
+                if error.args[0].reason in ("ASIRP_NotReady", "ASIRP_UnknownRun"):
+                    time.sleep(0.05)
+                    continue
+            break
+
+
+def _stored_fine_map(catalog: Any, raw_maps: Any, uid: str) -> np.ndarray | None:
+    """A fine run's map as the device restored and stored it in tiled, else its raw map."""
+    from callbacks.publish import derived_runs, read_final_map
+
+    runs = list(derived_runs(catalog, uid).values())
+    if runs:
+        try:
+            return read_final_map(runs[-1])
+        except LookupError:  # its restoration failed: show it raw
+            pass
+    return raw_maps.raw_map(uid)
+
+
+def _live_fine_map(restorer: Any, uid: str) -> np.ndarray | None:
+    """A fine run's map from the in-process live restorer (restored, else raw)."""
+    result = restorer.latest_for(uid)
+    if result is None:
+        return None
+    return result.restored_map if result.ok else result.raw_map
 
 
 def _markdown(summary: dict[str, Any]) -> str:

@@ -107,6 +107,8 @@ def test_the_fetch_reply_carries_the_header_and_the_map():
     header = fetch_header(kept)
     assert header == {
         "request_id": 42,
+        "source": "Submit",
+        "derived_uid": None,
         "method": "richardson_lucy",
         "sequence": 3,
         "iterations_run": 12,
