@@ -15,6 +15,7 @@ far, so the fine scans can start the moment the coarse scan ends.
 
 from __future__ import annotations
 
+import logging
 import math
 import queue
 import threading
@@ -27,9 +28,12 @@ import numpy as np
 from bluesky.preprocessors import subs_wrapper
 
 from bluesky_plans.budget import StageTiming, fine_step_um, grid_points
+from bluesky_plans.map_choice import MIN_CHANGE, MapChoice, choose_map
 from bluesky_plans.maps import LiveMaps, MapOutcome, MapProvider
-from bluesky_plans.recommender import NoRecommendation, RoiRecommender
-from bluesky_plans.roi import RegionOfInterest, detect_rois, roi_strategies
+from bluesky_plans.recommender import RANKINGS, NoRecommendation, RoiRecommender
+from bluesky_plans.roi import MERGE_RULES, RegionOfInterest, detect_rois, roi_strategies
+
+_LOG = logging.getLogger(__name__)
 
 
 @dataclass
@@ -43,7 +47,10 @@ class AdaptiveReport:
     fine_uids : list of str
         Uids of the fine runs, in scan order.
     coarse_outcome : MapOutcome or None
-        The coarse map used for detection (restored, or raw with the fallback reason).
+        The coarse maps (restored, or raw with the fallback reason).
+    map_choice : MapChoice or None
+        The map the regions were found on, and why (:func:`~bluesky_plans.map_choice.
+        choose_map`).
     regions : list of RegionOfInterest
         The regions rescanned, in order.
     queued_live : list of RegionOfInterest
@@ -61,6 +68,7 @@ class AdaptiveReport:
     coarse_uid: str | None = None
     fine_uids: list[str] = field(default_factory=list)
     coarse_outcome: MapOutcome | None = None
+    map_choice: MapChoice | None = None
     regions: list[RegionOfInterest] = field(default_factory=list)
     queued_live: list[RegionOfInterest] = field(default_factory=list)
     queued_during_scan: int = 0
@@ -84,6 +92,26 @@ def _check_range(name: str, values: Sequence[float]) -> tuple[float, float]:
     if high <= low:
         raise ValueError(f"{name} is empty: stop ({high:g}) must exceed start ({low:g}) µm")
     return low, high
+
+
+def _grid_plan_args(
+    detectors: Sequence[Any],
+    y_motor: Any,
+    y_span: tuple[float, float, int],
+    x_motor: Any,
+    x_span: tuple[float, float, int],
+    snake: bool,
+) -> dict[str, Any]:
+    """``grid_scan``'s arguments by device name: what a queue server needs to replay the run."""
+
+    def name(device: Any) -> str:
+        return str(getattr(device, "name", repr(device)))
+
+    return {
+        "detectors": [name(d) for d in detectors],
+        "args": [name(y_motor), *y_span, name(x_motor), *x_span],
+        "snake_axes": bool(snake),
+    }
 
 
 class _LiveRegionQueue:
@@ -155,6 +183,10 @@ def adaptive_roi_scan(
     max_size_um: float | None = None,
     max_rois: int = 10,
     budget_s: float | None = None,
+    rank: str = "score",
+    merge: str = "union",
+    raw_strategy_options: Mapping[str, Any] | None = None,
+    min_change: float = MIN_CHANGE,
     snake: bool = True,
     live_feedback: bool = False,
     report: AdaptiveReport | None = None,
@@ -195,6 +227,16 @@ def adaptive_roi_scan(
         Most regions to rescan.
     budget_s : float, optional
         Beam time allowed for the rescans, s (estimated from ``timing``).
+    rank : {"score", "value_per_second"}
+        Order of the rescans (:class:`~bluesky_plans.recommender.RoiRecommender`).
+    merge : {"union", "cheaper"}
+        How overlapping regions merge (:func:`~bluesky_plans.roi.merge_overlapping`).
+    raw_strategy_options : mapping, optional
+        Options of the strategy when the raw map decides (restoration failed, or changed
+        less than ``min_change``); default ``strategy_options``.
+    min_change : float
+        The raw map decides when restoration changed the map by less than this fraction of
+        its contrast (:func:`~bluesky_plans.map_choice.choose_map`; 0: never).
     snake : bool
         Snake the fast axis.
     live_feedback : bool
@@ -228,6 +270,12 @@ def adaptive_roi_scan(
         raise ValueError(f"budget_s must be >= 0 s, got {budget_s}")
     if isinstance(max_rois, bool) or not isinstance(max_rois, int) or max_rois < 1:
         raise ValueError(f"max_rois must be an integer >= 1, got {max_rois!r}")
+    if not (isinstance(min_change, int | float) and math.isfinite(min_change) and min_change >= 0):
+        raise ValueError(f"min_change must be a finite number >= 0, got {min_change!r}")
+    if rank not in RANKINGS:
+        raise ValueError(f"rank must be one of {RANKINGS}, got {rank!r}")
+    if merge not in MERGE_RULES:
+        raise ValueError(f"merge must be one of {MERGE_RULES}, got {merge!r}")
     if live_feedback and not isinstance(maps, LiveMaps):
         raise ValueError("live_feedback needs maps=LiveMaps(restorer) (an in-process restorer)")
     margin = 0.5 * beam_fwhm_um if margin_um is None else float(margin_um)
@@ -246,15 +294,23 @@ def adaptive_roi_scan(
     x_axis = x0 + coarse_step_um * np.arange(columns)
     y_axis = y0 + coarse_step_um * np.arange(rows)
     options = dict(strategy_options or {})
+    raw_options = dict(options if raw_strategy_options is None else raw_strategy_options)
     rules = {
         "margin_um": margin,
         "min_size_um": min_size,
         "max_size_um": max_size_um,
         "max_count": max_rois,
         "bounds_um": (x0, x1, y0, y1),
+        "merge": merge,
     }
     recommender = RoiRecommender(
-        strategy, fine_step_um=step, timing=timing, budget_s=budget_s, **rules, **options
+        strategy,
+        fine_step_um=step,
+        timing=timing,
+        budget_s=budget_s,
+        rank=rank,
+        **rules,
+        **options,
     )
     report = report if report is not None else AdaptiveReport()
     report.fine_step_um = step
@@ -269,13 +325,19 @@ def adaptive_roi_scan(
         "target_resolution_um": target_resolution_um,
         "strategy": strategy,
         "strategy_options": options,
+        "raw_strategy_options": raw_options,
+        "min_change": min_change,
         "max_rois": max_rois,
         "budget_s": budget_s,
+        "rank": rank,
+        "merge": merge,
         "live_feedback": live_feedback,
     }
+    # Each run records its own replayable grid_scan arguments as ``plan_args``; the
+    # adaptive plan's arguments travel as ``adaptive_plan_args``.
     base_md = {
-        "plan_name": "adaptive_roi_scan",
-        "plan_args": plan_args,
+        "adaptive_plan": "adaptive_roi_scan",
+        "adaptive_plan_args": plan_args,
         "beam_fwhm_um": beam_fwhm_um,
         **dict(md or {}),
     }
@@ -292,6 +354,7 @@ def adaptive_roi_scan(
         recommender,
         rules,
         options,
+        (raw_options, float(min_change)),
         snake,
         live_feedback,
         report,
@@ -312,12 +375,14 @@ def _adaptive_plan(
     recommender,
     rules,
     options,
+    raw_choice,
     snake,
     live_feedback,
     report,
     base_md,
 ):
     x0, _, y0, _ = bounds
+    raw_options, min_change = raw_choice
     rows, columns = shape
     run_uid_box: list[str] = []
     live_queue = None
@@ -335,7 +400,18 @@ def _adaptive_plan(
         elif name == "stop" and live_queue is not None:
             live_queue.coarse_finished.set()
 
-    coarse_md = {**base_md, "adaptive_stage": "coarse"}
+    coarse_md = {
+        **base_md,
+        "adaptive_stage": "coarse",
+        "plan_args": _grid_plan_args(
+            detectors,
+            y_motor,
+            (y0, y0 + (rows - 1) * coarse_step, rows),
+            x_motor,
+            (x0, x0 + (columns - 1) * coarse_step, columns),
+            snake,
+        ),
+    }
 
     try:
         coarse_uid = yield from subs_wrapper(
@@ -368,7 +444,12 @@ def _adaptive_plan(
     queued = live_queue.drain() if live_queue is not None else []
     report.queued_live = list(queued)
     report.queued_during_scan = 0 if live_queue is None else live_queue.queued_during_scan
-    recommender.tell(axes, outcome.image)
+    choice = choose_map(outcome.raw, outcome.restored, min_change=min_change)
+    report.map_choice = choice
+    if choice.map_used == "raw":  # the raw map decides with the raw map's options
+        recommender.detect_options = {**rules, **raw_options}
+        queued = []  # regions queued live came from restored rows
+    recommender.tell(axes, choice.image)
     recommender.tell_regions(queued)  # regions queued live merge with the final map's
     try:
         regions = recommender.ask(int(rules["max_count"]))
@@ -377,19 +458,32 @@ def _adaptive_plan(
     report.regions = list(regions)
     report.skipped = recommender.pending
     report.estimated_fine_s = float(sum(recommender.time_of(region) for region in regions))
+    record = getattr(maps, "record_regions", None)
+    if record is not None:
+        try:  # provenance must never abort the scan
+            record(outcome, [region.as_dict() for region in regions])
+        except Exception:
+            _LOG.warning("could not record the regions in the derived run", exc_info=True)
 
     for index, region in enumerate(regions):
         fine_rows = grid_points(region.height_um, fine_step)
         fine_columns = grid_points(region.width_um, fine_step)
+        y_span = (region.y_min_um, region.y_min_um + (fine_rows - 1) * fine_step, fine_rows)
+        x_span = (region.x_min_um, region.x_min_um + (fine_columns - 1) * fine_step, fine_columns)
         fine_md = {
             **base_md,
             "adaptive_stage": "fine",
+            "plan_args": _grid_plan_args(detectors, y_motor, y_span, x_motor, x_span, snake),
             "coarse_uid": coarse_uid,
+            "derived_uid": getattr(outcome, "derived_uid", None),
             "roi_index": index,
             "roi": region.as_dict(),
             "fine_step_um": fine_step,
             "queued_during_coarse": any(region.overlaps(q) for q in queued),
             **outcome.describe(),
+            "map_used": choice.map_used,
+            "map_choice_reason": choice.reason or None,
+            "restoration_change": choice.change,
         }
         uid = yield from bp.grid_scan(
             list(detectors),

@@ -47,6 +47,9 @@ def _objects_of(
     min_amount: float,
     half_fraction: float,
     tail_fraction: float,
+    level: np.ndarray | float = 0.0,
+    counts_sigma: float = 0.0,
+    footprint_px: float = 1.0,
 ) -> list[tuple[PixelBox, float, tuple[float, float], float]]:
     """Grow each maximum of ``excess`` into its watershed basin; box, amount, centre, height."""
     from skimage.segmentation import watershed
@@ -64,9 +67,15 @@ def _objects_of(
         local = excess[slices]
         basin = basins[slices] == label
         core = basin & (local >= half_fraction * height)
-        amount = float(local[basin & (local >= tail_fraction * height)].sum())
+        counted = basin & (local >= tail_fraction * height)
+        amount = float(local[counted].sum())
         if amount < min_amount or not core.any():
             continue
+        if counts_sigma > 0:  # Poisson: the object's counts and its background's, in counts
+            pixels = max(float(counted.sum()), footprint_px)
+            background = float(np.mean(np.broadcast_to(level, excess.shape)[slices][counted]))
+            if amount < counts_sigma * np.sqrt(max(amount + max(background, 0.0) * pixels, 1e-12)):
+                continue
         rows, cols = np.nonzero(core)
         weights = local[rows, cols]
         centre = (
@@ -108,6 +117,8 @@ def peak_objects(
     deflate: int = 0,
     shoulder_fraction: float = 0.5,
     min_separation_px: float = 1.0,
+    counts_sigma: float = 0.0,
+    footprint_px: float = 1.0,
 ) -> list[tuple[PixelBox, float, tuple[float, float], float]]:
     """Significant objects of a finite map.
 
@@ -133,6 +144,14 @@ def peak_objects(
     shoulder_fraction : float
         A maximum left after deflation counts only where it exceeds this fraction of the
         models there (what the round models cannot explain).
+    counts_sigma : float
+        With > 0 the map is in counts (Poisson), and an object must also hold this many
+        standard deviations of its amount: ``amount >= counts_sigma * sqrt(amount +
+        background * pixels)``, over its counted pixels (at least ``footprint_px``, the
+        footprint a measurement spreads an object over). This holds where a restored map's
+        own spread does not (its background can be mostly zeros between sparse spikes).
+    footprint_px : float
+        See ``counts_sigma``, px.
     min_separation_px : float
         ... and only farther than this from the centre of every object found before, px
         (closer, it is the model's misfit of that object, not an object of its own).
@@ -146,7 +165,8 @@ def peak_objects(
     """
     data = np.asarray(image, dtype=np.float64)
     work = ndimage.gaussian_filter(data, smooth_px, mode="reflect") if smooth_px > 0 else data
-    excess = work - _background(work, background_px)
+    level = _background(work, background_px)
+    excess = work - level
     deviation = float(np.median(np.abs(excess - np.median(excess))))
     noise = max(1.4826 * deviation, 1e-12 * max(float(np.abs(excess).max()), 1e-300))
     cut = sigma * noise
@@ -155,6 +175,9 @@ def peak_objects(
         "min_amount": min_amount,
         "half_fraction": half_fraction,
         "tail_fraction": tail_fraction,
+        "level": level,
+        "counts_sigma": counts_sigma,
+        "footprint_px": footprint_px,
     }
     objects = _objects_of(excess, local_max & (excess > cut), **options)
     for _ in range(int(deflate)):
@@ -218,6 +241,10 @@ def peak_strategy(
     beam_fwhm_um: float = 0.0,
     min_radius_um: float = 0.0,
     min_peak: float = 0.0,
+    counts_sigma: float = 0.0,
+    footprint_px: float = 1.0,
+    box_sigmas: float = 0.0,
+    box_floor_px: float = 0.5,
 ) -> list[tuple[PixelBox, float]]:
     """The ``peaks`` ROI strategy: each significant object's box, scored by its amount.
 
@@ -229,6 +256,11 @@ def peak_strategy(
     blur still in the map: the beam on a raw map, 0 on a restored one) is below
     ``min_radius_um``, or whose peak (:func:`object_peak`, in map units) is below
     ``min_peak``, is left out. Give the thresholds with the tolerance the estimates need.
+
+    With ``box_sigmas`` > 0 each box is centred on the object's centroid (between pixel
+    centres) with a half-width of ``box_sigmas`` times its standard deviation
+    (``sqrt(amount / (2 pi height))``, px) and at least ``box_floor_px``: on a restored
+    map the object's own size, not its pixels'.
     """
     if sigma <= 0:
         raise ValueError(f"peaks sigma must be > 0, got {sigma}")
@@ -241,13 +273,17 @@ def peak_strategy(
         ("min_radius_um", min_radius_um),
         ("min_peak", min_peak),
         ("deflate", deflate),
+        ("counts_sigma", counts_sigma),
+        ("footprint_px", footprint_px),
+        ("box_sigmas", box_sigmas),
+        ("box_floor_px", box_floor_px),
     ):
         if not (np.isfinite(value) and value >= 0):
             raise ValueError(f"peaks {name} must be a finite number >= 0, got {value}")
     if not 0 < half_fraction < 1:
         raise ValueError(f"peaks half_fraction must be in (0, 1), got {half_fraction}")
-    kept = []
-    for box, amount, _, height in peak_objects(
+    kept: list[tuple[PixelBox, float]] = []
+    for box, amount, centre, height in peak_objects(
         image,
         smooth_px=smooth_px,
         background_px=background_px,
@@ -255,11 +291,18 @@ def peak_strategy(
         min_amount=min_amount,
         half_fraction=half_fraction,
         deflate=int(deflate),
+        counts_sigma=counts_sigma,
+        footprint_px=footprint_px,
     ):
         if pixel_um > 0 and (min_radius_um > 0 or min_peak > 0):
             radius = object_size_um(amount, height, pixel_um=pixel_um, beam_fwhm_um=beam_fwhm_um)
             peak = object_peak(amount, radius, pixel_um=pixel_um, floor_um=pixel_um / 2)
             if radius < min_radius_um or peak < min_peak:
                 continue
+        if box_sigmas > 0:
+            spread = float(np.sqrt(amount / (2.0 * np.pi * max(height, 1e-300))))
+            half = max(box_sigmas * spread, box_floor_px)
+            row, col = centre[0] + 0.5, centre[1] + 0.5  # continuous units: pixel i is [i, i+1)
+            box = (row - half, row + half, col - half, col + half)
         kept.append((box, amount))
     return kept

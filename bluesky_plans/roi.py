@@ -48,7 +48,8 @@ from scipy import ndimage
 from bluesky_plans.peaks import peak_strategy
 
 PixelBox = tuple[int, int, int, int]
-"""``(row_start, row_stop, col_start, col_stop)``, stops exclusive, in map pixels."""
+"""``(row_start, row_stop, col_start, col_stop)``, stops exclusive, in map pixels (or, as
+floats, edges in continuous pixel units: pixel ``i`` spans ``[i, i + 1)``)."""
 
 StrategyFunction = Callable[..., list[tuple[PixelBox, float]]]
 """``f(image, **options) -> [(pixel_box, score), ...]`` on a finite 2-D float map."""
@@ -259,8 +260,23 @@ def _axis_step(axis_um: np.ndarray, name: str) -> float:
 def _box_to_region(
     box: PixelBox, score: float, x_um: np.ndarray, y_um: np.ndarray, strategy: str
 ) -> RegionOfInterest:
-    """Pixel box → µm rectangle covering the pixels' full extent (centres ± half a step)."""
+    """Pixel box → µm rectangle covering the pixels' full extent (centres ± half a step).
+
+    Integer boxes are index ranges; a box with fractional edges (a strategy that locates
+    objects between pixel centres) is in continuous pixel units, pixel ``i`` spanning
+    ``[i, i + 1)``, mapped linearly on the (uniform) axes.
+    """
     row_start, row_stop, col_start, col_stop = box
+    if not all(isinstance(edge, int | np.integer) for edge in box):
+
+        def edges(axis: np.ndarray, start: float, stop: float) -> tuple[float, float]:
+            step = (float(axis[-1]) - float(axis[0])) / (axis.size - 1)
+            ends = (axis[0] + (start - 0.5) * step, axis[0] + (stop - 0.5) * step)
+            return float(min(ends)), float(max(ends))
+
+        x_min, x_max = edges(x_um, col_start, col_stop)
+        y_min, y_max = edges(y_um, row_start, row_stop)
+        return RegionOfInterest(x_min, x_max, y_min, y_max, score, strategy)
     half_x = 0.5 * _axis_step(x_um, "x_um")
     half_y = 0.5 * _axis_step(y_um, "y_um")
     xs = x_um[col_start:col_stop]

@@ -59,14 +59,24 @@ def test_coarse_then_fine_scans_of_the_hotspots(beamline, timing):
     assert len(uids) == len(report.uids)
     coarse, fines = starts[0], starts[1:]
     assert coarse["adaptive_stage"] == "coarse"
-    assert coarse["plan_name"] == "adaptive_roi_scan"
-    assert coarse["plan_args"]["strategy"] == "threshold"
+    assert coarse["plan_name"] == "grid_scan"
+    assert coarse["adaptive_plan"] == "adaptive_roi_scan"
+    assert coarse["adaptive_plan_args"]["strategy"] == "threshold"
+    assert coarse["plan_args"]["args"][0] == beamline.y.name
+    assert coarse["plan_args"]["args"][3] == 9
     assert coarse["operator"] == "test"
     assert list(coarse["shape"]) == [9, 9]
     assert fines, "no region was rescanned"
     assert report.coarse_outcome.ok
+    final = restorer.latest_for(coarse["uid"])
     for doc, region in zip(fines, report.regions, strict=True):
         assert doc["coarse_uid"] == coarse["uid"]
+        assert doc["derived_uid"] == final.derived_uid == report.coarse_outcome.derived_uid
+        # the fine run's own arguments replay it as a plain grid_scan
+        y_name, y0, _y1, ny, x_name, x0, _x1, nx = doc["plan_args"]["args"]
+        assert (y_name, x_name) == (beamline.y.name, beamline.x.name)
+        assert list(doc["shape"]) == [ny, nx]
+        assert (y0, x0) == (region.y_min_um, region.x_min_um)
         assert doc["roi"] == region.as_dict()
         assert doc["map_used"] == "restored"
         assert doc["method"] == "richardson_lucy"

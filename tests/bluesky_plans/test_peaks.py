@@ -30,7 +30,8 @@ def test_two_objects_are_two_boxes_that_hold_their_amounts():
     assert math.hypot(centre_b[0] - 28, centre_b[1] - 30) < 0.5
     # amounts within 25 % of 2 pi sigma^2 height
     assert amount_a == pytest.approx(2 * math.pi * 1.5**2 * 800, rel=0.25)
-    assert box_a[0] <= 10 < box_a[1] and box_a[2] <= 10 < box_a[3]
+    assert box_a[0] <= 10 < box_a[1]
+    assert box_a[2] <= 10 < box_a[3]
     assert (box_b[1] - box_b[0]) <= 3  # tight: the object, not a window
 
 
@@ -84,8 +85,9 @@ def test_cheaper_merge_keeps_diagonal_neighbours_apart():
     assert len(merge_overlapping([a, b], "union")) == 1
     assert len(merge_overlapping([a, b], "cheaper")) == 2
     merged = merge_overlapping([a, c], "cheaper")
-    assert len(merged) == 1 and merged[0].x_max_um == 50
-    with pytest.raises(ValueError):
+    assert len(merged) == 1
+    assert merged[0].x_max_um == 50
+    with pytest.raises(ValueError, match="merge rule"):
         merge_overlapping([a], "never")
 
 

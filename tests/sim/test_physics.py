@@ -187,7 +187,8 @@ def test_tissue_sample_holds_close_pairs_and_weak_spots_next_to_strong_ones():
     sample = sim.make_sample("tissue", field_um=600.0, pixel_um=4.0, rng=7)
     assert sample.name == "tissue"
     singles, rest = sample.hotspots[:12], sample.hotspots[12:]
-    assert len(singles) == 12 and len(rest) == 12
+    assert len(singles) == 12
+    assert len(rest) == 12
     pairs, groups = rest[:6], rest[6:]
 
     def distance(a, b):
@@ -200,7 +201,8 @@ def test_tissue_sample_holds_close_pairs_and_weak_spots_next_to_strong_ones():
         assert strong.element == weak.element
         assert SATELLITE_DISTANCE_UM[0] <= distance(strong, weak) <= SATELLITE_DISTANCE_UM[1]
         assert WEAK_CONCENTRATION[0] <= weak.concentration <= WEAK_CONCENTRATION[1]
-        assert strong.concentration > weak.concentration and strong.radius_um > weak.radius_um
+        assert strong.concentration > weak.concentration
+        assert strong.radius_um > weak.radius_um
     # the plain seed sample is unchanged by the new options' existence
     seed = sim.make_sample("seed", field_um=600.0, pixel_um=4.0, rng=7)
     assert len(seed.hotspots) == 16
