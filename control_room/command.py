@@ -23,12 +23,20 @@ def register(subcommands: Any) -> None:
     parser = subcommands.add_parser(
         "control-room",
         help="run the whole loop on the embedded default: Tango device, simulated beamline, "
-        "RunEngine, tiled, adaptive ROI rescans of the seed-like sample, and a report",
+        "RunEngine, tiled, adaptive ROI rescans of the clustered tissue, and a report (the "
+        "restored and the raw map's decisions side by side)",
     )
     parser.add_argument("-o", "--output", default="out/demo", help="report folder (out/demo)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the simulated sample")
     parser.add_argument("--element", default="Se", help="element map driving the rescans (Se)")
     parser.add_argument("--method", default="richardson_lucy", help="restoration method")
+    parser.add_argument(
+        "--coarse-step",
+        type=float,
+        default=None,
+        metavar="UM",
+        help="coarse step, µm (default: half the 50 µm beam)",
+    )
     parser.add_argument(
         "--no-tango",
         action="store_true",
@@ -45,6 +53,7 @@ def _run(args: argparse.Namespace) -> int:
         seed=args.seed,
         element=args.element,
         method=args.method,
+        coarse_step_um=args.coarse_step,
         use_tango=not args.no_tango,
     )
     print(Path(args.output, "summary.md").read_text(encoding="utf-8"))

@@ -12,6 +12,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
+from bluesky_plans.budget import StageTiming
+from bluesky_plans.presets import adaptive_options, region_rules
+from bluesky_plans.recommender import NoRecommendation, RoiRecommender
 from bluesky_plans.roi import RegionOfInterest
 
 
@@ -97,3 +102,51 @@ def score_regions(
     found = sum(any(inside(region, spot) for region in regions) for spot in relevant)
     false = sum(not any(inside(region, spot) for spot in of_element) for region in regions)
     return HotspotScore(found, len(relevant), false, len(regions))
+
+
+def decide_on_raw(
+    raw: np.ndarray,
+    axes: tuple[np.ndarray, np.ndarray],
+    *,
+    beam_fwhm_um: float,
+    coarse_step_um: float,
+    fine_step_um: float,
+    timing: StageTiming,
+    budget_s: float | None,
+    bounds_um: tuple[float, float, float, float],
+    max_rois: int,
+) -> tuple[list[RegionOfInterest], float]:
+    """The regions the raw-map rule (:mod:`bluesky_plans.presets`) picks within the budget.
+
+    What the loop would have rescanned without restoration, decided on the same coarse map
+    with the same budget, ranking and region rules; nothing is scanned.
+
+    Returns
+    -------
+    regions : list of RegionOfInterest
+        In scan order.
+    seconds : float
+        Their estimated rescan time, s.
+    """
+    options = adaptive_options(beam_fwhm_um=beam_fwhm_um, step_um=coarse_step_um)
+    rules = region_rules(beam_fwhm_um=beam_fwhm_um)
+    recommender = RoiRecommender(
+        options["strategy"],
+        fine_step_um=fine_step_um,
+        timing=timing,
+        budget_s=budget_s,
+        rank=rules.pop("rank"),
+        max_count=max_rois,
+        bounds_um=bounds_um,
+        **rules,
+        **options["raw_strategy_options"],
+    )
+    raw = np.asarray(raw, dtype=np.float64)
+    measured = np.isfinite(raw)
+    filled = np.where(measured, raw, np.nanmin(raw) if measured.any() else 0.0)
+    recommender.tell(axes, filled)
+    try:
+        regions = recommender.ask(max_rois)
+    except NoRecommendation:
+        regions = []
+    return regions, float(sum(recommender.time_of(region) for region in regions))

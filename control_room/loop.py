@@ -3,17 +3,22 @@
 1. An embedded tiled server writing to the output folder (raw runs and derived restored runs).
 2. An embedded sqlite Tango database and the ASIRP device server (child processes), the device
    writing its derived runs to that tiled server (``TiledUri``).
-3. The simulated µ-XRF beamline (seed-like sample with element hotspots) and a RunEngine. With
+3. The simulated µ-XRF beamline (the clustered tissue: sub-beam hotspots, close pairs, weak spots
+   next to strong ones) and a RunEngine. With
    the device: a 0MQ document proxy (child process) that the RunEngine publishes to and the
    device's live mode reads (``StartLive``), and an in-process raw-map assembler that restores
    nothing; without it: the in-process live restorer.
 4. An adaptive ROI scan: the coarse map restored once, by the device's live mode while the scan
    runs (read back through the ophyd-async client: the map stored in tiled is the one the
-   decision is made on), regions detected on it (the ``hotspots`` strategy), fine rescans
-   within a beam-time budget.
-5. A report in the output folder: ``control_room.png`` (raw vs restored coarse map, the regions
-   and the restored fine maps), ``summary.json`` and ``summary.md`` (methods, metrics, hotspot
-   recall on restored vs raw maps, beam time used vs a full fine scan).
+   decision is made on), regions detected on it (the ``peaks`` rules of
+   :mod:`bluesky_plans.presets`; the raw map decides where restoration changed nothing), fine
+   rescans within a beam-time budget.
+5. What the raw map would have decided, on the same coarse map with the same budget
+   (:func:`control_room.evaluation.decide_on_raw`; nothing is scanned for it).
+6. A report in the output folder: ``control_room.png`` (the raw and the restored coarse map,
+   each with the true hotspots and the regions decided on it, and the fine maps),
+   ``summary.json`` and ``summary.md`` (recall and beam time of the restored and the raw
+   decision side by side, the restoration's method and figures).
 Every process started is stopped at the end, also on errors and Ctrl-C.
 """
 
@@ -28,6 +33,9 @@ from typing import Any
 
 import numpy as np
 
+MAX_ROIS = 40
+"""Most regions one coarse map may send to rescans (the budget usually stops first)."""
+
 DEVICE_NAME = "asirp/restoration/1"
 SERVER_INSTANCE = "control_room"
 
@@ -35,47 +43,64 @@ SERVER_INSTANCE = "control_room"
 def _figure(
     path: Path,
     report: Any,
+    raw_regions: list[Any],
     axes,
     fine_map: Callable[[str], np.ndarray | None],
-    hotspots,
+    truth: tuple[Any, dict[str, Any]],
     element: str,
 ) -> None:
+    """Raw map with its regions, restored map with its regions, fine maps; true hotspots."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.patches import Circle, Rectangle
 
+    hotspots, criteria = truth
     outcome = report.coarse_outcome
     x_um, y_um = axes
     step = float(x_um[1] - x_um[0])
     extent = (x_um[0] - step / 2, x_um[-1] + step / 2, y_um[0] - step / 2, y_um[-1] + step / 2)
-    figure, panels = plt.subplots(1, 3, figsize=(15, 5), constrained_layout=True)
-    titles = ("raw coarse map", f"restored ({outcome.method or 'failed: raw'})", "fine rescans")
+    figure, panels = plt.subplots(1, 3, figsize=(16, 5.4), constrained_layout=True)
+    decided = report.map_choice.map_used if report.map_choice else "raw"
+    restored_title = (
+        f"restored ({outcome.method}): {len(report.regions)} regions rescanned"
+        if outcome.ok
+        else f"restoration failed: {outcome.reason}"
+    )
+    titles = (
+        f"raw coarse map: {len(raw_regions)} regions it would rescan (orange)",
+        restored_title + ("" if decided == "restored" else " (raw map decided)"),
+        "fine rescans",
+    )
     images = (outcome.raw, outcome.image, outcome.image)
     for panel, title, image in zip(panels, titles, images, strict=True):
         shown = panel.imshow(image, origin="lower", extent=extent, cmap="magma")
-        panel.set_title(title)
+        panel.set_title(title, fontsize=9)
         panel.set_xlabel("x (µm)")
         panel.set_ylabel("y (µm)")
         figure.colorbar(shown, ax=panel, shrink=0.8, label=f"{element} (counts at mean I0)")
-    for region in report.regions:
-        for panel in panels[1:]:
+
+    def boxes(panel, regions, colour):
+        for region in regions:
             panel.add_patch(
                 Rectangle(
                     (region.x_min_um, region.y_min_um),
                     region.width_um,
                     region.height_um,
                     fill=False,
-                    edgecolor="cyan",
+                    edgecolor=colour,
                     linewidth=1.2,
                 )
             )
-    for uid in report.fine_uids:
+
+    boxes(panels[0], raw_regions, "orange")
+    boxes(panels[1], report.regions, "cyan")
+    boxes(panels[2], report.regions, "cyan")
+    for uid, region in zip(report.fine_uids, report.regions, strict=False):
         fine = fine_map(uid)
         if fine is None:
             continue
-        region = report.regions[report.fine_uids.index(uid)]
         rows, cols = fine.shape
         fine_step = report.fine_step_um
         panels[2].imshow(
@@ -90,19 +115,31 @@ def _figure(
             ),
         )
     for spot in hotspots:
-        if spot.element == element:
-            panels[0].add_patch(
+        if spot.element != element:
+            continue
+        relevant = (
+            spot.radius_um >= criteria["min_radius_um"]
+            and spot.concentration >= criteria["min_concentration"]
+        )
+        for panel in panels[:2]:
+            panel.add_patch(
                 Circle(
                     (spot.centre_um[1], spot.centre_um[0]),
                     spot.radius_um,
                     fill=False,
-                    edgecolor="lime",
-                    linewidth=0.8,
+                    edgecolor="lime" if relevant else "grey",
+                    linewidth=1.2 if relevant else 0.6,
                 )
             )
-    panels[2].set_xlim(extent[0], extent[1])
-    panels[2].set_ylim(extent[2], extent[3])
-    panels[0].set_title("raw coarse map (green: true hotspots)")
+    for panel in panels:
+        panel.set_xlim(extent[0], extent[1])
+        panel.set_ylim(extent[2], extent[3])
+    figure.suptitle(
+        f"true {element} hotspots: green must be found (radius >= "
+        f"{criteria['min_radius_um']:g} µm, peak >= {criteria['min_concentration']:g} µg/cm²), "
+        "grey smaller or fainter",
+        fontsize=10,
+    )
     figure.savefig(path, dpi=110)
     plt.close(figure)
 
@@ -114,11 +151,11 @@ def run_control_room(
     element: str = "Se",
     beam_fwhm_um: float = 50.0,
     field_um: float = 800.0,
-    coarse_step_um: float = 50.0,
+    coarse_step_um: float | None = None,
     target_resolution_um: float = 20.0,
     budget_fraction: float = 1.0 / 3.0,
     method: str = "richardson_lucy",
-    min_radius_um: float = 20.0,
+    min_radius_um: float = 10.0,
     min_concentration: float = 3.0,
     use_tango: bool = True,
     log: Callable[[str], None] = print,
@@ -133,8 +170,11 @@ def run_control_room(
         Seed of the simulated sample and counts.
     element : str
         Element whose map drives the rescans.
-    beam_fwhm_um, field_um, coarse_step_um, target_resolution_um : float
-        Beam, scanned field (square, centred), coarse step and wanted resolution, µm.
+    beam_fwhm_um, field_um, target_resolution_um : float
+        Beam, scanned field (square, centred) and wanted resolution, µm.
+    coarse_step_um : float, optional
+        Coarse step, µm; default half the beam FWHM (a map restoration can use).
+        ``bench/eval_adaptive.py`` measures which step needs least beam time.
     budget_fraction : float
         Total beam time allowed (coarse + rescans) as a fraction of a full fine scan.
     method : str
@@ -153,12 +193,14 @@ def run_control_room(
     from bluesky_plans.adaptive import AdaptiveReport, adaptive_roi_scan
     from bluesky_plans.budget import StageTiming, fine_step_um, grid_scan_time_s
     from bluesky_plans.maps import LiveMaps
-    from bluesky_plans.roi import detect_rois
+    from bluesky_plans.presets import adaptive_options
     from callbacks import EmbeddedTiledServer, LiveRestorer, derived_runs, raw_run_writer
-    from control_room.evaluation import score_regions
+    from control_room.evaluation import decide_on_raw, score_regions
 
     if not 0 < budget_fraction <= 1:
         raise ValueError(f"budget_fraction must be in (0, 1], got {budget_fraction}")
+    if coarse_step_um is None:
+        coarse_step_um = beam_fwhm_um / 2.0
     folder = Path(output)
     folder.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
@@ -201,7 +243,7 @@ def run_control_room(
             log(f"Tango: database {tango_host}, device {DEVICE_NAME} running")
 
         beamline = sim.make_beamline(
-            "seed", beam_fwhm_um=beam_fwhm_um, seed=seed, field_um=field_um
+            "tissue", beam_fwhm_um=beam_fwhm_um, seed=seed, field_um=field_um
         )
         engine = RunEngine({})
         engine.subscribe(raw_run_writer(catalog))
@@ -245,12 +287,11 @@ def run_control_room(
                 beam_fwhm_um=beam_fwhm_um,
                 target_resolution_um=target_resolution_um,
                 timing=timing,
-                strategy="hotspots",
-                max_size_um=4.0 * beam_fwhm_um,  # big merged regions split into tiles
-                max_rois=12,
+                max_rois=MAX_ROIS,
                 budget_s=budget_s,
                 report=report,
-                md={"sample": "seed", "element": element},
+                md={"sample": "tissue", "element": element},
+                **adaptive_options(beam_fwhm_um=beam_fwhm_um, step_um=coarse_step_um),
             )
         )
         simulated_s = beamline.clock.now - clock_start
@@ -260,17 +301,21 @@ def run_control_room(
             restorer.wait(120)
 
         outcome = report.coarse_outcome
+        choice = report.map_choice
         x_axis = -half + coarse_step_um * np.arange(outcome.raw.shape[1])
         y_axis = -half + coarse_step_um * np.arange(outcome.raw.shape[0])
         area = (-half, half, -half, half)
-        rules = {
-            "margin_um": 0.5 * beam_fwhm_um,
-            "min_size_um": 2.0 * beam_fwhm_um,
-            "max_size_um": 4.0 * beam_fwhm_um,
-            "max_count": 12,
-            "bounds_um": area,
-        }
-        raw_filled = np.where(np.isfinite(outcome.raw), outcome.raw, np.nanmin(outcome.raw))
+        raw_regions, raw_fine_s = decide_on_raw(
+            outcome.raw,
+            (x_axis, y_axis),
+            beam_fwhm_um=beam_fwhm_um,
+            coarse_step_um=coarse_step_um,
+            fine_step_um=fine_step,
+            timing=timing,
+            budget_s=budget_s,
+            bounds_um=area,
+            max_rois=MAX_ROIS,
+        )
         truth = beamline.truth.hotspots
         criteria = {
             "element": element,
@@ -278,16 +323,20 @@ def run_control_room(
             "min_radius_um": min_radius_um,
             "min_concentration": min_concentration,
         }
-        scores = {"rescanned": score_regions(report.regions, truth, **criteria).as_dict()}
-        for strategy in ("hotspots", "threshold"):
-            for name, image in (("restored", outcome.image), ("raw", raw_filled)):
-                regions = detect_rois(image, x_axis, y_axis, strategy, **rules)
-                scores[f"{strategy}_on_{name}_map"] = score_regions(
-                    regions, truth, **criteria
-                ).as_dict()
+        decisions = {
+            f"{choice.map_used} map (rescanned)": (report.regions, report.estimated_fine_s),
+            "raw map (what it would have rescanned)": (raw_regions, raw_fine_s),
+        }
+        comparison = {
+            name: {
+                **score_regions(regions, truth, **criteria).as_dict(),
+                "beam_time_fraction": (coarse_s + fine_s) / full_fine_s,
+            }
+            for name, (regions, fine_s) in decisions.items()
+        }
         derived = derived_runs(catalog, report.coarse_uid)
         summary = {
-            "sample": "seed",
+            "sample": "tissue",
             "element": element,
             "seed": seed,
             "beam_fwhm_um": beam_fwhm_um,
@@ -297,16 +346,21 @@ def run_control_room(
             "restoration": {
                 "where": "Tango device" if use_tango else "in-process live restorer",
                 **outcome.describe(),
+                "map_used": choice.map_used,
+                "map_choice_reason": choice.reason or None,
+                "restoration_change": choice.change,
                 "metrics": outcome.metrics,
             },
             "regions": [region.as_dict() for region in report.regions],
+            "raw_map_regions": [region.as_dict() for region in raw_regions],
             "regions_skipped_for_budget": len(report.skipped),
             "run_uids": report.uids,
             "derived_runs_in_tiled_for_coarse_run": len(derived),
             "hotspots": {
                 "criteria": f"{element} hotspots with radius >= {min_radius_um:g} µm and "
-                f"peak >= {min_concentration:g} µg/cm² inside the field",
-                **scores,
+                f"peak >= {min_concentration:g} µg/cm² inside the field; found when a fine "
+                "scan covers the centre",
+                **comparison,
             },
             "beam_time_s": {
                 "full_fine_scan_estimate": full_fine_s,
@@ -319,7 +373,15 @@ def run_control_room(
             },
             "wall_time_s": time.perf_counter() - started,
         }
-        _figure(folder / "control_room.png", report, (x_axis, y_axis), fine_map, truth, element)
+        _figure(
+            folder / "control_room.png",
+            report,
+            raw_regions,
+            (x_axis, y_axis),
+            fine_map,
+            (truth, criteria),
+            element,
+        )
         (folder / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
         (folder / "summary.md").write_text(_markdown(summary))
         return summary
@@ -418,30 +480,31 @@ def _markdown(summary: dict[str, Any]) -> str:
     beam = summary["beam_time_s"]
     hot = summary["hotspots"]
     restoration = summary["restoration"]
+    why = restoration["fallback_reason"] or restoration["map_choice_reason"]
     lines = [
         f"# ASIRP control-room loop: {summary['sample']} sample, {summary['element']} map",
         "",
         f"- Beam {summary['beam_fwhm_um']:g} µm FWHM; field {summary['field_um']:g} µm; "
         f"coarse step {summary['coarse_step_um']:g} µm; fine step {summary['fine_step_um']:g} µm",
-        f"- Coarse map restored by the {restoration['where']}: {restoration['map_used']} map "
-        f"used, method {restoration['method']}"
-        + (
-            f" (fallback: {restoration['fallback_reason']})"
-            if restoration["fallback_reason"]
-            else ""
-        ),
+        f"- Coarse map restored once, by the {restoration['where']} (method "
+        f"{restoration['method']}); the {restoration['map_used']} map decided"
+        + (f" ({why})" if why else ""),
         f"- {len(summary['regions'])} regions rescanned "
         f"({summary['regions_skipped_for_budget']} skipped for the budget)",
-        f"- Hotspots ({hot['criteria']}):",
+        f"- Hotspots: {hot['criteria']}",
+        "",
+        "| decision | recall | found | false regions | beam time (of a full fine scan) |",
+        "|---|---|---|---|---|",
     ]
     for key in [key for key in hot if key != "criteria"]:
         score = hot[key]
         lines.append(
-            f"  - {key.replace('_', ' ')}: recall {score['recall']:.0%} "
-            f"({score['found']}/{score['relevant']}), "
-            f"{score['false_regions']} of {score['regions']} regions without a hotspot"
+            f"| {key} | {score['recall']:.0%} | {score['found']}/{score['relevant']} | "
+            f"{score['false_regions']} of {score['regions']} | "
+            f"{score['beam_time_fraction']:.0%} |"
         )
     lines += [
+        "",
         f"- Beam time (estimate): coarse {beam['coarse_estimate']:.0f} s + rescans "
         f"{beam['rescans_estimate']:.0f} s = {beam['adaptive_estimate']:.0f} s, vs a full fine "
         f"scan {beam['full_fine_scan_estimate']:.0f} s ({beam['fraction_of_full_estimate']:.0%}; "
