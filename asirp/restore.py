@@ -14,7 +14,7 @@ import torch
 from asirp._version import __version__
 from asirp.auto import resolve_auto
 from asirp.backend import resolve_device, to_numpy, to_tensor
-from asirp.iteration import estimate_counts_gain
+from asirp.iteration import estimate_counts_gain, is_integer_counts
 from asirp.metrics import summary
 from asirp.psf import resolve_psf
 from asirp.registry import MethodOutput, Problem, get_method
@@ -23,6 +23,16 @@ from asirp.validation import as_image_stack, check_cancel, check_progress, check
 CHUNK_PIXELS = 1 << 23
 """A stack is restored on a GPU in chunks of at most this many pixels (about 8 M) to bound
 memory."""
+
+UNCHANGED_FRACTION = 0.01
+"""A restoration "changed nothing" when its RMS difference from the input is below this fraction
+of the input's contrast (the standard deviation of its pixels): no one could tell the two maps
+apart (:meth:`Restoration.cautions`)."""
+
+EARLY_STOP_ITERATIONS = 1
+"""A discrepancy rule whose counts gain was estimated from the map (not integer counts, none
+given) and that stops after at most this many iterations gets a caution: the estimate may have
+stopped it, not the data (:meth:`Restoration.cautions`)."""
 
 CPU_CHUNK_PIXELS = 1 << 19
 """On the CPU, chunks of at most this many pixels (512 K, two 512 x 512 maps): an iterative
@@ -70,9 +80,12 @@ class Restoration:
 
         Read from the result's figures, so it is the same wherever the result goes (the Tango
         device's status, derived runs), and needs no capture of Python warnings (process-wide,
-        not thread-safe): a super-resolved map that does not reproduce its input within the
-        noise (``metrics["consistent"]``), a beam width that blind deconvolution could not
-        determine (``params["sigma_search_report"]``).
+        not thread-safe): a restoration that changed nothing (``metrics["changed"]``, see
+        :data:`UNCHANGED_FRACTION`), a discrepancy rule on an estimated counts gain that stopped
+        after :data:`EARLY_STOP_ITERATIONS` iteration(s) or fewer (``params["stopped_by"]``,
+        ``params["counts_gain_source"]``, ``params["iterations_run"]``), a super-resolved map
+        that does not reproduce its input within the noise (``metrics["consistent"]``), a beam
+        width that blind deconvolution could not determine (``params["sigma_search_report"]``).
 
         Returns
         -------
@@ -80,6 +93,7 @@ class Restoration:
             One sentence per caution; empty when there is none.
         """
         notes = []
+        notes.extend(self._iteration_cautions())
         if self.metrics.get("consistent") is False:
             residual = self.metrics.get("consistency_residual")
             figure = f" ({residual:.2f} noise sigmas)" if isinstance(residual, float) else ""
@@ -98,6 +112,52 @@ class Restoration:
                 "may be far off; give a measured beam size"
             )
         return notes
+
+    def _iteration_cautions(self) -> list[str]:
+        """A restoration that changed nothing, or a discrepancy stop at once on a guessed gain."""
+        runs = self.params.get("iterations_run")
+        counts = [runs] if isinstance(runs, int) else runs if isinstance(runs, list) else []
+        counts = [count for count in counts if isinstance(count, int)]
+        rule = self.params.get("stopped_by")
+        after = ""
+        if counts:
+            low, high = min(counts), max(counts)
+            number = f"{low}" if low == high else f"{low} to {high}"
+            after = f" after {number} iteration{'' if high == 1 else 's'}"
+        gain = self.params.get("counts_gain")
+        guessed = rule == "discrepancy" and self.params.get("counts_gain_source") == "estimated"
+        gain_note = (
+            f"; the discrepancy rule's counts gain ({gain:.3g}) was estimated from the map's "
+            "noise, which structure finer than the beam inflates: give counts_gain when the map "
+            "is scaled counts"
+            if guessed and isinstance(gain, float)
+            else ""
+        )
+        if self.metrics.get("changed") is False:
+            change = self.metrics.get("relative_change")
+            if (isinstance(runs, list) and len(runs) > 1) or not isinstance(change, float):
+                figure = (
+                    f" on at least one map (RMS difference under {UNCHANGED_FRACTION:.0%} of its "
+                    "contrast)"
+                )
+            else:
+                figure = f" (RMS difference {100 * change:.2g}% of the input's contrast)"
+            if self.method == "identity":  # auto's own choice: no candidate beat the input
+                return [
+                    "restoration changed nothing: auto kept the input, which no candidate "
+                    "restoration predicted better (see auto_reason)"
+                ]
+            how = f"{after} (stop rule: {rule})" if rule and after else after
+            return [f"restoration changed nothing{figure}{how}: the result is the input{gain_note}"]
+        if gain_note and counts and min(counts) <= EARLY_STOP_ITERATIONS:
+            # With a known gain (integer counts, or given) such a stop is the rule's verdict: the
+            # data hold nothing sharper than the noise allows. With a guessed one it may be the
+            # guess's doing (issue 14: one iteration on coarse maps normalised by I0).
+            return [
+                f"the discrepancy rule stopped the restoration{after}, so the map is barely "
+                f"restored{gain_note}"
+            ]
+        return []
 
     def provenance(self) -> dict[str, Any]:
         """Everything needed to reproduce the result, as a JSON-serialisable dict."""
@@ -144,6 +204,7 @@ def restore(
     pixel_um: float | Sequence[float] | None = None,
     psf_sigma_px: float | Sequence[float] | None = None,
     device: str | torch.device = "auto",
+    counts_gain: float | None = None,
     reference: Any = None,
     seed: int = 0,
     progress: Callable[[float], None] | None = None,
@@ -168,6 +229,13 @@ def restore(
         Gaussian PSF standard deviation in pixels.
     device : str
         ``"auto"`` (CUDA when present, else CPU), ``"cpu"`` or ``"cuda"``.
+    counts_gain : float, optional
+        Detector counts per Poisson event in the data (> 0): 1 for raw counts, the flux factor
+        ``mean(i0) / i0`` for counts normalised to the mean flux, ``1 / i0`` for counts divided
+        by a monitor. It sets the noise level of the discrepancy rule (``stop="discrepancy"``;
+        see :mod:`asirp.iteration`). Default: 1 for non-negative integer data, else estimated
+        from the noise (:func:`asirp.iteration.estimate_counts_gain`), which is rough on small
+        maps with structure finer than the beam: give it when it is known.
     reference : array_like, optional
         Ground truth of the same shape as the result, for PSNR and SSIM.
     seed : int
@@ -189,7 +257,8 @@ def restore(
     Raises
     ------
     ValueError
-        Bad shapes, NaN/Inf, an unknown method or parameter, a value out of range, a missing PSF.
+        Bad shapes, NaN/Inf, an unknown method or parameter, a value out of range, a missing PSF,
+        a ``counts_gain`` that is not finite and > 0.
     TypeError
         Non-numeric or complex data, parameters of the wrong type, a ``cancel`` without
         ``is_set()``, a ``progress`` that cannot be called.
@@ -201,6 +270,7 @@ def restore(
     check_seed(seed)
     check_cancel(cancel)
     check_progress(progress)
+    given_gain = _check_counts_gain(counts_gain)
     resolved_psf = resolve_psf(
         stack.shape,
         psf=psf,
@@ -231,7 +301,15 @@ def restore(
                 f"{expected[1:] if was_2d else expected}"
             )
     compute_device = resolve_device(device)
-    counts_gain = estimate_counts_gain(stack) if resolved.get("stop") == "discrepancy" else 1.0
+    gain_source = "given"
+    if given_gain is not None:
+        counts_gain = given_gain
+    elif resolved.get("stop") == "discrepancy":
+        integer = is_integer_counts(stack)
+        counts_gain = 1.0 if integer else estimate_counts_gain(stack)
+        gain_source = "integer counts" if integer else "estimated"
+    else:
+        counts_gain = 1.0
 
     psf_tensor = to_tensor(resolved_psf.array, compute_device) if resolved_psf is not None else None
     batch = stack.shape[0]
@@ -276,11 +354,18 @@ def restore(
         )
         for index in range(batch)
     ]
+    if restored.shape == stack.shape:  # did the restoration change anything? (scale 1)
+        for index, figures in enumerate(per_image):
+            change = _relative_change(stack[index], restored[index], figures)
+            figures["relative_change"] = change
+            figures["changed"] = change >= UNCHANGED_FRACTION
     for key in outputs[0].metrics:  # figures the method computed itself, one per map
         values = [value for output in outputs for value in output.metrics[key]]
         for figures, value in zip(per_image, values, strict=True):
             figures[key] = value
     record = {**resolved, **info, "device": str(compute_device), "seed": int(seed)}
+    if "counts_gain" in info:  # the discrepancy rule ran: say where its noise level came from
+        record["counts_gain_source"] = gain_source
     if auto is not None:
         record.update(auto.record)
     if used_psf is not None and used_psf.ndim == 3 and was_2d:
@@ -296,6 +381,32 @@ def restore(
         elapsed_s=time.perf_counter() - started,
         psf_description=resolved_psf.description if resolved_psf is not None else {},
     )
+
+
+def _check_counts_gain(counts_gain: Any) -> float | None:
+    """``counts_gain`` as a float, or None; raise on a value that is not a finite number > 0."""
+    if counts_gain is None:
+        return None
+    if isinstance(counts_gain, bool) or not isinstance(counts_gain, int | float | np.number):
+        raise TypeError(f"counts_gain must be a number (counts per event), got {counts_gain!r}")
+    value = float(counts_gain)
+    if not np.isfinite(value) or value <= 0:
+        raise ValueError(f"counts_gain must be finite and > 0 (counts per event), got {value!r}")
+    return value
+
+
+def _relative_change(data: np.ndarray, restored: np.ndarray, figures: dict[str, Any]) -> float:
+    """RMS of ``restored - data`` over the input's contrast (dimensionless), one map ``(H, W)``.
+
+    The contrast is ``figures["contrast_std_input"]`` (from :func:`asirp.metrics.summary`),
+    floored at 0.1 % of the mean level, so that a flat input that comes back flat reads 0 and not
+    a ratio of rounding errors.
+    """
+    difference = (restored - data).ravel()  # float32; one pass, not per iteration
+    rms = float(np.sqrt(np.dot(difference, difference) / difference.size))
+    level = float(np.mean(np.abs(data), dtype=np.float64))
+    scale = max(float(figures.get("contrast_std_input", 0.0)), 1e-3 * level, 1e-30)
+    return rms / scale
 
 
 def _collect_psf(outputs: list[MethodOutput], batch: int) -> np.ndarray | None:

@@ -11,8 +11,11 @@ restorer's :class:`~callbacks.worker.CoalescingWorker`.
 :class:`RestorationSpec` holds how the restorer restores (method, parameters, PSF description,
 device, seed) and turns one job into a :class:`~callbacks.result.LiveResult` in the worker
 thread: the done rows are restored (holes filled with the mean of the measured pixels), and the
-rows not yet measured are NaN. A failing method gives a result that carries its error; nothing
-is raised.
+rows not yet measured are NaN. When the map's readings are counts, the job carries their counts
+gain (:func:`map_counts_gain`: 1, or the flux factor of a normalised map), so that the
+discrepancy rule works at the true Poisson noise level instead of one estimated from the map.
+A failing method gives a result that carries its error; nothing is raised. The engine's cautions
+(:meth:`asirp.Restoration.cautions`) are logged: warnings for a final map.
 
 Everything here logs to the ``callbacks.live`` logger, as the restorer does.
 """
@@ -33,7 +36,7 @@ from asirp.restore import restore
 from asirp.validation import MIN_SIDE_PX
 from callbacks.assembler import MapAssembler
 from callbacks.geometry import ScanGeometry
-from callbacks.mapping import MapSource, fill_unmeasured
+from callbacks.mapping import LiveMap, MapSource, fill_unmeasured
 from callbacks.publish import DerivedRun
 from callbacks.result import LiveResult
 
@@ -62,6 +65,9 @@ class Job:
     exit_status, reason : str
         For a final request: the derived run's exit status if the restoration succeeds, and
         why.
+    counts_gain : float or None
+        Detector counts per Poisson event of the restored rows (:func:`map_counts_gain`), for
+        the discrepancy rule; ``None``: not counts, :func:`asirp.restore` estimates it.
     """
 
     run: RunJobs
@@ -71,6 +77,7 @@ class Job:
     final: bool
     exit_status: str = "success"
     reason: str = ""
+    counts_gain: float | None = None
 
     @property
     def key(self) -> str:
@@ -193,8 +200,60 @@ class RunJobs:
         live_map = self.assembler.map
         self._requested_rows = rows
         self._last_request = time.monotonic()
-        job = Job(self, live_map.image(), rows, live_map.points, final, exit_status, reason)
+        job = Job(
+            self,
+            live_map.image(),
+            rows,
+            live_map.points,
+            final,
+            exit_status,
+            reason,
+            counts_gain=map_counts_gain(live_map, rows),
+        )
         self._submit_job(job)
+
+
+def map_counts_gain(live_map: LiveMap, rows: int) -> float | None:
+    """Detector counts per Poisson event in the leading ``rows`` of a live map, if it is counts.
+
+    The map is its readings times ``mean(flux) / flux`` (:meth:`~callbacks.mapping.LiveMap.image`;
+    no flux: times 1), so when the readings are counts (non-negative integers) each pixel holds
+    ``mean(flux) / flux`` detector counts per event, and their mean over the measured pixels is
+    the gain of the discrepancy rule. Known here exactly; estimated from the map's noise by
+    :func:`asirp.restore` it is unreliable on small coarse maps (their hotspots change from one
+    pixel to the next and pass for noise), which stopped Richardson-Lucy after one iteration.
+    The map's holes, filled with the mean before restoring, no longer look like counts; this
+    gain still holds for the measured pixels.
+
+    Parameters
+    ----------
+    live_map : LiveMap
+        The run's map.
+    rows : int
+        Leading rows to be restored.
+
+    Returns
+    -------
+    float or None
+        The gain (> 0), or ``None`` when the readings are not counts or the monitor reads zero,
+        negative or non-finite values (then :func:`asirp.restore` estimates it).
+    """
+    # Runs in the document thread: whole-array passes, no copies of the measured pixels.
+    readings, measured = live_map.values[:rows], live_map.measured[:rows]
+    if not measured.any():
+        return None
+    with np.errstate(invalid="ignore"):  # unmeasured pixels are NaN: they never decide
+        counts = not (np.any(readings < 0) or np.any((readings != np.floor(readings)) & measured))
+    if not counts:
+        return None
+    if live_map.flux is None:
+        return 1.0
+    flux = live_map.flux
+    with np.errstate(invalid="ignore", divide="ignore"):
+        if np.any((~(flux > 0) | ~np.isfinite(flux)) & live_map.measured):
+            return None  # a monitor that read zero, negative or nothing: no exact gain
+        mean_flux = float(np.mean(flux, where=live_map.measured))
+        return float(np.mean(mean_flux / flux[:rows], where=measured))
 
 
 @dataclass(frozen=True)
@@ -324,6 +383,7 @@ class RestorationSpec:
                 device=self.device,
                 cancel=cancel,
                 seed=self.seed,
+                counts_gain=job.counts_gain,
                 **self.psf_kwargs(run.beam_fwhm_um, run.pixel_um),
                 **params,
             )
@@ -346,6 +406,14 @@ class RestorationSpec:
             job.rows,
             restoration.elapsed_s,
         )
+        for note in restoration.cautions():  # a final map that was not restored must be heard
+            _LOG.log(
+                logging.WARNING if job.final else logging.INFO,
+                "run %s: caution on restoration %d: %s",
+                run.uid,
+                run.sequence,
+                note,
+            )
         scale = restoration.image.shape[0] // job.rows
         height, width = run.geometry.shape
         full = np.full((height * scale, width * scale), np.nan, dtype=np.float32)

@@ -173,8 +173,14 @@ def test_out_of_process_live_restoration_through_the_0mq_proxy(live_system, beam
         tuple(start["shape"]),
     )
     assert np.isfinite(image).all()
+    i0 = np.asarray(primary["i0"].read(), dtype=np.float64)
     offline = asirp.restore(
-        image, "richardson_lucy", beam_fwhm_um=BEAM_FWHM_UM, pixel_um=STEP_UM, device="cpu"
+        image,
+        "richardson_lucy",
+        beam_fwhm_um=BEAM_FWHM_UM,
+        pixel_um=STEP_UM,
+        device="cpu",
+        counts_gain=float(np.mean(i0.mean() / i0)),  # the live restorer's: from the monitor
     )
     np.testing.assert_allclose(derived["restored"]["input_map"].read()[-1], image, rtol=1e-6)
     assert_same_restoration(read_final_map(derived), offline.image)

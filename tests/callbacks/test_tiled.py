@@ -55,8 +55,13 @@ def test_grid_scan_derived_run_equals_offline_restoration_with_full_provenance(
     image, n_points = _raw_map_from_tiled(raw)
     assert n_points == 400
     assert np.isfinite(image).all()
+    i0 = np.asarray(raw["primary"]["i0"].read(), dtype=np.float64)
     offline = asirp.restore(
-        image, "richardson_lucy", beam_fwhm_um=BEAM_FWHM_UM, pixel_um=(STEP_UM, STEP_UM)
+        image,
+        "richardson_lucy",
+        beam_fwhm_um=BEAM_FWHM_UM,
+        pixel_um=(STEP_UM, STEP_UM),
+        counts_gain=float(np.mean(i0.mean() / i0)),  # the live restorer's: from the monitor
     )
 
     found = derived_runs(tiled_client, uid)
