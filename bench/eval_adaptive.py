@@ -169,7 +169,6 @@ def run_arm(seed: int, step_um: float, arm: str) -> dict[str, Any]:
 def other_raw_rules(raw: np.ndarray, step_um: float, beamline, area) -> dict[str, Any]:
     """Regions of the other raw-map rules on one coarse map (no rescans): recall and time."""
     axis = -HALF_UM + step_um * np.arange(raw.shape[0])
-    filled = np.where(np.isfinite(raw), raw, np.nanmin(raw))
     timing = StageTiming(dwell_s=beamline.xrf.dwell_time.get(), velocity_um_s=1000.0)
     fine = fine_step_um(BEAM_UM, TARGET_UM, step_um)
     full_s = grid_scan_time_s(2 * HALF_UM, 2 * HALF_UM, fine, timing)
@@ -205,9 +204,7 @@ def other_raw_rules(raw: np.ndarray, step_um: float, beamline, area) -> dict[str
     }
     out = {}
     for name, (strategy, options, shape_rules) in rules.items():
-        regions = detect_rois(
-            filled, axis, axis, strategy, bounds_um=area, **shape_rules, **options
-        )
+        regions = detect_rois(raw, axis, axis, strategy, bounds_um=area, **shape_rules, **options)
         score = score_regions(
             regions, beamline.truth.hotspots, element=ELEMENT, area_um=area, **CRITERIA
         )

@@ -27,7 +27,7 @@ import bluesky.plans as bp
 import numpy as np
 from bluesky.preprocessors import subs_wrapper
 
-from bluesky_plans.budget import StageTiming, fine_step_um, grid_points
+from bluesky_plans.budget import StageTiming, fine_step_um, grid_points, region_grid
 from bluesky_plans.map_choice import MIN_CHANGE, MapChoice, choose_map
 from bluesky_plans.maps import LiveMaps, MapOutcome, MapProvider
 from bluesky_plans.recommender import RANKINGS, NoRecommendation, RoiRecommender
@@ -400,33 +400,18 @@ def _adaptive_plan(
         elif name == "stop" and live_queue is not None:
             live_queue.coarse_finished.set()
 
+    y_span = (y0, y0 + (rows - 1) * coarse_step, rows)
+    x_span = (x0, x0 + (columns - 1) * coarse_step, columns)
     coarse_md = {
         **base_md,
         "adaptive_stage": "coarse",
-        "plan_args": _grid_plan_args(
-            detectors,
-            y_motor,
-            (y0, y0 + (rows - 1) * coarse_step, rows),
-            x_motor,
-            (x0, x0 + (columns - 1) * coarse_step, columns),
-            snake,
-        ),
+        "plan_args": _grid_plan_args(detectors, y_motor, y_span, x_motor, x_span, snake),
     }
 
     try:
         coarse_uid = yield from subs_wrapper(
             bp.grid_scan(
-                list(detectors),
-                y_motor,
-                y0,
-                y0 + (rows - 1) * coarse_step,
-                rows,
-                x_motor,
-                x0,
-                x0 + (columns - 1) * coarse_step,
-                columns,
-                snake_axes=snake,
-                md=coarse_md,
+                list(detectors), y_motor, *y_span, x_motor, *x_span, snake_axes=snake, md=coarse_md
             ),
             {"all": [remember_uid]},
         )
@@ -466,10 +451,7 @@ def _adaptive_plan(
             _LOG.warning("could not record the regions in the derived run", exc_info=True)
 
     for index, region in enumerate(regions):
-        fine_rows = grid_points(region.height_um, fine_step)
-        fine_columns = grid_points(region.width_um, fine_step)
-        y_span = (region.y_min_um, region.y_min_um + (fine_rows - 1) * fine_step, fine_rows)
-        x_span = (region.x_min_um, region.x_min_um + (fine_columns - 1) * fine_step, fine_columns)
+        y_span, x_span = region_grid(region, fine_step)
         fine_md = {
             **base_md,
             "adaptive_stage": "fine",
@@ -486,17 +468,7 @@ def _adaptive_plan(
             "restoration_change": choice.change,
         }
         uid = yield from bp.grid_scan(
-            list(detectors),
-            y_motor,
-            region.y_min_um,
-            region.y_min_um + (fine_rows - 1) * fine_step,
-            fine_rows,
-            x_motor,
-            region.x_min_um,
-            region.x_min_um + (fine_columns - 1) * fine_step,
-            fine_columns,
-            snake_axes=snake,
-            md=fine_md,
+            list(detectors), y_motor, *y_span, x_motor, *x_span, snake_axes=snake, md=fine_md
         )
         report.fine_uids.append(uid)
     return report.uids

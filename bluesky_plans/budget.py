@@ -86,6 +86,31 @@ def grid_scan_time_s(
     return rows * columns * per_point + returns + approach_um / timing.velocity_um_s
 
 
+GridSpan = tuple[float, float, int]
+"""``(start_um, stop_um, points)`` of one axis of a step grid scan."""
+
+
+def region_grid(region: RegionOfInterest, step_um: float) -> tuple[GridSpan, GridSpan]:
+    """The ``(y, x)`` spans of a step grid that covers ``region`` from its lower corner.
+
+    Parameters
+    ----------
+    region : RegionOfInterest
+        The region, µm.
+    step_um : float
+        Step on both axes, µm.
+
+    Returns
+    -------
+    ((y0, y1, ny), (x0, x1, nx))
+        As ``grid_scan`` takes them: both ends included, ``n`` points (:func:`grid_points`).
+    """
+    rows = grid_points(region.height_um, step_um)
+    columns = grid_points(region.width_um, step_um)
+    y0, x0 = region.y_min_um, region.x_min_um
+    return (y0, y0 + (rows - 1) * step_um, rows), (x0, x0 + (columns - 1) * step_um, columns)
+
+
 def region_scan_time_s(region: RegionOfInterest, step_um: float, timing: StageTiming) -> float:
     """Estimated time of a fine step scan of ``region``, s (see :func:`grid_scan_time_s`)."""
     return grid_scan_time_s(region.width_um, region.height_um, step_um, timing)

@@ -19,7 +19,12 @@ from typing import Any
 
 import numpy as np
 
-from bluesky_plans.budget import StageTiming, region_scan_time_s, select_within_budget
+from bluesky_plans.budget import (
+    StageTiming,
+    region_grid,
+    region_scan_time_s,
+    select_within_budget,
+)
 from bluesky_plans.roi import RegionOfInterest, detect_rois, merge_overlapping
 
 RANKINGS = ("score", "value_per_second")
@@ -140,8 +145,7 @@ class RoiRecommender:
         if n < 1:
             raise ValueError(f"ask needs n >= 1, got {n}")
         remaining = None if self.budget_s is None else self.budget_s - self.spent_s
-        ranked = sorted(self._pending, key=self.value_of, reverse=True)
-        chosen = select_within_budget(ranked, self.time_of, remaining, key=self.value_of)
+        chosen = select_within_budget(self._pending, self.time_of, remaining, key=self.value_of)
         regions = list(chosen.selected[:n])
         if not regions:
             raise NoRecommendation("no region to rescan within the remaining budget")
@@ -190,28 +194,14 @@ def as_plan_items(
         args as ``grid_scan(detectors, y_motor, y0, y1, ny, x_motor, x0, x1, nx,
         snake_axes=...)`` expects.
     """
-    from bluesky_plans.budget import grid_points
-
     if step_um <= 0:
         raise ValueError(f"step_um must be > 0, got {step_um}")
     if not detectors:
         raise ValueError("as_plan_items needs at least one detector name")
     items = []
     for region in regions:
-        rows = grid_points(region.height_um, step_um)
-        columns = grid_points(region.width_um, step_um)
-        y0, x0 = region.y_min_um, region.x_min_um
-        args = [
-            list(detectors),
-            y_motor,
-            y0,
-            y0 + (rows - 1) * step_um,
-            rows,
-            x_motor,
-            x0,
-            x0 + (columns - 1) * step_um,
-            columns,
-        ]
+        y_span, x_span = region_grid(region, step_um)
+        args = [list(detectors), y_motor, *y_span, x_motor, *x_span]
         item_md = {**(md or {}), "roi": region.as_dict()}
         items.append(
             {

@@ -141,10 +141,7 @@ def decide_on_raw(
         **rules,
         **options["raw_strategy_options"],
     )
-    raw = np.asarray(raw, dtype=np.float64)
-    measured = np.isfinite(raw)
-    filled = np.where(measured, raw, np.nanmin(raw) if measured.any() else 0.0)
-    recommender.tell(axes, filled)
+    recommender.tell(axes, raw)  # unmeasured (NaN) pixels count as the map's minimum
     try:
         regions = recommender.ask(max_rois)
     except NoRecommendation:
