@@ -237,9 +237,10 @@ def reactive_ramp(
             }
         )
 
+    decisions: list[dict[str, Any]] = []
+
     @bpp.run_decorator(md=start_md)
     def inner():
-        decisions: list[dict[str, Any]] = []
         base_exposure = math.nan
         if exposure is not None:
             base_exposure = _read_number((yield from bps.rd(exposure)), math.nan)
@@ -296,6 +297,6 @@ def reactive_ramp(
             target += direction * (slow if slow_until is not None else step)
         if exposure is not None and math.isfinite(base_exposure):
             yield from bps.mv(exposure, base_exposure)
-        return decisions
 
-    return (yield from inner())
+    yield from inner()  # run_decorator returns the run uid: the decisions are returned below
+    return decisions

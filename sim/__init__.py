@@ -1,8 +1,10 @@
-"""Simulated µ-XRF beamline and tomography source for ASIRP: numpy physics, ophyd devices.
+"""Simulated µ-XRF and powder-diffraction beamlines and a tomography source: physics, devices.
 
 The physics is pure numpy with an explicit, seeded ``rng`` (:mod:`sim.samples`,
 :mod:`sim.beam`, :mod:`sim.ring`, :mod:`sim.spectra`, :mod:`sim.model`, :mod:`sim.tomo`);
 the ophyd devices (:mod:`sim.devices`) are thin shells over it that run on a simulated clock.
+The powder-diffraction beamline (a temperature ramp with a hidden structural event) has its
+physics in :mod:`sim.diffraction` and its devices in :mod:`sim.xrd_devices`.
 
 Examples
 --------
@@ -15,11 +17,26 @@ Examples
 from sim.beam import Beam
 from sim.beamline import SimulatedBeamline, make_beamline, save_raw_scan
 from sim.devices import FlyLine, SimClock
+from sim.diffraction import (
+    PowderFrameModel,
+    PowderSequence,
+    TransitionEvent,
+    calibrant_frame,
+    make_sequence,
+    random_sequence,
+    small_geometry,
+)
 from sim.model import GroundTruth, Measurement, XRFForwardModel
 from sim.plans import fly_map
 from sim.ring import RingCurrent
 from sim.samples import Hotspot, Sample, make_sample
 from sim.spectra import DetectorModel, SpectralModel, simulate_spectrum
+from sim.xrd_devices import (
+    SimDiffractionDetector,
+    SimTemperatureController,
+    XRDBeamline,
+    make_xrd_beamline,
+)
 
 __all__ = [
     "Beam",
@@ -28,15 +45,26 @@ __all__ = [
     "GroundTruth",
     "Hotspot",
     "Measurement",
+    "PowderFrameModel",
+    "PowderSequence",
     "RingCurrent",
     "Sample",
     "SimClock",
+    "SimDiffractionDetector",
+    "SimTemperatureController",
     "SimulatedBeamline",
     "SpectralModel",
+    "TransitionEvent",
+    "XRDBeamline",
     "XRFForwardModel",
+    "calibrant_frame",
     "fly_map",
     "make_beamline",
     "make_sample",
+    "make_sequence",
+    "make_xrd_beamline",
+    "random_sequence",
     "save_raw_scan",
     "simulate_spectrum",
+    "small_geometry",
 ]

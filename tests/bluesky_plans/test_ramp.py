@@ -30,7 +30,7 @@ def _setup(threshold_K: float | None):
     detector = SynGauss("xrd", temperature, "temperature", center=0, Imax=1, sigma=1)
     exposure = Signal(name="exposure", value=1.0)
     monitor = FakeMonitor(name="monitor")
-    RE = RunEngine({})
+    RE = RunEngine({}, call_returns_result=True)
     docs: list[tuple[str, dict]] = []
     frames = {"n": 0}
 
@@ -77,7 +77,7 @@ def test_ramp_is_a_generator_function_with_serialisable_plan_args():
 
 def test_an_alarm_holds_then_slows_the_ramp_then_it_resumes():
     RE, docs, temperature, detector, exposure, monitor = _setup(310.0)
-    (_uid,) = RE(
+    result = RE(
         reactive_ramp(
             [detector], temperature, 300, 340, 2.0, monitor=monitor, slow_step_K=0.5,
             slow_span_K=4.0, hold_frames=2, exposure=exposure, event_exposure_factor=3.0,
@@ -101,6 +101,9 @@ def test_an_alarm_holds_then_slows_the_ramp_then_it_resumes():
     assert "310.00 K" in feedback[0]["data"]["asirp_feedback_reason"]
     assert feedback[0]["data"]["asirp_feedback_exposure"] == pytest.approx(3.0)
     assert exposure.get() == pytest.approx(1.0)  # restored after the event
+    decisions = result.plan_result
+    assert [d["action"] for d in decisions] == actions
+    assert decisions[0]["alarm_temperature_K"] == pytest.approx(310.0)
 
 
 def test_a_cooling_ramp_steps_down():
