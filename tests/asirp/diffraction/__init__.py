@@ -1,0 +1,1 @@
+"""Tests of the powder-diffraction time series (integration, profile, restoration, detection)."""
