@@ -21,6 +21,19 @@
   :class:`~callbacks.dispatcher.SafeRemoteDispatcher`, which drops what does not decode.
 - :mod:`callbacks.address`: 0MQ addresses, and URIs with their secrets redacted.
 - :mod:`callbacks.plot`: an optional live plot of raw vs restored maps (a listener).
+- :class:`~callbacks.temporal.TemporalMonitor`: temporal feedback. Subscribe it to a RunEngine
+  (or run ``asirp live --temporal``); it integrates the diffraction frames of temperature ramps
+  and scores each one for a change of shape, in frame order, in one worker thread, and
+  publishes each raw run's patterns, scores and alarms as a derived run. Its parts:
+
+  - :mod:`callbacks.temporal_config`: which runs, from untrusted ``asirp_temporal`` metadata.
+  - :mod:`callbacks.frames`: frames inline or in AD_HDF5 files, read only inside a data root
+    (:class:`~callbacks.frames.SafeADHDF5Handler`, an ``event_model.Filler``), and checked.
+  - :mod:`callbacks.ordered_worker`: :class:`~callbacks.ordered_worker.OrderedWorker`, one
+    thread, first in first out, a bounded frame backlog.
+  - :mod:`callbacks.temporal_publish`: the temporal derived-run schema.
+  - :mod:`callbacks.change_signals`: :class:`~callbacks.change_signals.ChangeSignals`, ophyd
+    signals of the latest state, which in-process plans read.
 
 This package imports bluesky, event-model and tiled lazily: importing it (as the ``asirp``
 command does to register ``asirp live``) stays cheap.
@@ -48,6 +61,13 @@ _EXPORTS = {
     "SafeRemoteDispatcher": "callbacks.dispatcher",
     "serializer": "callbacks.serialization",
     "deserializer": "callbacks.serialization",
+    "TemporalMonitor": "callbacks.temporal",
+    "TemporalUpdate": "callbacks.temporal",
+    "ChangeSignals": "callbacks.change_signals",
+    "SafeADHDF5Handler": "callbacks.frames",
+    "frame_filler": "callbacks.frames",
+    "TemporalDerivedRun": "callbacks.temporal_publish",
+    "temporal_runs": "callbacks.temporal_publish",
 }
 
 __all__ = sorted(_EXPORTS)
