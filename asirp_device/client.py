@@ -19,6 +19,11 @@ published for a raw run (``LiveResultOf``, then ``FetchResult``), decoded, as a 
 :class:`LiveReply`, so a plan reads the map that was restored and stored in tiled instead of
 restoring it again; it never raises for a result that is not there yet or failed.
 
+Temporal live mode: :class:`ASIRPChangeClient` reads the device's change detection (its
+``change_*`` attributes) as the signals a reactive plan reads from its change monitor
+(``alarm_count``, ``alarm_frame``, ``alarm_temperature_K``, ``frames_processed``, ``score``):
+pass it as ``monitor`` to :func:`bluesky_plans.ramp.reactive_ramp`.
+
 Examples
 --------
 >>> import bluesky.plan_stubs as bps
@@ -48,7 +53,7 @@ from ophyd_async.core import (
     StandardReadableFormat,
     TriggerableCommand,
 )
-from ophyd_async.tango.core import DevStateEnum, TangoDevice
+from ophyd_async.tango.core import DevStateEnum, TangoDevice, tango_signal_r
 from tango.asyncio_executor import AsyncioExecutor, get_global_executor, set_global_executor
 
 from asirp_device.wire import decode_result
@@ -243,6 +248,91 @@ class ASIRPClient(TangoDevice, StandardReadable):
                 f"trigger's {request_id}: another client restored on the same device; use "
                 f"FetchResult({request_id}) (or Submit/FetchResult) to get this one"
             )
+
+
+CHANGE_SIGNALS = {
+    "alarm_count": (int, "change_alarm_count"),
+    "frames_processed": (int, "change_frames"),
+    "score": (float, "change_score"),
+    "cusum": (float, "change_cusum"),
+    "alarm": (bool, "change_alarm"),
+    "alarm_frame": (int, "change_alarm_frame"),
+    "alarm_time_s": (float, "change_alarm_time_s"),
+    "alarm_temperature_K": (float, "change_alarm_temperature_K"),
+}
+"""Signals of :class:`ASIRPChangeClient`: name -> (Python type, device attribute)."""
+
+
+class ASIRPChangeClient(StandardReadable):
+    """The change detection of the ASIRP device's temporal live mode, for reactive plans.
+
+    Read-only signals backed by the device's ``change_*`` attributes (one Tango attribute
+    each, read from the device at every read): what :func:`bluesky_plans.ramp.reactive_ramp`
+    reads from its ``monitor`` after each frame, ``yield from bps.rd(change.alarm_count)``.
+
+    ``alarm_count``
+        Change alarms since ``StartTemporalLive`` (``change_alarm_count``); it only grows
+        while live, so a plan compares it with the value it read at its start.
+    ``frames_processed``
+        Frames of the current run handled, analysed or skipped as unusable
+        (``change_frames``): a plan waits for it to reach the frames it took before it
+        decides.
+    ``score``, ``cusum``
+        The latest frame's change score and CUSUM, dimensionless (NaN before a frame).
+    ``alarm``
+        Whether the current run raised an alarm.
+    ``alarm_frame``, ``alarm_time_s``, ``alarm_temperature_K``
+        The latest alarm's frame (-1: none), time since its run's start (s) and sample
+        temperature (K; NaN: none or unknown).
+
+    The device must run temporal live mode on the proxy the plan's RunEngine publishes to.
+    Never imports the server module.
+
+    Parameters
+    ----------
+    trl : str
+        Tango resource locator of the device, e.g.
+        ``"tango://127.0.0.1:10000/asirp/restoration/1"`` (a ``#dbase=no`` suffix is kept).
+    name : str
+        Name of the device in Bluesky documents (signals are ``{name}-{signal}``).
+
+    Examples
+    --------
+    >>> change = ASIRPChangeClient("tango://127.0.0.1:10000/asirp/restoration/1", name="change")
+    >>> # RE(reactive_ramp([xrd], temperature, 300, 420, 2, monitor=change))  # doctest: +SKIP
+    """
+
+    alarm_count: SignalR[int]
+    frames_processed: SignalR[int]
+    score: SignalR[float]
+    cusum: SignalR[float]
+    alarm: SignalR[bool]
+    alarm_frame: SignalR[int]
+    alarm_time_s: SignalR[float]
+    alarm_temperature_K: SignalR[float]
+
+    def __init__(self, trl: str, name: str = "") -> None:
+        with self.add_children_as_readables(_READ):
+            for signal, (datatype, attribute) in CHANGE_SIGNALS.items():
+                setattr(self, signal, tango_signal_r(datatype, attribute_trl(trl, attribute)))
+        super().__init__(name=name)
+
+    async def connect(self, *args: Any, **kwargs: Any) -> None:
+        """Connect from this event loop (see :meth:`ASIRPClient.connect` for why)."""
+        _use_this_loop()
+        await super().connect(*args, **kwargs)
+
+
+def attribute_trl(device_trl: str, attribute: str) -> str:
+    """The TRL of ``attribute`` of the device at ``device_trl`` (``#dbase=no`` kept last).
+
+    Examples
+    --------
+    >>> attribute_trl("tango://127.0.0.1:5000/test/asirp/1#dbase=no", "change_score")
+    'tango://127.0.0.1:5000/test/asirp/1/change_score#dbase=no'
+    """
+    device, hash_sign, suffix = device_trl.partition("#")
+    return f"{device.rstrip('/')}/{attribute}{hash_sign}{suffix}"
 
 
 def _use_this_loop() -> None:

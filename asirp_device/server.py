@@ -25,9 +25,11 @@ Conventions: commands are PascalCase, attributes snake_case. Input and setting e
 ``ASIRP_Fault``
     The device is in ``FAULT`` (its component could not be built; the status says why).
 ``ASIRP_LiveActive``
-    ``StartLive`` while live mode runs, or a change of ``live_field``/``live_normalize`` then.
+    ``StartLive`` while live mode runs, or a change of ``live_field``/``live_normalize`` then;
+    ``StartTemporalLive`` while temporal live mode runs.
 ``ASIRP_LiveError``
-    Live mode could not start (the tiled server of ``TiledUri`` or the subscription failed).
+    Live mode (or temporal live mode) could not start (the tiled server of ``TiledUri``, the
+    monitor or the subscription failed).
 ``ASIRP_UnknownRequest``
     ``FetchResult`` of a request id this device never gave, or whose result is no longer kept
     (the latest 16 are).
@@ -51,7 +53,8 @@ retry on ``ASIRP_Busy``, then ``FetchResult`` until it stops raising ``ASIRP_Not
 States: ``ON`` (ready), ``RUNNING`` (restoring; ``Restore`` is refused), ``ALARM`` (the last
 restoration failed, local or live; reason in ``Status``), ``FAULT`` (bad device properties: fix
 them and run ``Init``). Change events are pushed for ``State``, ``Status``, ``progress`` and
-every result attribute, plus a data-ready event on ``restored_image`` (counter = result number).
+every result attribute, plus a data-ready event on ``restored_image`` (counter = result number);
+change and archive events for ``State``, ``Status`` and every ``change_*`` attribute.
 
 Live mode (``StartLive(address)`` / ``StopLive``, see :mod:`asirp_device.live`) restores the map
 scans of a bluesky 0MQ document stream and publishes every restored map (partial ones every
@@ -62,6 +65,19 @@ While live, ``Status`` has a second line on live mode. ``LiveResultOf(run_uid)``
 request id of a run's final live result: ``FetchResult`` of it returns the restoration live
 mode made (and stored in tiled as the derived run ``derived_uid`` of its header), so a client
 never restores that map again.
+
+Temporal live mode (``StartTemporalLive(address)`` / ``StopTemporalLive``, see
+:mod:`asirp_device.temporal_live`) follows the powder-diffraction frames of temperature ramps
+(runs with ``asirp_temporal`` metadata) from a bluesky 0MQ proxy: each frame is integrated,
+restored and scored, and a change of shape (a phase transition) raises a *change alarm*. It is
+independent of map live mode (both may run, from the same proxy). The ``change_*`` attributes
+show it (score, CUSUM and frames of the current run; count, frame, time, temperature and JSON
+of the latest alarm), with change and archive events pushed as they change; a plan reads them
+through :class:`asirp_device.client.ASIRPChangeClient`. A change alarm is a result, not a
+failure: it shows in ``Status`` and ``change_alarm``, and the state stays ``ON``; ``ALARM``
+means temporal live mode failed (its subscription died). The ``xrd_*`` attributes (memorized)
+are the analysis settings used when a run's metadata gives none; they apply from the next
+``StartTemporalLive``.
 
 This module is one job, the Tango interface: the device class declares every property,
 attribute and command with its documentation (most of its ~790 lines). The work is done by the
@@ -99,6 +115,17 @@ from asirp_device.live import (
 )
 from asirp_device.requests import RequestFailed, ResultRecord, UnknownRequest
 from asirp_device.settings import MAX_SIDE_PX, Settings
+from asirp_device.temporal_live import (
+    CHANGE_FIELDS,
+    MAX_BINS,
+    MIN_BINS,
+    MIN_FALSE_ALARM_INTERVAL,
+    ChangeValues,
+    TemporalBusy,
+    TemporalError,
+    TemporalLiveMode,
+    TemporalOptions,
+)
 from asirp_device.values import (
     RESULT_ATTRIBUTES,
     fetch_reply,
@@ -109,6 +136,9 @@ from asirp_device.values import (
 from asirp_device.wire import decode_map
 
 _LOG = logging.getLogger(__name__)
+
+CHANGE_ATTRIBUTES = {name: f"change_{name}" for name in CHANGE_FIELDS}
+"""Temporal live mode's :class:`ChangeValues` fields and their device attributes."""
 
 _STATES = {
     ComponentState.ON: DevState.ON,
@@ -130,9 +160,9 @@ def _tango_errors(origin: str) -> Iterator[None]:
         yield
     except tango.DevFailed:
         raise
-    except LiveBusy as error:
+    except (LiveBusy, TemporalBusy) as error:
         _throw("ASIRP_LiveActive", error, origin)
-    except LiveError as error:
+    except (LiveError, TemporalError) as error:
         _throw("ASIRP_LiveError", error, origin)
     except RestorationBusy as error:
         _throw("ASIRP_Busy", error, origin)
@@ -277,7 +307,15 @@ class ASIRP(Device):
         doc="Live mode also reads pickled documents (bluesky's default Publisher). Unpickling "
         "runs code chosen by the sender: this trusts every publisher that can reach the proxy "
         "(and any proxy a client names in StartLive) to run code in this server. Default: "
-        "msgpack only (Publisher(..., serializer=callbacks.serialization.serializer)).",
+        "msgpack only (Publisher(..., serializer=callbacks.serialization.serializer)). "
+        "Applies to temporal live mode too.",
+    )
+    TemporalLiveAddress = device_property(
+        dtype=str,
+        default_value="",
+        doc="HOST:PORT of a bluesky 0MQ proxy's output: temporal live mode starts with the "
+        "device (empty: only with StartTemporalLive); if it cannot start, the device is in "
+        "ALARM with the reason and StartTemporalLive can be tried again.",
     )
 
     # ------------------------------------------------------------------ life cycle
@@ -285,6 +323,8 @@ class ASIRP(Device):
         """Build the component from the properties; ``FAULT`` (reason in Status) if it fails."""
         self._component: RestorationComponent | None = None
         self._live: LiveMode | None = None
+        self._temporal: TemporalLiveMode | None = None
+        self._pushed_change = ChangeValues()  # what the events last said (event thread only)
         self._fault = ""
         self._publisher = _EventPublisher()
         try:
@@ -292,6 +332,10 @@ class ASIRP(Device):
             for name in (*RESULT_ATTRIBUTES, "progress", "State", "Status"):
                 self.set_change_event(name, True, False)
             for name in ("State", "Status"):
+                self.set_archive_event(name, True, False)
+            for name in CHANGE_ATTRIBUTES.values():
+                # pushed by the code when they change (no polling needed to subscribe)
+                self.set_change_event(name, True, False)
                 self.set_archive_event(name, True, False)
             self.set_data_ready_event("restored_image", True)
             component = RestorationComponent(
@@ -318,6 +362,14 @@ class ASIRP(Device):
                     allow_pickle=bool(self.LiveAllowPickle),
                 ),
             )
+            temporal = TemporalLiveMode(
+                component,
+                TemporalOptions(
+                    data_root=str(component.data_root or ""),
+                    tiled_uri=self.TiledUri,
+                    allow_pickle=bool(self.LiveAllowPickle),
+                ),
+            )
         except Exception as error:  # bad properties, engine not usable: the device is broken
             message = " ".join(str(error).split())
             self._fault = (
@@ -332,12 +384,17 @@ class ASIRP(Device):
         component.add_progress_callback(self._on_progress)
         component.add_result_callback(self._on_result)
         live.add_status_callback(self._on_live_status)
+        temporal.add_status_callback(self._on_live_status)
+        temporal.add_values_callback(self._on_change_values)
         self._component = component
         self._live = live
+        self._temporal = temporal
         self.set_state(DevState.ON)
         self.set_status(component.status)
         if self.LiveAddress:
             self._start_live_from_property(self.LiveAddress)
+        if self.TemporalLiveAddress:
+            self._start_temporal_from_property(self.TemporalLiveAddress)
 
     def _start_live_from_property(self, address: str) -> None:
         """Start live mode from the LiveAddress property; a failure is ALARM, not FAULT."""
@@ -349,10 +406,25 @@ class ASIRP(Device):
             _LOG.error(reason)
             self._component.report_failure(f"{reason}; fix the property or call StartLive")
 
+    def _start_temporal_from_property(self, address: str) -> None:
+        """Start temporal live mode from TemporalLiveAddress; a failure is ALARM, not FAULT."""
+        try:
+            self._temporal.start(address)
+        except Exception as error:  # the device stays usable; the operator can retry
+            message = " ".join(str(error).split())
+            reason = (
+                f"temporal live mode could not start from TemporalLiveAddress {address!r}: "
+                f"{message}"
+            )
+            _LOG.error(reason)
+            self._component.report_failure(f"{reason}; fix the property or call StartTemporalLive")
+
     def delete_device(self) -> None:
         """Stop live mode, the worker (aborting a running restoration) and the event thread."""
         if self._live is not None:
             self._live.stop()
+        if self._temporal is not None:
+            self._temporal.stop()
         if self._component is not None:
             self._component.shutdown(timeout=5.0)
         self._publisher.close()
@@ -371,9 +443,13 @@ class ASIRP(Device):
         return self._compose(self._component.status)
 
     def _compose(self, status: str) -> str:
-        """``status``, followed by live mode's status line while live."""
-        live = self._live.status if self._live is not None else ""
-        return f"{status}\n{live}" if live else status
+        """``status``, followed by the status lines of the live modes that run."""
+        lines = [status]
+        for mode in (self._live, self._temporal):
+            line = mode.status if mode is not None else ""
+            if line:
+                lines.append(line)
+        return "\n".join(lines)
 
     def _require(self) -> RestorationComponent:
         component = self._component
@@ -385,6 +461,11 @@ class ASIRP(Device):
         self._require()
         assert self._live is not None  # built with the component
         return self._live
+
+    def _require_temporal(self) -> TemporalLiveMode:
+        self._require()
+        assert self._temporal is not None  # built with the component
+        return self._temporal
 
     # ------------------------------------------------------------------ component listeners
     def _on_state(self, state: ComponentState, status: str) -> None:
@@ -398,6 +479,9 @@ class ASIRP(Device):
 
     def _on_live_status(self, _status: str) -> None:
         self._publisher.submit(self._push_status)
+
+    def _on_change_values(self, values: ChangeValues) -> None:
+        self._publisher.submit(self._push_change, values)
 
     def _push_state(self, state: DevState, status: str) -> None:
         status = self._compose(status)
@@ -416,6 +500,16 @@ class ASIRP(Device):
         self.set_status(status)
         self.push_change_event("Status", status)
         self.push_archive_event("Status", status)
+
+    def _push_change(self, values: ChangeValues) -> None:
+        """Event thread: push change and archive events of the change values that changed."""
+        changed = values.changed(self._pushed_change)
+        self._pushed_change = values
+        for name in changed:
+            attribute_name = CHANGE_ATTRIBUTES[name]
+            value = getattr(values, name)
+            self.push_change_event(attribute_name, value)
+            self.push_archive_event(attribute_name, value)
 
     def _push_result(self, record: ResultRecord) -> None:
         values = result_values(record)
@@ -812,6 +906,274 @@ class ASIRP(Device):
         with _tango_errors("ASIRP.live_normalize"):
             live = self._require_live()
             live.set_options(replace(live.options, normalize=value))
+
+    # ------------------------------------------------------------------ temporal live mode
+    @command(
+        dtype_in=str,
+        doc_in="HOST:PORT of a bluesky 0MQ proxy's output (its --out-address), e.g. "
+        "127.0.0.1:5578; tcp://HOST:PORT also works.",
+        dtype_out=str,
+        doc_out="The endpoint subscribed to, tcp://HOST:PORT.",
+    )
+    def StartTemporalLive(self, address: str) -> str:
+        """Detect changes in the diffraction frames of a bluesky 0MQ document stream; at once.
+
+        Analyses the runs whose start document has asirp_temporal metadata, with the xrd_*
+        settings as they are now where the metadata gives none; external frame files are read
+        inside DataRoot only. The change_* attributes follow the current run; the values are
+        cleared. Independent of StartLive. Refused (DevFailed): a malformed or unresolvable
+        address (ASIRP_InvalidInput), temporal live mode already running (ASIRP_LiveActive),
+        the tiled server of TiledUri unreachable (ASIRP_LiveError).
+        """
+        with _tango_errors("ASIRP.StartTemporalLive"):
+            return self._require_temporal().start(address)
+
+    @command
+    def StopTemporalLive(self) -> None:
+        """End temporal live mode (queued frames are analysed first); a no-op when not live.
+
+        The change_* attributes keep their values until the next StartTemporalLive.
+        """
+        self._require_temporal().stop()
+
+    @attribute(
+        dtype=str,
+        label="Temporal live address",
+        doc="Proxy endpoint temporal live mode reads from, tcp://HOST:PORT; empty when not live.",
+    )
+    def temporal_address(self) -> str:
+        """Proxy endpoint temporal live mode reads from; empty when not live."""
+        return self._require_temporal().address
+
+    @attribute(
+        dtype="DevLong64",
+        label="Temporal documents",
+        unit="1",
+        display_unit="1",
+        format="%d",
+        min_value=0,
+        doc="Bluesky documents received since StartTemporalLive (0 when not live).",
+    )
+    def temporal_documents(self) -> int:
+        """Bluesky documents received since StartTemporalLive (0 when not live)."""
+        return self._require_temporal().documents
+
+    def _change(self, name: str) -> Any:
+        return getattr(self._require_temporal().values, name)
+
+    @attribute(
+        dtype=str,
+        label="Change run uid",
+        doc="Uid of the current run of temporal live mode (the latest run with asirp_temporal "
+        "metadata); empty before one. The other change_* values of a run start with it.",
+    )
+    def change_run_uid(self) -> str:
+        """Uid of the run the change_* values describe; empty before one."""
+        return self._change("run_uid")
+
+    @attribute(
+        dtype="DevLong64",
+        label="Frames handled",
+        unit="1",
+        display_unit="1",
+        format="%d",
+        min_value=0,
+        doc="Frames of the current run handled so far: analysed (integrated, restored, "
+        "scored) or skipped as unusable (change_frames_skipped of them), so a plan waiting "
+        "for the analysis to reach its frames never waits behind a bad frame.",
+    )
+    def change_frames(self) -> int:
+        """Frames of the current run handled so far (analysed or skipped)."""
+        return self._change("frames")
+
+    @attribute(
+        dtype="DevLong64",
+        label="Frames skipped",
+        unit="1",
+        display_unit="1",
+        format="%d",
+        min_value=0,
+        doc="Frames of the current run skipped: unreadable (outside DataRoot, missing), "
+        "wrong shape, NaN pixels, no temperature (the log says why); counted when the next "
+        "frame is analysed.",
+    )
+    def change_frames_skipped(self) -> int:
+        """Frames of the current run skipped as unusable."""
+        return self._change("frames_skipped")
+
+    @attribute(
+        dtype=float,
+        label="Change score",
+        unit="1",
+        display_unit="1",
+        format="%.3f",
+        doc="Per-frame change score of the latest frame, dimensionless (about N(0, 1) while "
+        "the pattern only shifts with temperature); NaN before the run's first frame.",
+    )
+    def change_score(self) -> float:
+        """Per-frame change score of the latest frame (NaN before one)."""
+        return self._change("score")
+
+    @attribute(
+        dtype=float,
+        label="Change CUSUM",
+        unit="1",
+        display_unit="1",
+        format="%.3f",
+        doc="CUSUM of the change scores after the latest frame, dimensionless; an alarm is "
+        "raised when it crosses its threshold. NaN before the run's first frame.",
+    )
+    def change_cusum(self) -> float:
+        """CUSUM of the change scores after the latest frame (NaN before one)."""
+        return self._change("cusum")
+
+    @attribute(
+        dtype=bool,
+        label="Change alarm",
+        doc="Whether a change alarm (a change of the pattern's shape, e.g. a phase "
+        "transition) was raised on the current run. Not a failure: the state stays ON.",
+    )
+    def change_alarm(self) -> bool:
+        """Whether a change alarm was raised on the current run."""
+        return self._change("alarm")
+
+    @attribute(
+        dtype="DevLong64",
+        label="Change alarms",
+        unit="1",
+        display_unit="1",
+        format="%d",
+        min_value=0,
+        doc="Change alarms raised since StartTemporalLive; never decreases while live, so a "
+        "plan detects a new alarm as an increase.",
+    )
+    def change_alarm_count(self) -> int:
+        """Change alarms raised since StartTemporalLive."""
+        return self._change("alarm_count")
+
+    @attribute(
+        dtype="DevLong64",
+        label="Alarm frame",
+        unit="1",
+        display_unit="1",
+        format="%d",
+        min_value=-1,
+        doc="Frame index (in its run, from 0) of the latest change alarm; -1 before one.",
+    )
+    def change_alarm_frame(self) -> int:
+        """Frame index of the latest change alarm; -1 before one."""
+        return self._change("alarm_frame")
+
+    @attribute(
+        dtype=float,
+        label="Alarm time",
+        unit="s",
+        standard_unit="1",
+        display_unit="s",
+        format="%.3f",
+        doc="Time of the latest change alarm's frame, s since its run started; NaN before one.",
+    )
+    def change_alarm_time_s(self) -> float:
+        """Time of the latest change alarm's frame, s since its run started (NaN before)."""
+        return self._change("alarm_time_s")
+
+    @attribute(
+        dtype=float,
+        label="Alarm temperature",
+        unit="K",
+        standard_unit="1",
+        display_unit="K",
+        format="%.2f",
+        doc="Sample temperature of the latest change alarm's frame, K; NaN before one or when "
+        "the run records no temperature.",
+    )
+    def change_alarm_temperature_K(self) -> float:
+        """Sample temperature of the latest change alarm's frame, K (NaN before or unknown)."""
+        return self._change("alarm_temperature_K")
+
+    @attribute(
+        dtype=str,
+        label="Alarm (JSON)",
+        doc="The latest change alarm as a JSON object: run_uid, frame_index, time_s (s), "
+        "temperature_K (K), onset_frame_index (the estimated first changed frame), "
+        "q_ranges_A ([[low, high], ...] in 1/angstrom where the pattern changed, strongest "
+        'first), confidence (0.5 to 1), score, threshold, cusum; "{}" before one.',
+    )
+    def change_alarm_json(self) -> str:
+        """The latest change alarm as a JSON object ('{}' before one)."""
+        return self._change("alarm_json")
+
+    @attribute(
+        dtype="DevLong",
+        access=AttrWriteType.READ_WRITE,
+        memorized=True,
+        hw_memorized=True,
+        label="I(q) bins",
+        unit="1",
+        display_unit="1",
+        format="%d",
+        min_value=MIN_BINS,
+        max_value=MAX_BINS,
+        doc="Bins of the integrated pattern I(q) for runs whose metadata sets none; applies "
+        "from the next StartTemporalLive.",
+    )
+    def xrd_n_bins(self) -> int:
+        """Bins of I(q) used when a run's metadata sets none."""
+        return self._require_temporal().options.n_bins
+
+    @xrd_n_bins.write
+    def xrd_n_bins(self, value: int) -> None:
+        """Set the bins of I(q) (applies from the next StartTemporalLive)."""
+        self._set_temporal_option("xrd_n_bins", n_bins=int(value))
+
+    @attribute(
+        dtype=bool,
+        access=AttrWriteType.READ_WRITE,
+        memorized=True,
+        hw_memorized=True,
+        label="Restore I(q)",
+        doc="Remove the instrumental broadening from I(q) before scoring, for runs whose "
+        "metadata does not say; applies from the next StartTemporalLive.",
+    )
+    def xrd_restore(self) -> bool:
+        """Whether I(q) is restored before scoring (runs whose metadata does not say)."""
+        return self._require_temporal().options.restore
+
+    @xrd_restore.write
+    def xrd_restore(self, value: bool) -> None:
+        """Switch the restoration of I(q) (applies from the next StartTemporalLive)."""
+        self._set_temporal_option("xrd_restore", restore=bool(value))
+
+    @attribute(
+        dtype=float,
+        access=AttrWriteType.READ_WRITE,
+        memorized=True,
+        hw_memorized=True,
+        label="False-alarm interval",
+        unit="frames",
+        standard_unit="1",
+        display_unit="frames",
+        format="%.0f",
+        min_value=MIN_FALSE_ALARM_INTERVAL,
+        doc="Mean frames between false change alarms on a sample that does not change (sets "
+        "the CUSUM threshold; larger: fewer false alarms, later detection), for runs whose "
+        "metadata sets none; applies from the next StartTemporalLive.",
+    )
+    def xrd_false_alarm_interval_frames(self) -> float:
+        """Mean frames between false change alarms (runs whose metadata sets none)."""
+        return self._require_temporal().options.false_alarm_interval_frames
+
+    @xrd_false_alarm_interval_frames.write
+    def xrd_false_alarm_interval_frames(self, value: float) -> None:
+        """Set the false-alarm interval, frames (applies from the next StartTemporalLive)."""
+        self._set_temporal_option(
+            "xrd_false_alarm_interval_frames", false_alarm_interval_frames=float(value)
+        )
+
+    def _set_temporal_option(self, attribute_name: str, **change: Any) -> None:
+        with _tango_errors(f"ASIRP.{attribute_name}"):
+            temporal = self._require_temporal()
+            temporal.set_options(replace(temporal.options, **change))
 
 
 def main(args: Sequence[str] | None = None) -> None:
