@@ -42,10 +42,31 @@ def register(subcommands: Any) -> None:
         action="store_true",
         help="restore in-process with the live callback instead of the Tango device",
     )
+    parser.add_argument(
+        "--temporal",
+        action="store_true",
+        help="temporal feedback instead: a temperature ramp over a powder sample with a hidden "
+        "phase transition, analysed live, which slows down when a change is detected",
+    )
+    parser.add_argument(
+        "--kind",
+        default="splitting",
+        choices=("splitting", "new_phase", "none"),
+        help="with --temporal: the hidden event (splitting)",
+    )
+    parser.add_argument(
+        "--frame-side",
+        type=int,
+        default=1024,
+        choices=(256, 512, 1024),
+        help="with --temporal: detector side, px (1024: one megapixel)",
+    )
     parser.set_defaults(handler=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
+    if args.temporal:
+        return _run_temporal(args)
     from control_room.loop import run_control_room
 
     summary = run_control_room(
@@ -58,4 +79,19 @@ def _run(args: argparse.Namespace) -> int:
     )
     print(Path(args.output, "summary.md").read_text(encoding="utf-8"))
     print(json.dumps({"run_uids": summary["run_uids"]}))
+    return 0
+
+
+def _run_temporal(args: argparse.Namespace) -> int:
+    from control_room.temporal import run_temporal_demo
+
+    summary = run_temporal_demo(
+        args.output,
+        seed=args.seed,
+        kind=args.kind,
+        side_px=args.frame_side,
+        use_tango=not args.no_tango,
+    )
+    print(Path(args.output, "temporal_summary.md").read_text(encoding="utf-8"))
+    print(json.dumps({"raw_uid": summary["raw_uid"], "derived_uid": summary["derived_uid"]}))
     return 0
