@@ -126,12 +126,14 @@ def render_patterns(
     return patterns, temperatures, onset
 
 
-def run(analyzer: TemporalAnalyzer, patterns, temperatures):
+def run(analyzer: TemporalAnalyzer, patterns, temperatures, time_trend: bool = False):
     """Alarm frames, armed-frame count and in-control scores of one sequence."""
     analyzer.reset()
     alarms, scores, armed = [], [], 0
     for i, (pattern, t) in enumerate(zip(patterns, temperatures, strict=True)):
-        result = analyzer.process_pattern(pattern, time_s=float(i), temperature_K=float(t))
+        # without a temperature the detector's trend is in the frame index
+        temperature = None if time_trend else float(t)
+        result = analyzer.process_pattern(pattern, time_s=float(i), temperature_K=temperature)
         if result.armed:
             armed += 1
             scores.append(result.score)
@@ -193,6 +195,9 @@ def main() -> None:
         action="store_true",
         help="irregular temperature schedules: holds and quarter steps at random places",
     )
+    parser.add_argument(
+        "--time-trend", action="store_true", help="withhold temperatures: the trend in time"
+    )
     args = parser.parse_args()
     if args.speed:
         speed()
@@ -230,7 +235,7 @@ def main() -> None:
                     geometry, integrator, seed, kind, repeat, args.reactive
                 )
                 for name, analyzer in analyzers.items():
-                    alarms, armed, scores = run(analyzer, patterns, temperatures)
+                    alarms, armed, scores = run(analyzer, patterns, temperatures, args.time_trend)
                     fig = figures[name]
                     if kind == "none":
                         fig["false"] += len(alarms)

@@ -31,13 +31,18 @@ the signal (correlated and amplified by a restoration) and a first null law of t
 statistic below; every in-control frame then adds ``bootstrap_per_frame`` replicas (a rolling
 estimate that follows the peaks). The residual variance is that noise, scaled by the amplitude
 (Poisson), times ``1 + leverage`` (the reference's own noise: the leverage of the polynomial
-prediction at this time), plus ``(kappa y)^2`` (relative model error, learnt from in-control
-residuals). The local statistic is the largest standardised chi-square excess
-``(sum z^2 - n) / sqrt(2 n)`` over half-overlapping q windows of a few peak widths, less each
-window's learnt in-control mean. Its law (a maximum: Gumbel) is fitted by moments, first to the
-bootstrap, then updated by the in-control frames themselves (the bootstrap prior weighs 20
-frames), and its Gumbel tail probability is mapped to a normal quantile, so that the per-frame
-score is approximately N(0, 1) in control.
+prediction at this temperature), plus ``(kappa y)^2`` (relative model error, learnt from
+in-control residuals). Over half-overlapping q windows of a few peak widths, each window's sum
+of squares ``sum z^2`` of ``n`` bins is taken as a scaled chi-square with the window's own mean
+and variance (first from the bootstrap, then learnt from the in-control frames; the variance
+never below the uncorrelated ``2 n``) and mapped to a normal quantile by the Wilson-Hilferty
+cube root: a restoration correlates the bins of a window (fewer effective degrees of freedom,
+a wider and more skewed law, most at the sharp strong peaks, where the model error also sits),
+and without this per-window calibration those few windows' tails ruled the maximum and the
+restored false alarms. The local statistic is the largest window quantile. Its law (a maximum:
+Gumbel) is fitted by moments, first to the bootstrap, then updated by the in-control frames
+themselves (the bootstrap prior weighs 20 frames), and its Gumbel tail probability is mapped to
+a normal quantile, so that the per-frame score is approximately N(0, 1) in control.
 
 Decision
 --------
@@ -76,6 +81,7 @@ _SCORE_CLIP = (-6.0, 40.0)
 _EDGE_BINS = 5
 _PRIOR_FRAMES = 20
 _MEMORY_FRAMES = 200
+_MIN_WINDOW_M2 = 1.0
 _TEMPERATURE_RESOLUTION_K = 0.05  # K: below the plans' smallest step, above sensor jitter
 
 
@@ -339,6 +345,10 @@ class ShapeChangeDetector:
         self._m_moments = (0.0, 0.0)  # mean and mean square of the statistic's null law
         self._kappa2 = self.model_error**2  # relative model error squared (learnt)
         self._win_offset = np.zeros(self._win_start.size)  # in-control mean of each window
+        # each window's null second moment (bootstrap, then learnt): a restoration correlates
+        # the bins of a window, so its chi-square excess spreads wider than N(0, 1), and most
+        # at the peaks
+        self._win_m2 = np.ones(self._win_start.size)
         self._n_scored = 0
         self._cusum = 0.0
         self._run_start: int | None = None
@@ -364,6 +374,7 @@ class ShapeChangeDetector:
             "columns": self._columns,
             "amplitude": self._amplitude,
             "var": self._var,
+            "win_m2": self._win_m2,
             "m_moments": self._m_moments,
             "learnt": (self._kappa2, self._win_offset.copy(), self._n_scored),
             "cusum": self._cusum,
@@ -382,6 +393,7 @@ class ShapeChangeDetector:
         self._columns = state["columns"]
         self._amplitude = state["amplitude"]
         self._var, self._m_moments = state["var"], state["m_moments"]
+        self._win_m2 = state["win_m2"]
         self._kappa2, self._win_offset, self._n_scored = state["learnt"]
         self._cusum = state["cusum"]
         self._run_start = state["run_start"]
@@ -412,6 +424,11 @@ class ShapeChangeDetector:
             self._kappa2 += rate * (kappa2 - self._kappa2)
             finite = np.isfinite(stats)
             self._win_offset[finite] += rate * (stats[finite] - self._win_offset[finite])
+            # the spread as the in-control frames show it: the model error, not only the noise
+            # (strongest at the sharpest restored peaks); new arrays, as state() holds the old
+            deviation = np.where(finite, stats - self._win_offset, 0.0)
+            m2 = self._win_m2
+            self._win_m2 = np.where(finite, m2 + rate * (deviation * deviation - m2), m2)
             mean, square = self._m_moments
             self._m_moments = (mean + rate * (peak - mean), square + rate * (peak**2 - square))
         self._ref.append((frame_index, temperature, normalised))
@@ -476,8 +493,32 @@ class ShapeChangeDetector:
         floor = 1e-6 * float(np.median(positive)) if positive.size else 0.0
         self._var = np.maximum(variance, max(floor, 1e-300))
         if signal is None:
-            peaks = np.max(self._windows(squares / (self._var * amplitude)), axis=-1)
+            stats = self._windows(squares / (self._var * amplitude))
+            finite = np.where(np.isfinite(stats), stats, 0.0)
+            # the prior of each window's spread; the in-control frames refine it
+            self._win_m2 = np.mean(finite * finite, axis=0)
+            peaks = np.max(self._normalised(stats), axis=-1)
             self._m_moments = (float(np.mean(peaks)), float(np.mean(peaks * peaks)))
+
+    def _normalised(self, stats: np.ndarray) -> np.ndarray:
+        """Each window's statistic as a normal quantile under its own null law.
+
+        A window's sum of squares is taken as a scaled chi-square with the window's learnt
+        mean and variance (``nu = 2 mean^2 / var`` effective degrees of freedom: fewer than
+        its bins where a restoration correlates them), mapped to N(0, 1) by the Wilson-Hilferty
+        cube root. A plain standardisation would leave the skewness of the few-dof windows (the
+        sharp restored peaks), whose tails then ruled the maximum and its false alarms. The
+        variance is floored at the uncorrelated chi-square's, so that no window is magnified.
+        """
+        n = np.maximum(self._win_n, 1.0)
+        root = np.sqrt(2.0 * n)
+        mean = np.maximum(n + root * self._win_offset, 0.5 * n)
+        variance = 2.0 * n * np.maximum(self._win_m2, _MIN_WINDOW_M2)
+        nu = 2.0 * mean * mean / variance
+        ratio = np.maximum(n + root * np.where(self._win_ok, stats, 0.0), 0.0) / mean
+        a = 2.0 / (9.0 * nu)
+        z = (np.cbrt(ratio) - (1.0 - a)) / np.sqrt(a)
+        return np.where(self._win_ok, z, -np.inf)
 
     def _fit(self, y: np.ndarray, weight: np.ndarray) -> tuple[np.ndarray, float, float]:
         """Weighted linear fit of the reference model; returns residual, eps, amplitude."""
@@ -633,7 +674,9 @@ class ShapeChangeDetector:
         kappa2 = float(np.sum((squares - variance) * y2) / max(float(np.sum(y2 * y2)), 1e-300))
         variance = variance + max(self._kappa2, 0.0) * y * y
         stats = self._windows(squares / variance)
-        peak = float(np.max(stats - self._win_offset))
+        # each window standardised by its own null spread, so that the maximum is not ruled by
+        # the windows a restoration makes noisiest (their alarms were the restored false ones)
+        peak = float(np.max(self._normalised(stats)))
         score = self._normal_score(peak)
         item = (*item, (kappa2, stats, peak))
         cusum = max(0.0, self._cusum + score - self.drift)
