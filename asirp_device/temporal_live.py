@@ -126,7 +126,7 @@ class TemporalOptions:
         :mod:`callbacks.dispatcher`). Default: msgpack only.
     """
 
-    n_bins: int = 1000
+    n_bins: int = 500
     restore: bool = True
     false_alarm_interval_frames: float = 20_000.0
     data_root: str = ""

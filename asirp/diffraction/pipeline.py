@@ -91,7 +91,7 @@ class TemporalSettings:
         Most frames held out of the reference while the CUSUM is positive.
     """
 
-    n_bins: int = 1000
+    n_bins: int = 500
     q_range_A: tuple[float, float] | None = None
     restore: bool = True
     n_iter: int = 20
