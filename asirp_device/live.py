@@ -55,7 +55,6 @@ Failures
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import threading
 from collections.abc import Callable, Mapping
@@ -141,15 +140,7 @@ class _Session:
     def request_stop(self) -> None:
         """Cancel the dispatcher's polling task from any thread (no-op once its loop closed)."""
         self.stopping.set()
-
-        def cancel() -> None:
-            task = getattr(self.dispatcher, "_task", None)
-            if task is not None:
-                task.cancel()
-
-        # a closed loop (RuntimeError): the dispatcher has ended already
-        with contextlib.suppress(RuntimeError):
-            self.dispatcher.loop.call_soon_threadsafe(cancel)
+        self.dispatcher.cancel_threadsafe()
 
 
 class LiveMode:

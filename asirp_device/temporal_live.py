@@ -53,7 +53,6 @@ Stopping
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import math
@@ -280,15 +279,7 @@ class _Session:
     def request_stop(self) -> None:
         """Cancel the dispatcher's polling task from any thread (no-op once its loop closed)."""
         self.stopping.set()
-
-        def cancel() -> None:
-            task = getattr(self.dispatcher, "_task", None)
-            if task is not None:
-                task.cancel()
-
-        # a closed loop (RuntimeError): the dispatcher has ended already
-        with contextlib.suppress(RuntimeError):
-            self.dispatcher.loop.call_soon_threadsafe(cancel)
+        self.dispatcher.cancel_threadsafe()
 
 
 class TemporalLiveMode:

@@ -19,6 +19,7 @@ and a WARNING says so.
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import pickle
 from collections.abc import Callable
@@ -79,6 +80,21 @@ class SafeRemoteDispatcher(RemoteDispatcher):
         self.dropped: collections.Counter[str] = collections.Counter()
         if self.allow_pickle:
             _LOG.warning(PICKLE_WARNING, self.address)
+
+    def cancel_threadsafe(self) -> None:
+        """Cancel the polling task from any thread, so :meth:`start` returns.
+
+        A no-op once the dispatcher's loop has closed.
+        """
+
+        def cancel() -> None:
+            task = getattr(self, "_task", None)
+            if task is not None:
+                task.cancel()
+
+        # a closed loop (RuntimeError): the dispatcher has ended already
+        with contextlib.suppress(RuntimeError):
+            self.loop.call_soon_threadsafe(cancel)
 
     def _drop(self, reason: str, message: str, *args: Any) -> None:
         self.dropped[reason] += 1

@@ -54,6 +54,7 @@ from typing import Any
 import numpy as np
 
 from asirp._version import __version__
+from callbacks.publish import derived_runs
 
 Emit = Callable[[str, dict[str, Any]], None]
 
@@ -485,6 +486,4 @@ def temporal_runs(client: Any, raw_uid: str) -> Any:
     """
     from tiled.queries import Key
 
-    return client.search(Key("start.parent_uid") == raw_uid).search(
-        Key("start.purpose") == TEMPORAL_PURPOSE
-    )
+    return derived_runs(client, raw_uid).search(Key("start.purpose") == TEMPORAL_PURPOSE)

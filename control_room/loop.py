@@ -212,34 +212,20 @@ def run_control_room(
         catalog = tiled_server.client()
         log(f"tiled: {tiled_server.uri.split('?')[0]} writing to {tiled_server.directory}")
         if use_tango:
-            from asirp_device.embedded import EmbeddedDatabase, ServerProcess, register_device
-
             data_root = folder / "data"
             data_root.mkdir(exist_ok=True)
-            database = EmbeddedDatabase(folder / "tango.db", port=0)
-            tango_host = database.start()
-            stack.append(database.stop)
-            register_device(
-                tango_host,
-                DEVICE_NAME,
+            tango_host = start_device_server(
+                stack,
+                folder,
                 SERVER_INSTANCE,
+                tiled_server,
                 {
                     "DataRoot": str(data_root.resolve()),
                     "DefaultMethod": method,
                     "DefaultBeamFwhmUm": str(beam_fwhm_um),  # live mode's PSF
-                    # live mode writes the derived runs there; the key goes by environment
-                    "TiledUri": tiled_server.uri.split("?")[0],
                     "LiveEveryRows": "0",  # final maps only: no decision uses a partial one
                 },
             )
-            server = ServerProcess(
-                tango_host,
-                SERVER_INSTANCE,
-                listen_host="127.0.0.1",
-                environment={"TILED_API_KEY": tiled_server.api_key},
-            )
-            server.start(DEVICE_NAME)
-            stack.append(server.stop)
             log(f"Tango: database {tango_host}, device {DEVICE_NAME} running")
 
         beamline = sim.make_beamline(
@@ -391,6 +377,46 @@ def run_control_room(
                 stop()
             except Exception as error:  # keep stopping the rest
                 log(f"while stopping: {type(error).__name__}: {error}")
+
+
+def start_device_server(
+    stack: list[Callable[[], None]],
+    folder: Path,
+    instance: str,
+    tiled_server: Any,
+    properties: dict[str, str],
+) -> str:
+    """An embedded sqlite Tango database and the ASIRP device server in child processes.
+
+    The device writes its derived runs to ``tiled_server`` (``TiledUri``; the API key goes by
+    environment, never into the database). Each thing started is pushed on ``stack`` to be
+    stopped in reverse order.
+
+    Returns
+    -------
+    str
+        The database's ``TANGO_HOST`` (``"127.0.0.1:PORT"``).
+    """
+    from asirp_device.embedded import EmbeddedDatabase, ServerProcess, register_device
+
+    database = EmbeddedDatabase(folder / "tango.db", port=0)
+    tango_host = database.start()
+    stack.append(database.stop)
+    register_device(
+        tango_host,
+        DEVICE_NAME,
+        instance,
+        {**properties, "TiledUri": tiled_server.uri.split("?")[0]},
+    )
+    server = ServerProcess(
+        tango_host,
+        instance,
+        listen_host="127.0.0.1",
+        environment={"TILED_API_KEY": tiled_server.api_key},
+    )
+    server.start(DEVICE_NAME)
+    stack.append(server.stop)
+    return tango_host
 
 
 def _tango_live(

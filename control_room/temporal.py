@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from control_room.loop import DEVICE_NAME
+from control_room.loop import DEVICE_NAME, start_device_server
 
 SERVER_INSTANCE = "control_room_temporal"
 IMAGE_FIELD = "xrd_image"
@@ -204,26 +204,11 @@ def _tango_temporal(
 
     from asirp_device.client import ASIRPChangeClient
     from asirp_device.document_proxy import DocumentProxyProcess, handshake
-    from asirp_device.embedded import EmbeddedDatabase, ServerProcess, register_device
     from callbacks.serialization import serializer
 
-    database = EmbeddedDatabase(folder / "tango.db", port=0)
-    tango_host = database.start()
-    stack.append(database.stop)
-    register_device(
-        tango_host,
-        DEVICE_NAME,
-        SERVER_INSTANCE,
-        {"DataRoot": str(data_root.resolve()), "TiledUri": tiled_server.uri.split("?")[0]},
+    tango_host = start_device_server(
+        stack, folder, SERVER_INSTANCE, tiled_server, {"DataRoot": str(data_root.resolve())}
     )
-    server = ServerProcess(
-        tango_host,
-        SERVER_INSTANCE,
-        listen_host="127.0.0.1",
-        environment={"TILED_API_KEY": tiled_server.api_key},
-    )
-    server.start(DEVICE_NAME)
-    stack.append(server.stop)
     proxy = DocumentProxyProcess()
     proxy.start()
     stack.append(proxy.stop)
