@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import warnings
 from collections.abc import Sequence
@@ -31,6 +32,7 @@ from asirp.restore import restore
 from asirp.safe_files import atomic_write, file_identity
 from asirp.sr.consistency import ConsistencyWarning
 from asirp.sr.train import TrainSettings, train
+from asirp.threads import THREADS_VARIABLE, apply_thread_budget
 
 # The commands that read or write HDF5 (restore, xrf-map, demo) import asirp.io, asirp.xrf and
 # asirp.demo when they run: those load h5py (about 0.2 s, measured with ``python -X
@@ -106,6 +108,17 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``asirp`` command."""
     parser = _Parser(prog="asirp", description="Adaptable synchrotron image restoration.")
     parser.add_argument("--version", action="version", version=f"asirp {__version__}")
+    parser.add_argument(
+        "--threads",
+        dest="thread_budget",
+        type=int,
+        default=None,
+        metavar="N",
+        help="use at most N threads in all (torch, numba and BLAS together), also in the "
+        "servers this command starts (sets ASIRP_NUM_THREADS; default: that variable, else "
+        "every core this process may use). On a control-room machine shared with the "
+        "RunEngine, leave it a core: for example --threads 3 on 4 cores",
+    )
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     commands.add_parser("methods", help="list the methods, their families and parameters")
@@ -417,6 +430,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``asirp`` command; return the exit status."""
     try:
         args = build_parser().parse_args(argv)
+        if args.thread_budget is not None or os.environ.get(THREADS_VARIABLE, "").strip():
+            apply_thread_budget(args.thread_budget)  # a bad ASIRP_NUM_THREADS fails here
         if args.command == "methods":
             print(_methods_help())
         elif args.command == "restore":
