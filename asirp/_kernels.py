@@ -160,6 +160,12 @@ POISSON_RATIO = 1
 1e-12)``."""
 MULTIPLICATIVE = 2
 """Epilogue: ``out = first * corr(src) / second`` (``second`` may be shared by the stack)."""
+MULTIPLICATIVE_STEP = 3
+"""Epilogue: ``MULTIPLICATIVE``, then ``step = out - first`` and, per output row, the sums
+``step * step`` and ``step * previous`` into ``row_sums`` (the products of Biggs-Andrews
+acceleration, in the same pass)."""
+DIVIDE_FLOOR = 4
+"""Epilogue: ``out = max(corr(src) / second, background)`` (the smooth initial estimate)."""
 
 ROW_BLOCK = 16
 """Output rows per parallel task (a multiple of 4)."""
@@ -350,8 +356,11 @@ def _row_pass(line, start, stop, sx, width, edge, tx, out_row):
 
 
 @njit(**_JIT)
-def _finish_row(result, epilogue, first_row, second_row, background):
-    """The element-wise epilogue of one output row (see :func:`correlate_separable`)."""
+def _finish_row(result, epilogue, first_row, second_row, background, step_row, previous_row, sums):
+    """The element-wise epilogue of one output row (see :func:`correlate_separable`).
+
+    ``sums`` (2,) float64 receives the row's step products for ``MULTIPLICATIVE_STEP``.
+    """
     if epilogue == POISSON_RATIO:
         for j in range(result.size):
             value = result[j] + background
@@ -360,13 +369,40 @@ def _finish_row(result, epilogue, first_row, second_row, background):
     elif epilogue == MULTIPLICATIVE:
         for j in range(result.size):
             result[j] = first_row[j] * result[j] / second_row[j]
+    elif epilogue == MULTIPLICATIVE_STEP:
+        energy = 0.0
+        overlap = 0.0
+        for j in range(result.size):
+            value = first_row[j] * result[j] / second_row[j]
+            result[j] = value
+            difference = value - first_row[j]
+            overlap += np.float64(difference) * np.float64(previous_row[j])
+            step_row[j] = difference  # after reading previous_row: they may be the same row
+            energy += np.float64(difference) * np.float64(difference)
+        sums[0] = energy
+        sums[1] = overlap
+    elif epilogue == DIVIDE_FLOOR:
+        for j in range(result.size):
+            result[j] = max(result[j] / second_row[j], background)
 
 
 # --- separable correlation entry point ----------------------------------------------------------
 
 
-@njit(parallel=True, **_JIT)
+_NO_ROW_SUMS = np.zeros((1, 2))
+
+
 def correlate_separable(src, ty, tx, sy, sx, edge, out, epilogue, first, second, background):
+    """:func:`correlate_separable_steps` for the epilogues that need no step arrays."""
+    correlate_separable_steps(
+        src, ty, tx, sy, sx, edge, out, epilogue, first, second, background, out, out, _NO_ROW_SUMS
+    )
+
+
+@njit(parallel=True, **_JIT)
+def correlate_separable_steps(
+    src, ty, tx, sy, sx, edge, out, epilogue, first, second, background, step, previous, row_sums
+):
     """``corr(src)`` (see the module notes) into ``out``, then an element-wise epilogue per row.
 
     Parameters
@@ -382,13 +418,23 @@ def correlate_separable(src, ty, tx, sy, sx, edge, out, epilogue, first, second,
     out : numpy.ndarray
         ``(B, H, W)`` float32, written.
     epilogue : int
-        ``PLAIN``, ``POISSON_RATIO`` (``first``: the data, read; ``second``: the ratio, written)
-        or ``MULTIPLICATIVE`` (``first``: the factor, read; ``second``: the denominator,
-        ``(B, H, W)`` or ``(1, H, W)``, read). Unused arrays may be any float32 3-D array.
+        ``PLAIN``, ``POISSON_RATIO`` (``first``: the data, read; ``second``: the ratio, written),
+        ``MULTIPLICATIVE`` (``first``: the factor, read; ``second``: the denominator,
+        ``(B, H, W)`` or ``(1, H, W)``, read), ``MULTIPLICATIVE_STEP`` (as ``MULTIPLICATIVE``;
+        also ``step`` written, ``previous`` and ``row_sums`` used) or ``DIVIDE_FLOOR``
+        (``second``: the divisor, ``(B or 1, H, W)``; ``background``: the floor). Unused arrays
+        may be any float32 3-D array (``row_sums``: any float64 2-D array).
     first, second : numpy.ndarray
         See ``epilogue``; ``(B, H, W)`` float32.
     background : float32
-        Added to the blur for ``POISSON_RATIO``.
+        Added to the blur for ``POISSON_RATIO``; the floor of ``DIVIDE_FLOOR``.
+    step, previous : numpy.ndarray
+        ``MULTIPLICATIVE_STEP``: ``step = out - first`` (written) and the previous step (read;
+        it may be ``step`` itself when its products are not wanted), ``(B, H, W)`` float32.
+    row_sums : numpy.ndarray
+        ``MULTIPLICATIVE_STEP``: ``(B * H, 2)`` float64, written with each output row's
+        ``sum(step * step)`` and ``sum(step * previous)`` (rows of map ``b`` at ``b * H + i``;
+        the caller adds them up in a fixed order, so the totals do not depend on the threads).
 
     Notes
     -----
@@ -425,7 +471,17 @@ def correlate_separable(src, ty, tx, sy, sx, edge, out, epilogue, first, second,
                 _row_pass(lines[k], start, stop, sx, src_width, edge, tx, result)
                 if epilogue != PLAIN:
                     below = second[0 if shared else b, i + k]
-                    _finish_row(result, epilogue, first[b, i + k], below, background)
+                    stepping = epilogue == MULTIPLICATIVE_STEP
+                    _finish_row(
+                        result,
+                        epilogue,
+                        first[b, i + k],
+                        below,
+                        background,
+                        step[b, i + k] if stepping else result,
+                        previous[b, i + k] if stepping else result,
+                        row_sums[b * height + i + k] if stepping else row_sums[0],
+                    )
             i += count
 
 
@@ -549,6 +605,32 @@ def residual_sums(data, predicted, background):
         misfit += row_misfit
         energy += row_energy
     return misfit, energy
+
+
+@njit(parallel=True, **_JIT)
+def change_sums(data, restored):
+    """``(sum (restored - data)**2, sum |data|)`` of two 2-D float32 maps, in float64.
+
+    Row sums are added in row order, so the result does not depend on the thread count.
+    """
+    height, width = data.shape
+    per_row = np.zeros((height, 2))
+    for i in prange(height):
+        square = 0.0
+        level = 0.0
+        for j in range(width):
+            measured = np.float64(data[i, j])
+            difference = np.float64(restored[i, j]) - measured
+            square += difference * difference
+            level += abs(measured)
+        per_row[i, 0] = square
+        per_row[i, 1] = level
+    square = 0.0
+    level = 0.0
+    for i in range(height):
+        square += per_row[i, 0]
+        level += per_row[i, 1]
+    return square, level
 
 
 # --- element-wise steps of accelerated iterations ------------------------------------------------

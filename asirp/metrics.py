@@ -13,11 +13,15 @@ map. PSNR, SSIM and FRC compute in float64.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import numpy as np
 import scipy.signal
+import torch
 
+from asirp.backend import fast_fft_shape
+from asirp.blur import _complex_array, cached_otf
 from asirp.separable import separable_factors, use_torch_threads
 
 FRC_THRESHOLD = 1.0 / 7.0
@@ -154,10 +158,76 @@ def data_residual(
             np.float32(0.0),
         )
         predicted = predicted[0]
-    else:
+        misfit, energy = kernels.residual_sums(measured, predicted, float(background))
+    elif np.ndim(psf) == 2 and np.shape(psf)[0] % 2 and np.shape(psf)[1] % 2:
+        misfit, energy = _fft_residual_sums(measured, estimate, np.asarray(psf), float(background))
+    else:  # even sides: keep blur()'s own shapes and checks
         predicted = blur(estimate, psf).astype(np.float32)
-    misfit, energy = kernels.residual_sums(measured, predicted, float(background))
+        misfit, energy = kernels.residual_sums(measured, predicted, float(background))
     return float(np.sqrt(misfit / energy)) if energy > 0 else 0.0
+
+
+def _fft_residual_sums(
+    measured: np.ndarray, estimate: np.ndarray, psf: np.ndarray, background: float
+) -> tuple[float, float]:
+    """``(sum (y - (H x + b))**2, sum y**2)`` with ``H x`` = :func:`blur`, by float32 FFTs.
+
+    The mirrored extension of ``x`` is convolved circularly on a fast FFT grid at least its size,
+    which leaves the ``(H, W)`` window that :func:`blur` keeps (``mode="valid"``) untouched by
+    the wrap-around. The grid is the one :class:`asirp.blur.BlurOperator` uses for
+    ``boundary="extend"``, so the PSF's transfer function comes from :func:`asirp.blur.cached_otf`
+    when a restoration just computed it. Same result as :func:`blur` to float32 rounding, about
+    ten times faster than its float64 ``scipy.signal.fftconvolve`` at a megapixel.
+
+    Parameters
+    ----------
+    measured, estimate : numpy.ndarray
+        ``y`` and ``x``, ``(H, W)`` C-contiguous float32 (counts).
+    psf : numpy.ndarray
+        ``(h, w)`` with odd sides.
+    background : float
+        ``b``, counts per pixel.
+    """
+    from asirp import _fft_kernels  # lazy, as _kernels() (numba)
+
+    pad_y, pad_x = psf.shape[0] // 2, psf.shape[1] // 2
+    height, width = estimate.shape
+    fft_shape = fast_fft_shape((height + 2 * pad_y, width + 2 * pad_x))
+    grid = _residual_buffer(fft_shape)
+    _fft_kernels.mirror_pad(estimate, grid.numpy()[0], pad_y, pad_x)  # writes every pixel
+    otf = _complex_array(
+        cached_otf(torch.from_numpy(np.ascontiguousarray(psf, dtype=np.float32)), fft_shape)
+    )
+    plan = _fft_kernels.real_fft2_plan(1, fft_shape)
+    if plan is not None:  # in place on the buffer
+        plan.forward(grid)
+        _fft_kernels.multiply_spectrum(_complex_array(plan.spectrum(grid)), otf, False)
+        plan.backward(grid)
+        blurred = grid
+    else:
+        spectrum = torch.fft.rfft2(grid[..., : fft_shape[1]])
+        _fft_kernels.multiply_spectrum(_complex_array(spectrum), otf, False)
+        blurred = torch.fft.irfft2(spectrum, s=fft_shape)
+    # The centred transfer function puts blur()'s "valid" window at the pads' offset.
+    return _fft_kernels.residual_sums_at(measured, blurred.numpy()[0], pad_y, pad_x, background)
+
+
+_residual_arrays = threading.local()
+
+
+def _residual_buffer(fft_shape: tuple[int, int]) -> torch.Tensor:
+    """The calling thread's FFT buffer ``(1, N0, 2 (N1 // 2 + 1))`` float32 for the residual.
+
+    Kept for the last grid size: a fresh 4.7 MB array (a 1080² grid) costs about as much in page
+    faults as the FFT itself (see :mod:`asirp._fft_kernels`), and a beamline computes the
+    residual of map after map of one size.
+    """
+    rows, cols = fft_shape
+    shape = (1, rows, 2 * (cols // 2 + 1))
+    kept = getattr(_residual_arrays, "buffer", None)
+    if kept is None or tuple(kept.shape) != shape:
+        kept = _residual_arrays.buffer = torch.empty(shape)
+    return kept
 
 
 def _data_range(reference: np.ndarray) -> float:

@@ -15,9 +15,12 @@ uses (:func:`torch.get_num_threads`).
 from __future__ import annotations
 
 import math
+import threading
 
 import numpy as np
 import torch
+
+from asirp.threads import kernel_threads
 
 SEPARABLE_TOLERANCE = 1e-6
 """Largest relative L1 misfit ``sum |p - u v^T| / sum |p|`` accepted as separable.
@@ -91,11 +94,31 @@ def direct_is_faster(psf_shape: tuple[int, int], fft_shape: tuple[int, int]) -> 
     return taps <= DIRECT_TAPS_PER_FFT_LEVEL * level
 
 
-def use_torch_threads() -> None:
-    """Make the compiled kernels use as many threads as torch (``torch.get_num_threads()``)."""
-    import numba
+_kernel_threads = threading.local()
+"""The count this thread last gave numba (numba's setting is per thread)."""
 
-    numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
+
+def use_torch_threads() -> None:
+    """Make the compiled kernels use as many threads as torch, within the thread budget.
+
+    See :func:`asirp.threads.kernel_threads`. numba is told only when the count changes: the
+    kernels of one iteration are launched thousands of times a second on small maps.
+    """
+    count = kernel_threads()
+    if getattr(_kernel_threads, "count", None) != count:  # 3 µs a call: only on a change
+        import numba
+
+        torch_count = torch.get_num_threads()
+        numba.set_num_threads(count)
+        if torch.get_num_threads() != torch_count:
+            # numba's first launch of its OpenMP pool resets the OpenMP thread count that
+            # torch reads (they resolve to one runtime): put torch's back
+            torch.set_num_threads(torch_count)
+        _kernel_threads.count = count
+
+
+_NO_ROW_SUMS = np.zeros((1, 2))
+"""The ``row_sums`` argument of the kernel for epilogues that write none."""
 
 
 def _float32_stack(array: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -161,10 +184,13 @@ class SeparableBlur:
         first: np.ndarray | None = None,
         second: np.ndarray | None = None,
         background: float = 0.0,
+        step: np.ndarray | None = None,
+        previous: np.ndarray | None = None,
+        row_sums: np.ndarray | None = None,
     ) -> None:
-        """Call the correlation kernel on torch's thread count (unused arrays: ``out``)."""
+        """Call the correlation kernel on the kernels' thread count (unused arrays: ``out``)."""
         use_torch_threads()
-        self._kernels.correlate_separable(
+        self._kernels.correlate_separable_steps(
             src,
             *taps,
             *shift,
@@ -174,6 +200,9 @@ class SeparableBlur:
             out if first is None else first,
             out if second is None else second,
             np.float32(background),
+            out if step is None else step,
+            out if previous is None else previous,
+            _NO_ROW_SUMS if row_sums is None else row_sums,
         )
 
     def forward(self, obj: np.ndarray, out: np.ndarray) -> None:
@@ -241,3 +270,87 @@ class SeparableBlur:
             _float32_stack(factor, self.object_shape),
             _float32_stack(denominator, self.object_shape),
         )
+
+    def multiplicative_update(
+        self,
+        data: np.ndarray,
+        factor: np.ndarray,
+        denominator: np.ndarray,
+        out: np.ndarray,
+        step: np.ndarray,
+        previous: np.ndarray | None,
+    ) -> np.ndarray:
+        """The multiplicative update and its step, with the step's products, in one pass.
+
+        ``out = factor * H^T data / denominator``, ``step = out - factor``: what
+        :meth:`multiplicative_adjoint` and a separate difference pass give, with the two inner
+        products that Biggs-Andrews acceleration needs summed as the rows are written.
+
+        Parameters
+        ----------
+        data : numpy.ndarray
+            ``(B, *data_shape)``.
+        factor : numpy.ndarray
+            ``(B, *object_shape)``.
+        denominator : numpy.ndarray
+            ``(B, *object_shape)`` or ``(1, *object_shape)``, non-zero.
+        out, step : numpy.ndarray
+            Outputs ``(B, *object_shape)``, C-contiguous (``step`` not ``out``, ``factor`` or
+            ``previous``).
+        previous : numpy.ndarray or None
+            The previous step ``(B, *object_shape)``, or None.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(B, 2)`` float64: ``sum(step * step)`` and ``sum(step * previous)`` per map (0
+            without ``previous``), summed in row order (the same for any thread count).
+        """
+        batch = out.shape[0]
+        row_sums = np.empty((batch * self.object_shape[0], 2))
+        self._run(
+            _float32_stack(data, self.data_shape),
+            self.taps,
+            self.adjoint_shift,
+            out,
+            self._kernels.MULTIPLICATIVE_STEP,
+            _float32_stack(factor, self.object_shape),
+            _float32_stack(denominator, self.object_shape),
+            step=step,
+            # without a previous step, any finite array of the shape (its products are dropped)
+            previous=_float32_stack(factor, self.object_shape) if previous is None else previous,
+            row_sums=row_sums,
+        )
+        sums = row_sums.reshape(batch, -1, 2).sum(axis=1)
+        if previous is None:
+            sums[:, 1] = 0.0
+        return sums
+
+    def divided_adjoint(
+        self, data: np.ndarray, divisor: np.ndarray, floor: np.ndarray, out: np.ndarray
+    ) -> None:
+        """``out = max(H^T data / divisor, floor)`` on the object grid, in one pass.
+
+        Parameters
+        ----------
+        data : numpy.ndarray
+            ``(B, *data_shape)``.
+        divisor : numpy.ndarray
+            ``(B, *object_shape)`` or ``(1, *object_shape)``, positive.
+        floor : numpy.ndarray
+            ``(B,)`` float32, the smallest value per map.
+        out : numpy.ndarray
+            Output ``(B, *object_shape)``.
+        """
+        data = _float32_stack(data, self.data_shape)
+        divisor = _float32_stack(divisor, self.object_shape)
+        for index in range(out.shape[0]):  # one floor per map: the kernel takes one value
+            self._run(
+                data[index : index + 1],
+                self.taps,
+                self.adjoint_shift,
+                out[index : index + 1],
+                self._kernels.DIVIDE_FLOOR,
+                second=divisor if divisor.shape[0] == 1 else divisor[index : index + 1],
+                background=float(floor[index]),
+            )

@@ -33,9 +33,14 @@ import numpy as np
 import torch
 from numpy.typing import ArrayLike
 
-from asirp.blur import BlurOperator
 from asirp.iteration import IterationControl
-from asirp.methods._common import adjoint_of_ones, non_negative, smooth_initial_estimate
+from asirp.methods._common import (
+    WorkArrays,
+    cached_operator,
+    non_negative,
+    smooth_initial_estimate,
+    work_arrays,
+)
 from asirp.methods._public import Device, IterativeBoundary, StopRule
 from asirp.registry import (
     BACKGROUND,
@@ -133,69 +138,25 @@ def extrapolate(
     return torch.lerp(previous, estimate, 1.0 + alpha, out=out).clamp_min_(0.0)
 
 
-def step_products(
-    updated: torch.Tensor,
-    point: torch.Tensor,
-    previous_step: torch.Tensor | None,
-    out: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """The step ``updated - point`` and its inner products with itself and the previous step.
-
-    Parameters
-    ----------
-    updated, point : torch.Tensor
-        ``(B, H_o, W_o)``.
-    previous_step : torch.Tensor or None
-        The previous iteration's step (``(B, H_o, W_o)``), if any.
-    out : torch.Tensor, optional
-        Where to write the step (not ``previous_step``).
-
-    Returns
-    -------
-    step : torch.Tensor
-        ``(B, H_o, W_o)``.
-    energy : torch.Tensor
-        ``<step, step>`` per image, ``(B, 1, 1)``.
-    overlap : torch.Tensor or None
-        ``<step, previous_step>`` per image, ``(B, 1, 1)``; None without a previous step.
-    """
-    if out is None:
-        out = torch.empty_like(updated)
-    earlier = out if previous_step is None else previous_step
-    if updated.ndim == 3 and _compiled(updated, point, earlier, out):
-        from asirp import _kernels  # lazy: numba, about 0.9 s to import (see asirp.metrics)
-
-        use_torch_threads()
-        sums = _kernels.difference_and_products(
-            updated.numpy(), point.numpy(), earlier.numpy(), out.numpy()
-        )
-        products = torch.from_numpy(sums).to(updated.dtype).view(-1, 2, 1, 1)
-        energy, overlap = products[:, 0], products[:, 1]
-    else:
-        torch.sub(updated, point, out=out)
-        energy = batch_dot(out, out)
-        overlap = batch_dot(out, earlier)
-    return out, energy, (overlap if previous_step is not None else None)
-
-
-def batch_dot(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
-    """Inner product of each image of two stacks, ``(B, 1, 1)``, in one pass."""
-    return torch.linalg.vecdot(first.flatten(1), second.flatten(1)).view(-1, 1, 1)
-
-
 class _Buffers:
-    """Object-grid work arrays reused across iterations.
+    """Object-grid work arrays reused across iterations (and calls, through ``pool``).
 
     A fresh megapixel array costs its page faults on every allocation; the loop's arrays go back
     to the pool once nothing refers to them any more.
     """
 
-    def __init__(self, like: torch.Tensor):
+    def __init__(self, like: torch.Tensor, pool: WorkArrays):
         self.like = like
+        self.pool = pool
         self.free: list[torch.Tensor] = []
+        self.issued: list[torch.Tensor] = []
 
     def take(self) -> torch.Tensor:
-        return self.free.pop() if self.free else torch.empty_like(self.like)
+        if self.free:
+            return self.free.pop()
+        tensor = self.pool.take(tuple(self.like.shape), self.like)
+        self.issued.append(tensor)
+        return tensor
 
     def recycle(self, done: list[torch.Tensor | None], live: list[torch.Tensor | None]) -> None:
         """Return the arrays of ``done`` that are not in ``live`` (by identity) to the pool."""
@@ -212,26 +173,29 @@ def run(problem: Problem, params: dict[str, Any]) -> MethodOutput:
     assert problem.psf is not None  # guaranteed by needs_psf
     data = non_negative(problem.data)
     background = params["background"]
-    operator = BlurOperator(problem.psf, tuple(data.shape[-2:]), params["boundary"])
-    normaliser = adjoint_of_ones(operator, data)
+    operator, normaliser = cached_operator(problem.psf, tuple(data.shape[-2:]), params["boundary"])
+    pool = work_arrays()
+    estimate = pool.take((data.shape[0], *operator.object_shape), data)
     if params["initial"] == "flat":
         mean = data.mean(dim=(-2, -1), keepdim=True).clamp_min(1e-12)
-        estimate = mean.expand(-1, *operator.object_shape).clone()
+        estimate.copy_(mean.expand(-1, *operator.object_shape))
     else:
-        estimate = smooth_initial_estimate(operator, data, normaliser)
+        estimate = smooth_initial_estimate(operator, data, normaliser, out=estimate)
     tv_weight = params["tv_weight"]
     tv_epsilon = 1e-3 * float(data.mean().clamp_min(1e-12)) if tv_weight > 0 else 0.0
     accelerate = params["acceleration"]
 
     control = IterationControl(problem, params)
-    buffers = _Buffers(estimate)
-    prediction, ratio = torch.empty_like(data), torch.empty_like(data)
+    buffers = _Buffers(estimate, pool)
+    buffers.issued.append(estimate)  # from the pool: back to it unless it is the result
+    prediction, ratio = pool.take(tuple(data.shape), data), pool.take(tuple(data.shape), data)
     previous: torch.Tensor | None = None
     step: torch.Tensor | None = None
     previous_step: torch.Tensor | None = None
     previous_energy: torch.Tensor | None = None
     alpha = torch.zeros((data.shape[0], 1, 1), dtype=data.dtype, device=data.device)
     for _ in control:
+        point_alpha = alpha  # the factor that makes this iteration's point (0: none)
         if accelerate and previous is not None:
             point = extrapolate(estimate, previous, alpha, out=buffers.take())
         else:
@@ -241,19 +205,33 @@ def run(problem: Problem, params: dict[str, Any]) -> MethodOutput:
         if tv_weight > 0:
             curvature = total_variation_divergence(point, tv_epsilon)
             denominator = (normaliser - tv_weight * curvature).clamp_min(0.1 * normaliser)
-        updated = operator.multiplicative_adjoint(ratio, point, denominator, out=buffers.take())
-        if accelerate:  # `step` is the spare step array, if any
-            step, energy, overlap = step_products(updated, point, previous_step, out=step)
-            if overlap is not None and previous_energy is not None:
-                alpha = (overlap / previous_energy.clamp_min(1e-30)).clamp(0.0, MAX_EXTRAPOLATION)
+        updated = buffers.take()
+        if accelerate:  # the update, its step and the step's products in one pass
+            if step is None:  # `step` is the spare step array
+                step = buffers.take()
+            sums = operator.multiplicative_update(
+                ratio, point, denominator, updated, step, previous_step
+            )
+            energy = sums[:, 0]
+            if previous_step is not None and previous_energy is not None:
+                factor = sums[:, 1] / previous_energy.clamp_min(1e-30)
+                alpha = factor.clamp(0.0, MAX_EXTRAPOLATION).to(data.device, data.dtype)
+                alpha = alpha.view(-1, 1, 1)
             previous_step, step, previous_energy = step, previous_step, energy
-        accepted = control.step(point, updated, data, prediction)
+        else:
+            operator.multiplicative_adjoint(ratio, point, denominator, out=updated)
+        accepted = control.step(
+            point, updated, data, prediction, extrapolation=point_alpha if accelerate else None
+        )
         older = previous
         if accelerate:
             previous = estimate
         buffers.recycle([point, updated, estimate, older], live=[accepted, previous])
         estimate = accepted
-        alpha = alpha * control.active.view(-1, 1, 1)  # stopped images stay where they stopped
+        if not bool(control.active.all()):  # stopped images stay where they stopped
+            alpha = alpha * control.active.view(-1, 1, 1)
+    # every work array goes back to the thread's pool but the result's (a view of it escapes)
+    pool.give([*buffers.issued, *buffers.free, prediction, ratio], keep_out=[estimate])
     return MethodOutput(operator.crop(estimate), problem.psf, control.info())
 
 
