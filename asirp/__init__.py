@@ -20,10 +20,6 @@ Each method also has a typed function in the style of scikit-image, a thin wrapp
 ((64, 64), dtype('float32'))
 """
 
-from asirp.threads import configure_wait_policy
-
-configure_wait_policy()  # before torch loads its OpenMP runtime (see asirp.threads)
-
 from asirp import _builtin  # noqa: F401  (registers the built-in methods; before any look-up)
 from asirp._version import __version__
 from asirp.methods.blind_richardson_lucy import blind_richardson_lucy

@@ -20,7 +20,7 @@ import threading
 import numpy as np
 import torch
 
-from asirp.threads import kernel_threads
+from asirp.threads import kernel_pool_wait_policy, kernel_threads
 
 SEPARABLE_TOLERANCE = 1e-6
 """Largest relative L1 misfit ``sum |p - u v^T| / sum |p|`` accepted as separable.
@@ -109,7 +109,8 @@ def use_torch_threads() -> None:
         import numba
 
         torch_count = torch.get_num_threads()
-        numba.set_num_threads(count)
+        with kernel_pool_wait_policy():  # the pool starts on the first call
+            numba.set_num_threads(count)
         if torch.get_num_threads() != torch_count:
             # numba's first launch of its OpenMP pool resets the OpenMP thread count that
             # torch reads (they resolve to one runtime): put torch's back

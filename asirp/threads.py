@@ -20,14 +20,15 @@ never more than ``N`` (:func:`kernel_threads`). The pools run one after another,
 at most ``N`` threads compute at any time. :func:`asirp.restore` applies the budget on its first
 call; a later ``torch.set_num_threads`` by the caller is respected (below ``N``).
 
-Waiting threads sleep
----------------------
-:func:`configure_wait_policy` (run by ``import asirp`` before torch is imported) sets
-``OMP_WAIT_POLICY=PASSIVE`` unless the environment already says otherwise: an idle OpenMP thread
-then sleeps instead of spinning, so a pool that is not working leaves its cores to the pool that
-is, and to the other processes. OpenMP reads the variable when its runtime loads, so it applies
-to torch's pool only when ``asirp`` is imported before torch (the command line, the device
-server and the live worker do so); set it in the environment otherwise.
+Idle kernel threads sleep
+-------------------------
+The compiled kernels' OpenMP pool is started with ``OMP_WAIT_POLICY=PASSIVE`` (unless the
+environment sets a policy): between two restorations its threads sleep instead of spinning on
+cores the RunEngine needs (:func:`kernel_pool_wait_policy`; the variable is set only while
+numba starts its pool, so torch and child processes do not inherit it). torch's own pool keeps
+its default, a short spin: a sleeping torch pool paid a wake-up per operation, which made a
+256² call two and a half times slower on this project's virtual machine. Under contention both
+pools shrink to the free cores anyway (:func:`compute_threads`), down to no worker at all.
 """
 
 from __future__ import annotations
@@ -42,16 +43,27 @@ THREADS_VARIABLE = "ASIRP_NUM_THREADS"
 """Environment variable holding the thread budget."""
 
 WAIT_POLICY = {"OMP_WAIT_POLICY": "PASSIVE"}
-"""OpenMP settings made at import unless already set (see the module notes)."""
+"""OpenMP settings of the kernels' pool unless already set (see the module notes)."""
 
 _lock = threading.Lock()
 _applied: int | None = None
 
 
-def configure_wait_policy() -> None:
-    """Set :data:`WAIT_POLICY` in the environment where it is not set already."""
-    for name, value in WAIT_POLICY.items():
-        os.environ.setdefault(name, value)
+@contextlib.contextmanager
+def kernel_pool_wait_policy() -> Iterator[None]:
+    """Set :data:`WAIT_POLICY` in the environment for the block, where it is not set already.
+
+    Wrap the first launch of numba's thread pool in it (OpenMP reads the variable when its
+    runtime starts); the environment is as before afterwards.
+    """
+    added = [name for name in WAIT_POLICY if name not in os.environ]
+    for name in added:
+        os.environ[name] = WAIT_POLICY[name]
+    try:
+        yield
+    finally:
+        for name in added:
+            os.environ.pop(name, None)
 
 
 def _cgroup_cpu_limit() -> int | None:
@@ -119,7 +131,7 @@ def apply_thread_budget(threads: int | None = None) -> int:
         The budget now in force.
     """
     global _applied
-    import torch  # lazy: configure_wait_policy must run before torch loads its OpenMP runtime
+    import torch
     from threadpoolctl import threadpool_limits
 
     count = thread_budget() if threads is None else parse_thread_count(threads, "threads")

@@ -50,12 +50,23 @@ def test_budget_of_one_thread_holds_for_every_pool():
     assert facts["torch"] == 1
     assert facts["numba"] == 1
     assert facts["blas"] == [1]
-    assert facts["wait_policy"] == "PASSIVE"  # idle OpenMP threads sleep
+    assert facts["wait_policy"] is None  # set only while the kernels' pool starts
 
 
 def test_wait_policy_set_by_the_user_is_kept():
     facts = _child({"OMP_WAIT_POLICY": "ACTIVE", threads.THREADS_VARIABLE: "1"})
     assert facts["wait_policy"] == "ACTIVE"
+
+
+def test_kernel_pool_wait_policy_is_set_for_the_block_only(monkeypatch):
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    with threads.kernel_pool_wait_policy():
+        assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
+    assert "OMP_WAIT_POLICY" not in os.environ
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    with threads.kernel_pool_wait_policy():
+        assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
+    assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
 
 
 @pytest.mark.parametrize("value", ["0", "-2", "two", "1.5", "5000"])
