@@ -651,32 +651,3 @@ def extrapolate(estimate, previous, alpha, out):
         for j in range(width):
             value = current[j] + factor * (current[j] - before[j])
             result[j] = max(value, np.float32(0.0))
-
-
-@njit(parallel=True, **_JIT)
-def difference_and_products(new, old, previous, out):
-    """``out = new - old`` and, per map, ``sum(out * out)`` and ``sum(out * previous)``.
-
-    All arrays ``(B, H, W)`` float32. ``previous`` may be ``out`` itself when the second sum is
-    not wanted (it then uses the old values of ``out``). Returns ``(B, 2)`` float64.
-    """
-    batch, height, width = out.shape
-    per_row = np.zeros((batch * height, 2))
-    for task in prange(batch * height):
-        b = task // height
-        i = task - b * height
-        after, before, earlier, result = new[b, i], old[b, i], previous[b, i], out[b, i]
-        energy = 0.0
-        overlap = 0.0
-        for j in range(width):
-            difference = after[j] - before[j]
-            overlap += np.float64(difference) * np.float64(earlier[j])
-            result[j] = difference
-            energy += np.float64(difference) * np.float64(difference)
-        per_row[task, 0] = energy
-        per_row[task, 1] = overlap
-    sums = np.zeros((batch, 2))
-    for task in range(batch * height):  # in row order: independent of the thread count
-        sums[task // height, 0] += per_row[task, 0]
-        sums[task // height, 1] += per_row[task, 1]
-    return sums

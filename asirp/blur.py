@@ -666,37 +666,15 @@ class BlurOperator:
             t.shape == factor.shape for t in (out, step, *earlier)
         )
         if shapes and self._runs_direct(ratio, factor, denominator, *earlier, outputs=(out, step)):
-            if hasattr(self._direct, "multiplicative_update"):
-                # Without a previous step the kernel still reads one (``step`` itself, as yet
-                # uninitialised memory, whose infinities made NumPy warn in its row sums): give
-                # it ``factor``, finite, and discard that column.
-                sums = self._direct.multiplicative_update(
-                    _array(ratio),
-                    _array(factor),
-                    _array(denominator),
-                    _array(out),
-                    _array(step),
-                    _array(factor if previous_step is None else previous_step),
-                )
-                sums = np.array(sums, dtype=np.float64)
-                if previous_step is None:
-                    sums[:, 1] = 0.0
-                return torch.from_numpy(sums)
-            if not _overlap(out, factor):
-                self._direct.multiplicative_adjoint(
-                    _array(ratio), _array(factor), _array(denominator), _array(out)
-                )
-                from asirp import _kernels  # lazy: numba (see _fft_kernels)
-
-                # Without a previous step the overlap is discarded, but it must not read `step`:
-                # it is uninitialised memory (possibly NaN, and inf - inf warns).
-                before = factor if previous_step is None else previous_step
-                sums = _kernels.difference_and_products(
-                    out.numpy(), _array(factor), _array(before), step.numpy()
-                )
-                if previous_step is None:
-                    sums[:, 1] = 0.0
-                return torch.from_numpy(sums)
+            sums = self._direct.multiplicative_update(
+                _array(ratio),
+                _array(factor),
+                _array(denominator),
+                _array(out),
+                _array(step),
+                None if previous_step is None else _array(previous_step),
+            )
+            return torch.from_numpy(sums)
         if shapes and self._fuses(batch, ratio, factor, *earlier, outputs=(out, step)):
             sums = self._fused_update(
                 ratio, factor, denominator, out, step, previous_step, with_step=True
@@ -796,11 +774,6 @@ def _complex_array(spectrum: torch.Tensor) -> np.ndarray:
     A view when the tensor is contiguous and has no lazy conjugate, else a copy.
     """
     return spectrum.resolve_conj().contiguous().numpy().reshape(-1, *spectrum.shape[-2:])
-
-
-def _overlap(first: torch.Tensor, second: torch.Tensor) -> bool:
-    """Whether two tensors share storage (then they may overlap)."""
-    return first.untyped_storage().data_ptr() == second.untyped_storage().data_ptr()
 
 
 def _fft_kernels():

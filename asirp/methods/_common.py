@@ -110,7 +110,7 @@ def cached_operator(
         entries.move_to_end(key)
         return found
     operator = BlurOperator(psf, tuple(data_shape), boundary)
-    normaliser = operator.adjoint_of_ones().to(psf.device, psf.dtype).clamp_min_(1e-6)
+    normaliser = adjoint_of_ones(operator, psf)
     entries[key] = (operator, normaliser)
     while len(entries) > OPERATOR_CACHE_SIZE:
         entries.popitem(last=False)

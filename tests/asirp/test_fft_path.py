@@ -271,26 +271,6 @@ def test_multiplicative_update_on_the_direct_path(boundary):
     _check_update(operator)
 
 
-class _WithoutFusedUpdate:
-    """A direct blur without ``multiplicative_update``: the operator's fallback for it."""
-
-    def __init__(self, inner):
-        self._inner = inner
-
-    def __getattr__(self, name):
-        if name == "multiplicative_update":
-            raise AttributeError(name)
-        return getattr(self._inner, name)
-
-
-def test_multiplicative_update_on_the_direct_path_without_its_fused_kernel():
-    psf = torch.from_numpy(gaussian_psf(1.5))
-    operator = BlurOperator(psf, SHAPE, "extend", path="direct")
-    operator._direct = _WithoutFusedUpdate(operator._direct)
-    assert not hasattr(operator._direct, "multiplicative_update")
-    _check_update(operator)
-
-
 def test_multiplicative_update_in_float64_takes_plain_torch():
     _check_update(_operator("extend"), dtype=torch.float64)
 
