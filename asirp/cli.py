@@ -25,9 +25,11 @@ from pathlib import Path
 from typing import Any
 
 from asirp._version import __version__
+from asirp.edge_cli import register as register_psf_from_edge
 from asirp.methods.blind_richardson_lucy import BlindWidthWarning
 from asirp.plotting import before_after_figure
 from asirp.registry import method_specs
+from asirp.replay_cli import register as register_replay
 from asirp.restore import restore
 from asirp.safe_files import atomic_write, file_identity
 from asirp.sr.consistency import ConsistencyWarning
@@ -180,6 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_xrf_map_parser(commands)
     _add_train_parser(commands)
+    register_psf_from_edge(commands)
+    register_replay(commands)
 
     for entry_point in sorted(
         entry_points(group=COMMAND_ENTRY_POINT_GROUP), key=lambda entry: entry.name
