@@ -20,6 +20,12 @@ TOOTH_H5 = REAL_DATA / "tomopy" / "tooth.h5"
 STEEL_SPE = REAL_DATA / "pymca" / "Steel.spe"
 STEEL_CFG = REAL_DATA / "pymca" / "Steel.cfg"
 XRF_MCA = REAL_DATA / "pymca" / "XRFSpectrum.mca"
+APS_STEP_MDA = REAL_DATA / "aps_2ide" / "2xfm_0010.mda"
+APS_STANDARD_MDA = REAL_DATA / "aps_2ide" / "axo_std.mda"
+APS_FLY_MDA = REAL_DATA / "aps_2ide" / "2xfm_0011.mda"
+APS_FLY_H5 = REAL_DATA / "aps_2ide" / "2xfm_0011_2xfm3__0.h5"
+APS_FIT_OVERRIDE = REAL_DATA / "aps_2ide" / "maps_fit_parameters_override.txt"
+DIAMOND_I18_NXS = REAL_DATA / "diamond_i18" / "i18_test_data.nxs"
 
 
 @dataclass
