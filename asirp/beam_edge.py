@@ -1,0 +1,1 @@
+"""beam_edge (being written for issue 18)."""

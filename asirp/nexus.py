@@ -1,0 +1,1 @@
+"""nexus (being written for issue 18)."""

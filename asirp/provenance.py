@@ -1,0 +1,1 @@
+"""provenance (being written for issue 18)."""
