@@ -5,11 +5,15 @@ Every key is optional; command-line flags override the file. A complete example 
 
     data_folder = "/data/visit-2026-05/xrf"  # relative raw files are found here
     raw = "scan_0042.h5"                      # raw scan (the command's RAW argument overrides)
+    companion = "scan_0042.mda"               # APS fly scans: the MDA file with positions and
+                                              # I0 (default: found by name next to the spectra)
     output = "out/scan_0042_cu"               # output folder (-o overrides)
 
 A relative ``data_folder`` or ``output`` in the file is relative to the file's folder. A
-relative raw file (``raw`` or the command's RAW) is used as given when it exists, else looked
-up in ``data_folder``.
+relative raw file (``raw`` or the command's RAW, and ``companion``) is used as given when it
+exists, else looked up in ``data_folder``. The raw scan may be of any format
+:mod:`asirp.xrf.formats` reads (the project's raw HDF5, APS MDA, APS fly scans, Diamond
+Xspress3 NeXus).
 
     [map]
     element = "Cu"              # chemical symbol
@@ -22,6 +26,11 @@ up in ``data_folder``.
     dead_time = true            # multiply by real/live time
     detectors = [0, 1, 2, 3]    # detector elements to sum (default: all)
     step_um = 10.0              # map cell size, µm (one value or [y, x]; default: from positions)
+    background = "linear"       # continuum under the ROI: "linear" (net counts from side
+                                # windows, the default), "snip" (SNIP on the summed spectrum)
+                                # or "none" (plain channel sums); asirp.xrf.background
+    fit_config = "CaFeCu.cfg"   # PyMca fit configuration: fitted peak areas instead of ROI
+                                # counts (asirp.xrf.fitted); relative to this file's folder
 
     [detector]                  # resolution used for the default ROI widths
     noise_kev = 0.1             # electronic noise, FWHM keV
@@ -65,10 +74,11 @@ from pathlib import Path
 from typing import Any
 
 from asirp.registry import available_methods
+from asirp.xrf.background import DEFAULT_BACKGROUND, check_background
 from asirp.xrf.lines import LINE_NAMES
 
 SECTIONS: dict[str, dict[str, str]] = {
-    "": {"data_folder": "data_folder", "raw": "raw", "output": "output"},
+    "": {"data_folder": "data_folder", "raw": "raw", "companion": "companion", "output": "output"},
     "map": {
         "element": "element",
         "line": "line",
@@ -80,6 +90,8 @@ SECTIONS: dict[str, dict[str, str]] = {
         "dead_time": "dead_time",
         "detectors": "detectors",
         "step_um": "step_um",
+        "background": "background",
+        "fit_config": "fit_config",
     },
     "detector": {"noise_kev": "noise_kev", "fano": "fano"},
     "tools": {
@@ -156,6 +168,7 @@ class XRFMapConfig:
 
     data_folder: Path | None = None
     raw: str | None = None
+    companion: str | None = None
     output: str | None = None
     element: str | None = None
     line: str = "Ka"
@@ -167,6 +180,8 @@ class XRFMapConfig:
     dead_time: bool = False
     detectors: tuple[int, ...] | None = None
     step_um: float | tuple[float, float] | None = None
+    background: str = DEFAULT_BACKGROUND
+    fit_config: Path | None = None
     noise_kev: float = 0.1
     fano: float = 0.114
     threshold_low: float | None = None
@@ -191,7 +206,7 @@ class XRFMapConfig:
             if not isinstance(self.data_folder, str | os.PathLike):
                 raise TypeError(f"data_folder must be a path, got {self.data_folder!r}")
             set_(self, "data_folder", Path(self.data_folder))
-        for key in ("raw", "output", "element"):
+        for key in ("raw", "companion", "output", "element"):
             value = getattr(self, key)
             if value is not None and (not isinstance(value, str) or not value.strip()):
                 raise TypeError(f"{key} must be a non-empty string, got {value!r}")
@@ -219,6 +234,12 @@ class XRFMapConfig:
             set_(self, "detectors", tuple(_integer(d, "detectors", 0) for d in self.detectors))
         if self.step_um is not None:
             set_(self, "step_um", _one_or_two(self.step_um, "step_um"))
+        set_(self, "background", check_background(self.background))
+        fit_config = self.fit_config
+        if fit_config is not None:
+            if not isinstance(fit_config, str | os.PathLike) or not str(fit_config).strip():
+                raise TypeError(f"fit_config must be a path to a PyMca .cfg, got {fit_config!r}")
+            set_(self, "fit_config", Path(fit_config))
         set_(self, "noise_kev", _number(self.noise_kev, "noise_kev", minimum=0.0))
         set_(self, "fano", _number(self.fano, "fano", minimum=0.0))
         for key in ("threshold_low", "threshold_high"):
@@ -363,7 +384,7 @@ def read_config(path: str | os.PathLike) -> XRFMapConfig:
                 f"config {file_path}: unknown top-level key {key!r} (known: "
                 f"{', '.join(SECTIONS[''])}, and tables {', '.join(s for s in SECTIONS if s)})"
             )
-    for key in ("data_folder", "output"):
+    for key in ("data_folder", "output", "fit_config"):
         folder = settings.get(key)
         if isinstance(folder, str) and folder.strip() and not Path(folder).is_absolute():
             settings[key] = str(file_path.parent / folder)

@@ -8,7 +8,11 @@ The pipeline for one element line (:func:`build_map`):
    estimated from the bulk of the positions) are left out of the map, and a grid of more than
    :data:`~asirp.xrf.grid.MAX_MAP_CELLS` cells is refused; see :mod:`asirp.xrf.grid`.
 2. **Channel-adding** (:func:`element_counts`): counts in the line's channel ROI, per point and
-   detector element.
+   detector element, less the continuum under it (``background=``, :mod:`asirp.xrf.background`);
+   or, with a PyMca ``.cfg`` (``fit_config=``), the element's fitted peak areas
+   (:mod:`asirp.xrf.fitted`). Detector elements with no signal or an anomalous dead time are
+   found (:mod:`asirp.xrf.element_check`) and left out unless named; ``metadata["cautions"]``
+   says so.
 3. **Dead time** (optional, :func:`dead_time_correct`): counts x real time / live time, per
    point and element.
 4. **Sum over detector elements** (the per-element maps are kept too, e.g. for Fourier ring
@@ -30,7 +34,17 @@ from typing import Any
 
 import numpy as np
 
+from asirp.io import check_declared_size
 from asirp.restore import restore
+from asirp.xrf.background import (
+    BackgroundEstimate,
+    check_background,
+    estimate_background,
+    read_with_background,
+)
+from asirp.xrf.element_check import check_detector_elements, choose_detectors
+from asirp.xrf.fitted import fitted_counts
+from asirp.xrf.formats import scan_source
 from asirp.xrf.grid import (
     EXTENTS_KEY,
     MAX_MAP_CELLS,
@@ -406,13 +420,17 @@ def build_map(
     ar_smooth_points: int = 1,
     step_um: float | Sequence[float] | None = None,
     keep_detector_maps: bool = True,
+    background: str = "none",
+    fit_config: str | os.PathLike | None = None,
 ) -> XRFMap:
     """Make an element map from a raw scan (in memory or a file, reading only ROI slabs).
 
     Parameters
     ----------
     source : RawXRFScan, ROISums, str or os.PathLike
-        The raw scan, ROI sums already read, or a raw-scan HDF5 file.
+        The raw scan, ROI sums already read, or a scan file of any supported format
+        (:data:`asirp.xrf.formats.FORMATS`; a fly scan's companion MDA file is found by name:
+        to name it, read the scan with :func:`asirp.xrf.formats.read_scan` first).
     element : str, optional
         Chemical symbol; its ``line`` ROI is made from the calibration. Or give ``roi``.
     line : str
@@ -437,16 +455,43 @@ def build_map(
         Map cell size ``(y, x)`` in µm instead of the spacing found from the positions.
     keep_detector_maps : bool
         Also return the per-element maps.
+    background : {"none", "linear", "snip"}
+        Continuum subtracted from the ROI counts (:mod:`asirp.xrf.background`): ``"none"``
+        (plain channel sums, the default here; ``asirp xrf-map`` defaults to ``"linear"``),
+        ``"linear"`` (net counts from side windows) or ``"snip"`` (SNIP on the summed
+        spectrum). Needs the spectra (a scan or a file): ROI sums only with their side windows.
+    fit_config : str or os.PathLike, optional
+        A PyMca fit configuration (``.cfg``): the map is then the element's fitted peak-group
+        area (:mod:`asirp.xrf.fitted`; needs ``element`` and the spectra, and the fit models
+        its own continuum, so ``background`` is not applied).
 
     Returns
     -------
     XRFMap
+        ``metadata`` holds the scan's metadata plus ``background`` (how the continuum was
+        estimated), ``detector_check`` (signal and dead time per detector element), ``fit``
+        (with ``fit_config``) and ``cautions`` (sentences: detector elements left out or kept
+        although flagged, after the scan's own cautions).
+
+    Notes
+    -----
+    Detector elements are checked before they are summed
+    (:func:`asirp.xrf.element_check.check_detector_elements`): one with almost no signal in
+    the ROI or an anomalous dead time is left out of the sum, with a caution, unless
+    ``detectors`` names the elements to sum.
     """
     if element is None and roi is None:
         raise ValueError("give an element (e.g. 'Cu') or a channel ROI")
     if normalize_by not in (None, *NORMALIZATIONS):
         raise ValueError(f"normalisation must be 'i0', 'ar' or None, got {normalize_by!r}")
+    background = check_background(background)
+    if fit_config is not None and element is None:
+        raise ValueError("a fitted map (fit_config) needs an element, e.g. 'Cu'")
     raw_file = None
+    if isinstance(source, str | os.PathLike):
+        # Any supported format (MDA, APS fly scans, Xspress3 NeXus) is read whole; the
+        # project's raw HDF5 stays a path and is read below by ROI slabs only.
+        source = scan_source(source)
     if isinstance(source, str | os.PathLike):
         raw_file = RawScanFile(source)
         calibration, n_channels = raw_file.calibration, raw_file.first_channel + raw_file.n_channels
@@ -476,14 +521,53 @@ def build_map(
                 ar_roi = argon_roi(calibration, resolution=resolution, n_channels=n_channels)
             ar_roi.check_within(n_channels)
             rois.append(ar_roi)
-        if raw_file is not None:
-            source = raw_file.read_roi_sums(rois)
+        windows = summed = None
+        if raw_file is not None and fit_config is not None:
+            # A fit needs every channel of every spectrum (uint16: the narrowest stored).
+            check_declared_size(
+                (raw_file.n_points, raw_file.n_detectors, raw_file.n_channels),
+                np.uint16,
+                f"the spectra of {raw_file.path}",
+            )
+            source = raw_file.read_scan()
+        elif raw_file is not None:
+            source, windows, summed = read_with_background(raw_file, rois, roi, background)
     finally:
         if raw_file is not None:
             raw_file.close()
 
-    chosen = _detector_selection(detectors, source.n_detectors)
-    counts = element_counts(source, roi, detectors=chosen).astype(np.float64)
+    named = None if detectors is None else _detector_selection(detectors, source.n_detectors)
+    gross = element_counts(source, roi).astype(np.float64)  # every detector element
+    estimate: BackgroundEstimate | None = None
+    if fit_config is None and background != "none":
+        estimate = estimate_background(source, roi, background, windows=windows, summed=summed)
+    continuum = estimate
+    if continuum is None:
+        try:
+            continuum = estimate_background(source, roi, "linear", windows=windows)
+        except ValueError:  # no side windows at hand: the element check uses gross counts
+            continuum = None
+    check = check_detector_elements(
+        gross,
+        source.live_time_s,
+        source.real_time_s,
+        background_counts=None if continuum is None else continuum.counts,
+        roi_name=roi.name,
+    )
+    chosen, cautions = choose_detectors(check, named)
+    fitted = None
+    if fit_config is not None:
+        if not isinstance(source, RawXRFScan):
+            raise ValueError(
+                "a fitted map (fit_config) needs the spectra: give a RawXRFScan or the scan "
+                "file, not ROI sums"
+            )
+        fitted = fitted_counts(source, str(element), line, fit_config, detectors=chosen)
+        counts = fitted.counts
+    else:
+        counts = gross[:, chosen]
+        if estimate is not None:
+            counts = counts - estimate.counts[:, chosen]
     live = source.live_time_s[:, chosen]
     real = source.real_time_s[:, chosen]
     if dead_time:
@@ -515,6 +599,15 @@ def build_map(
     per_detector = None
     if keep_detector_maps:
         per_detector = _fill_nearest(grid.assemble(counts), mask).astype(np.float32)
+    metadata = dict(source.metadata)
+    earlier = metadata.get("cautions", [])
+    metadata["cautions"] = [*(earlier if isinstance(earlier, list) else [str(earlier)]), *cautions]
+    # With a fit, the continuum is PyMca's SNIP inside the fit ("fit").
+    used = estimate or BackgroundEstimate(np.zeros((0, 0)), "fit" if fitted else "none")
+    metadata["background"] = used.as_dict()
+    if fitted is not None:
+        metadata["fit"] = fitted.info
+    metadata["detector_check"] = check.as_dict()
     return XRFMap(
         data=total.astype(np.float32),
         x_um=grid.x_um,
@@ -529,6 +622,6 @@ def build_map(
         detectors=tuple(chosen),
         detector_maps=per_detector,
         scan_kind=grid.kind,
-        metadata=dict(source.metadata),
+        metadata=metadata,
         calibration=calibration,
     )

@@ -3,27 +3,33 @@
 - **SPE** (``.spe``, ORTEC/Maestro text as written by PyMca, e.g. PyMca's ``Steel.spe``):
   ``$SECTION:`` headers; ``$DATA:`` holds ``first last`` channel numbers then the counts
   (whitespace-separated, any number per line); the optional ``$MEAS_TIM:`` holds
-  ``live real`` (s) and ``$ENER_FIT:`` ``offset gain`` (keV).
+  ``live real`` (s) and ``$ENER_FIT:`` ``offset gain`` (keV). Read here, not by PyMca (see
+  :func:`read_spe` for why).
 - **One-column MCA** (``.mca``, PyMca's simplest format, e.g. ``XRFSpectrum.mca``): lines
-  starting with ``#`` are comments, every other non-empty line holds one count.
-- **PyMca fit configuration** (``.cfg``): the ``[detector]`` table's ``zero`` (keV) and ``gain``
+  starting with ``#`` are comments, every other non-empty line holds one count. Read with
+  :func:`numpy.loadtxt`, which refuses a line of another width (see :func:`read_mca_column`).
+- **PyMca fit configuration** (``.cfg``): read with PyMca's own ``ConfigDict``
+  (:func:`read_pymca_config`); the ``[detector]`` table's ``zero`` (keV) and ``gain``
   (keV/channel) give the calibration, ``noise`` (keV FWHM) and ``fano`` the resolution.
 
-Errors (missing file, no data, non-numeric or negative counts, a channel count that does not
-match the header) raise :class:`asirp.io.InputFileError` naming the file and the line.
+Files larger than :func:`asirp.io.max_input_bytes` are refused before they are read. Errors
+(missing file, no data, non-numeric or negative counts, a channel count that does not match the
+header, an unparsable configuration) raise one :class:`asirp.io.InputFileError` naming the file
+(and the line, for SPE), whatever the library underneath raised.
 """
 
 from __future__ import annotations
 
-import configparser
 import math
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from asirp.io import InputFileError
+from asirp.io import InputFileError, check_declared_size
 from asirp.xrf.lines import ChannelROI, DetectorResolution, EnergyCalibration
 
 
@@ -73,10 +79,17 @@ class Spectrum:
         return float(self.counts[start:stop].sum())
 
 
-def _open_text(path: str | os.PathLike) -> tuple[Path, list[str]]:
+def _existing_file(path: str | os.PathLike, what: str) -> Path:
+    """The path of an existing file no larger than the input limit (checked before reading)."""
     file_path = Path(path)
     if not file_path.is_file():
-        raise InputFileError(f"spectrum file not found: {file_path}")
+        raise InputFileError(f"{what} not found: {file_path}")
+    check_declared_size((file_path.stat().st_size,), np.uint8, f"{what} {file_path}")
+    return file_path
+
+
+def _open_text(path: str | os.PathLike) -> tuple[Path, list[str]]:
+    file_path = _existing_file(path, "spectrum file")
     try:
         return file_path, file_path.read_text(encoding="utf-8", errors="strict").splitlines()
     except (OSError, UnicodeDecodeError) as error:
@@ -104,6 +117,15 @@ def _checked_counts(file_path: Path, values: list[float]) -> np.ndarray:
 
 def read_spe(path: str | os.PathLike) -> Spectrum:
     """Read an SPE text spectrum (see the module notes).
+
+    PyMca's reader of these files (``PyMca5.PyMcaIO.specfilewrapper``, its "QXAS" branch) reads
+    ``Steel.spe`` correctly but is not safe on damaged files, so this one is kept: on a file
+    without a ``$DATA:`` section it loops for ever while its memory grows (measured: about
+    0.8 GB in ten seconds); it accepts a ``$DATA:`` block shorter than its ``first last``
+    header without a word; a file whose first line is not ``$SPEC_ID:`` (or ``$DATE_MEA:``,
+    ``$MEAS_TIM:``) is taken for a table and misread; and on unreadable bytes it leaves the
+    file open (a ``ResourceWarning``). ``tests/asirp/xrf/test_spectra.py`` checks that both
+    readers give the same counts for ``Steel.spe``.
 
     Parameters
     ----------
@@ -161,6 +183,11 @@ def read_spe(path: str | os.PathLike) -> Spectrum:
 def read_mca_column(path: str | os.PathLike) -> Spectrum:
     """Read a one-column MCA text spectrum (``#`` comments, one count per line).
 
+    Read with :func:`numpy.loadtxt`. PyMca's reader of this format
+    (``PyMca5.PyMcaIO.specfilewrapper``) reads ``XRFSpectrum.mca`` correctly but silently drops
+    a line with another number of columns (``2 3``) or a word, shifting every later channel;
+    :func:`numpy.loadtxt` refuses both.
+
     Parameters
     ----------
     path : str or os.PathLike
@@ -171,19 +198,26 @@ def read_mca_column(path: str | os.PathLike) -> Spectrum:
     Spectrum
         Channels from 0, no calibration.
     """
-    file_path, lines = _open_text(path)
-    values: list[float] = []
-    for number, line in enumerate(lines, start=1):
-        stripped = line.strip()
-        if not stripped or stripped.startswith("#"):
-            continue
-        row = _numbers(file_path, number, stripped)
-        if len(row) != 1:
-            raise InputFileError(
-                f"{file_path}, line {number}: expected one number per line, got {len(row)}"
-            )
-        values.append(row[0])
-    return Spectrum(_checked_counts(file_path, values), 0, None, None, None, str(file_path))
+    file_path = _existing_file(path, "spectrum file")
+    try:
+        with warnings.catch_warnings():
+            # numpy warns (instead of failing) on a file without data: reported below.
+            warnings.simplefilter("ignore", UserWarning)
+            values = np.loadtxt(file_path, comments="#", dtype=np.float64, ndmin=2)
+    except (OSError, UnicodeDecodeError) as error:
+        raise InputFileError(f"cannot read {file_path} as text: {error}") from error
+    except ValueError as error:
+        # numpy's advice ("use `usecols`...") is about its own API, not for the file's user.
+        reason = str(error).split("; use `usecols`")[0]
+        raise InputFileError(f"{file_path}: not a one-column spectrum: {reason}") from None
+    if values.size and values.shape[1] != 1:
+        raise InputFileError(
+            f"{file_path}: not a one-column spectrum: {values.shape[1]} numbers per line"
+        )
+    counts = values.ravel()
+    if not np.all(np.isfinite(counts)):
+        raise InputFileError(f"{file_path}: non-finite counts (NaN or Inf)")
+    return Spectrum(_checked_counts(file_path, list(counts)), 0, None, None, None, str(file_path))
 
 
 def read_spectrum(path: str | os.PathLike) -> Spectrum:
@@ -196,10 +230,8 @@ def read_spectrum(path: str | os.PathLike) -> Spectrum:
     raise InputFileError(f"unknown spectrum format {suffix!r} for {path}; use .spe or .mca")
 
 
-def read_pymca_calibration(
-    path: str | os.PathLike,
-) -> tuple[EnergyCalibration, DetectorResolution | None]:
-    """Energy calibration and detector resolution from a PyMca fit configuration (``.cfg``).
+def read_pymca_config(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a PyMca configuration file with PyMca's own reader (``ConfigDict``).
 
     Parameters
     ----------
@@ -208,31 +240,59 @@ def read_pymca_calibration(
 
     Returns
     -------
+    dict
+        Sections as nested dicts; values as PyMca parses them (int, float, str or lists).
+
+    Raises
+    ------
+    asirp.io.InputFileError
+        For a missing, oversized or unparsable file (whatever PyMca raised).
+    """
+    from PyMca5.PyMcaIO.ConfigDict import ConfigDict  # lazy: PyMca is slow to import
+
+    file_path = _existing_file(path, "PyMca configuration")
+    config = ConfigDict()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            # The resolved path holds no "::", which ConfigDict would take for an HDF5 dataset.
+            config.read(str(file_path.resolve()))
+    except Exception as error:
+        raise InputFileError(
+            f"cannot parse PyMca configuration {file_path}: {type(error).__name__}: {error}"
+        ) from error
+    return dict(config)
+
+
+def read_pymca_calibration(
+    path: str | os.PathLike,
+) -> tuple[EnergyCalibration, DetectorResolution | None]:
+    """Energy calibration and detector resolution from a PyMca fit configuration (``.cfg``).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The ``.cfg`` file (read by :func:`read_pymca_config`).
+
+    Returns
+    -------
     (EnergyCalibration, DetectorResolution or None)
         ``zero`` and ``gain`` of ``[detector]`` (keV, keV/channel), and ``noise``/``fano``
         when both are present.
     """
     file_path = Path(path)
-    if not file_path.is_file():
-        raise InputFileError(f"PyMca configuration not found: {file_path}")
-    parser = configparser.ConfigParser(interpolation=None, strict=False)
-    try:
-        parser.read(file_path, encoding="utf-8")
-    except (configparser.Error, UnicodeDecodeError) as error:
-        raise InputFileError(f"cannot parse PyMca configuration {file_path}: {error}") from error
-    if not parser.has_section("detector"):
+    config = read_pymca_config(file_path)
+    detector = config.get("detector")
+    if not isinstance(detector, dict):
         raise InputFileError(f"{file_path}: no [detector] section (not a PyMca fit configuration)")
-    detector = parser["detector"]
 
     def value(key: str) -> float:
         if key not in detector:
             raise InputFileError(f"{file_path}: [detector] has no {key!r}")
-        try:
-            return float(detector[key])
-        except ValueError:
-            raise InputFileError(
-                f"{file_path}: [detector] {key} is not a number: {detector[key]!r}"
-            ) from None
+        number = detector[key]
+        if isinstance(number, bool) or not isinstance(number, int | float):
+            raise InputFileError(f"{file_path}: [detector] {key} is not a number: {number!r}")
+        return float(number)
 
     try:
         calibration = EnergyCalibration(value("zero"), value("gain"))
@@ -242,5 +302,10 @@ def read_pymca_calibration(
         raise InputFileError(f"{file_path}: invalid calibration: {error}") from error
     resolution = None
     if "noise" in detector and "fano" in detector:
-        resolution = DetectorResolution(value("noise"), value("fano"))
+        try:
+            resolution = DetectorResolution(value("noise"), value("fano"))
+        except ValueError as error:
+            if isinstance(error, InputFileError):
+                raise
+            raise InputFileError(f"{file_path}: invalid resolution: {error}") from error
     return calibration, resolution

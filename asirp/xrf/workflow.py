@@ -42,6 +42,7 @@ from asirp.xrf.export import (
     write_map_png,
     write_map_text,
 )
+from asirp.xrf.formats import read_scan
 from asirp.xrf.lines import ChannelROI, DetectorResolution, line_energy_kev
 from asirp.xrf.maps import XRFMap, build_map
 
@@ -69,17 +70,24 @@ def make_map(config: XRFMapConfig, raw: str | os.PathLike) -> XRFMap:
     Parameters
     ----------
     config : XRFMapConfig
-        Settings.
+        Settings (``config.companion``: an APS fly scan's MDA file, when not found by name).
     raw : str or os.PathLike
-        The raw scan HDF5 file.
+        The raw scan, of any format :func:`asirp.xrf.formats.detect_format` knows: the
+        project's raw HDF5 (only the ROI channel slabs are read), an APS MDA step scan, an APS
+        fly scan (HDF5 spectra with its companion MDA file) or a Diamond Xspress3 NeXus file
+        (read whole).
 
     Returns
     -------
     XRFMap
+        Its ``metadata["cautions"]`` holds what the reader assumed (no I0, units, ...).
     """
     roi, ar_roi = _rois(config)
+    source: Any = raw
+    if config.companion is not None:
+        source = read_scan(raw, companion=config.raw_path(config.companion))
     xrf_map = build_map(
-        raw,
+        source,
         config.element,
         line=config.line,
         roi=roi,
@@ -91,6 +99,8 @@ def make_map(config: XRFMapConfig, raw: str | os.PathLike) -> XRFMap:
         ar_roi=ar_roi,
         ar_smooth_points=config.ar_smooth_points,
         step_um=config.step_um,
+        background=config.background,
+        fit_config=config.fit_config,
     )
     if config.threshold_low is not None or config.threshold_high is not None:
         xrf_map = tools.threshold(
@@ -279,7 +289,11 @@ def run_xrf_map(
             "detectors": list(xrf_map.detectors),
             "rois": [roi.as_dict() for roi in xrf_map.rois],
             "history": list(xrf_map.history),
+            "background": xrf_map.metadata.get("background"),
+            "fit": xrf_map.metadata.get("fit"),
+            "detector_check": xrf_map.metadata.get("detector_check"),
         },
+        "cautions": list(xrf_map.metadata.get("cautions", [])),
         "restoration": None
         if restoration is None
         else {

@@ -11,9 +11,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from asirp.io import InputFileError
+from asirp.io import InputFileError, InputTooLargeError
 from asirp.xrf import element_roi
-from asirp.xrf.spectra import read_mca_column, read_pymca_calibration, read_spe, read_spectrum
+from asirp.xrf.spectra import (
+    read_mca_column,
+    read_pymca_calibration,
+    read_pymca_config,
+    read_spe,
+    read_spectrum,
+)
 from tests.conftest import STEEL_CFG, STEEL_SPE, XRF_MCA
 
 
@@ -83,8 +89,14 @@ def test_bad_spectra(tmp_path):
     with pytest.raises(InputFileError, match="line 3: not numbers"):
         read_spe(tmp_path / "text.spe")
     (tmp_path / "two.mca").write_text("# header\n1\n2 3\n")
-    with pytest.raises(InputFileError, match="line 3: expected one number"):
+    with pytest.raises(InputFileError, match="not a one-column spectrum: the number of columns"):
         read_mca_column(tmp_path / "two.mca")
+    (tmp_path / "word.mca").write_text("1\nx\n")
+    with pytest.raises(InputFileError, match="not a one-column spectrum: could not convert"):
+        read_mca_column(tmp_path / "word.mca")
+    (tmp_path / "nan.mca").write_text("1\nnan\n")
+    with pytest.raises(InputFileError, match="non-finite"):
+        read_mca_column(tmp_path / "nan.mca")
     (tmp_path / "negative.mca").write_text("1\n-2\n")
     with pytest.raises(InputFileError, match="negative counts"):
         read_mca_column(tmp_path / "negative.mca")
@@ -99,3 +111,37 @@ def test_bad_spectra(tmp_path):
     (tmp_path / "badgain.cfg").write_text("[detector]\nzero = 0\ngain = -1\n")
     with pytest.raises(InputFileError, match="invalid calibration"):
         read_pymca_calibration(tmp_path / "badgain.cfg")
+
+
+def test_our_readers_agree_with_pymca_on_the_real_files():
+    # PyMca's readers are the reference for well-formed files (ours stay for damaged ones:
+    # see read_spe and read_mca_column).
+    from PyMca5.PyMcaIO import specfilewrapper
+
+    steel = specfilewrapper.Specfile(str(STEEL_SPE))[0].mca(1)
+    np.testing.assert_array_equal(read_spe(STEEL_SPE).counts, steel)
+    table = specfilewrapper.Specfile(str(XRF_MCA))[0].data()  # (point, counts) rows
+    np.testing.assert_array_equal(read_mca_column(XRF_MCA).counts, table[-1])
+
+
+def test_pymca_config_is_read_by_pymca(tmp_path):
+    config = read_pymca_config(STEEL_CFG)
+    assert config["peaks"]["Fe"] == ["Ka", "Kb"]  # PyMca's parsing of "Fe = Ka, Kb"
+    assert config["fit"]["xmax"] == 1432
+    (tmp_path / "noheader.cfg").write_text("zero = 0\n")
+    with pytest.raises(InputFileError, match="cannot parse PyMca configuration"):
+        read_pymca_config(tmp_path / "noheader.cfg")
+    (tmp_path / "wordgain.cfg").write_text("[detector]\nzero = 0\ngain = abc\n")
+    with pytest.raises(InputFileError, match="gain is not a number: 'abc'"):
+        read_pymca_calibration(tmp_path / "wordgain.cfg")
+    with pytest.raises(InputFileError, match="not found"):
+        read_pymca_config(tmp_path / "absent.cfg")
+
+
+def test_oversized_files_are_refused_before_reading(monkeypatch):
+    monkeypatch.setenv("ASIRP_MAX_INPUT_BYTES", "1000")
+    for reader, path in ((read_spe, STEEL_SPE), (read_mca_column, XRF_MCA)):
+        with pytest.raises(InputTooLargeError):
+            reader(path)
+    with pytest.raises(InputTooLargeError):
+        read_pymca_calibration(STEEL_CFG)
