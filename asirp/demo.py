@@ -85,7 +85,12 @@ def run_demo(output: str | Path, *, method: str = "auto", seed: int = 0, device:
     )
     # The demo folder holds the demo's own outputs, written anew by every run.
     write_restoration(
-        folder / "restored.h5", result, input_path=folder / "measured.npy", overwrite=True
+        folder / "restored.h5",
+        result,
+        input_path=folder / "measured.npy",
+        input_image=measured,
+        pixel_um=STEP_UM,
+        overwrite=True,
     )
     figures = result.metrics
     title = (

@@ -29,6 +29,7 @@ import h5py
 import numpy as np
 from scipy.ndimage import convolve
 
+from asirp import nexus
 from asirp.psf import beam_sigma_px, gaussian_psf
 from asirp.safe_files import atomic_write
 
@@ -265,6 +266,12 @@ class TomoData:
                 "x_pixel_size", data=self.pixel_um
             ).attrs["units"] = "um"
             handle["measurement"].attrs["asirp_simulation"] = json.dumps(self.metadata)
+            # A NeXus view of the same datasets (hard links), so NeXus viewers (silx) open the
+            # projections with their angles and µm axes; the Data Exchange layout is unchanged.
+            entry = nexus.create_entry(handle, title=title)
+            y, x = nexus.pixel_axes(self.data.shape, self.pixel_um)
+            theta = nexus.Axis("theta", exchange["theta"], "degrees", "theta (degrees)")
+            nexus.write_nxdata(entry, "projections", exchange["data"], [theta, y, x], default=True)
         return Path(path)
 
 

@@ -37,6 +37,7 @@ from ophyd import Device, Signal
 from ophyd.status import DeviceStatus, Status
 from ophyd.utils import LimitError
 
+from asirp import nexus
 from asirp.diffraction.geometry import DetectorGeometry
 from asirp.safe_files import atomic_write
 from sim.devices import SimClock
@@ -385,11 +386,12 @@ class SimDiffractionDetector(Device):
         # atomic_write fills a temporary file in the same folder and links it into place, so a
         # reader never opens a half-written frame
         with atomic_write(path) as output, h5py.File(output.file, "w") as handle:
-            entry = handle.create_group("entry")
-            entry.attrs["NX_class"] = "NXentry"
-            data = entry.create_group("data")
-            data.attrs["NX_class"] = "NXdata"
-            data.create_dataset("data", data=frame[np.newaxis])
+            # valid NeXus (signal, pixel axes, @default chain) that silx opens as an image
+            entry = nexus.create_entry(handle)
+            y, x = nexus.pixel_axes(frame.shape)
+            nexus.write_nxdata(
+                entry, "data", frame[np.newaxis], [None, y, x], compression=None, default=True
+            )
         return path
 
     def collect_asset_docs(self):

@@ -1,27 +1,38 @@
 """Exports of element maps: NeXus/HDF5, x-y-counts text columns, PNG, fluctuation view.
 
-NeXus/HDF5 (:func:`write_map_nexus`, read back with :func:`read_map_nexus`)::
+NeXus/HDF5 (:func:`write_map_nexus`, read back with :func:`read_map_nexus`); valid against
+the NeXus base classes, opened by silx and PyMca as an image with axes in µm::
 
-    /entry                          NXentry; default="map"
+    /                               @default="entry", @creator="asirp", @creator_version, ...
+    /entry                          NXentry; @default="map"; title
       map                           NXdata: signal="data", axes=["y", "x"], y_indices=0,
                                     x_indices=1
-        data                        float32 (ny, nx)   the map; attrs units, long_name
+        data                        float32 (ny, nx)   the map; @units, @long_name
         x, y                        float64 (nx,), (ny,) cell centres, µm (units="um")
         mask                        uint8 (ny, nx)     1 where measured
       detector_maps                 NXdata (when kept): data float32 (D, ny, nx), detectors
-                                    int (D,), x and y linked; axes=[".", "y", "x"]
-      definition                    NXcollection, how the map was made; attrs element, line,
-                                    normalization ("i0", "ar" or "none"), reference_mean,
-                                    dead_time_corrected, detectors, scan_kind, units,
-                                    history (JSON list), metadata (JSON), calibration_offset_kev,
-                                    calibration_gain_kev_per_channel, calibration_quadratic_kev
-        rois/<name>                 NXcollection per channel ROI ("Cu_Ka", "Ar_Ka"); attrs
-                                    role ("element" | "normalization"); datasets
-                                    first_channel, last_channel (inclusive), energy_kev (keV)
+                                    int (D,), x and y hard-linked; axes=[".", "y", "x"]
+      mapping                       NXprocess, how the map was made (sequence_index=1); fields
+                                    program, version, date, element, line, normalization ("i0",
+                                    "ar" or "none"), reference_mean, dead_time_corrected,
+                                    detectors (int (D,)), scan_kind, units, source
+        rois                        NXnote, JSON list: name, first_channel, last_channel
+                                    (inclusive), energy_kev (keV, null if unknown), role
+                                    ("element" | "normalization")
+        calibration                 NXnote, JSON: offset_kev, gain_kev_per_channel,
+                                    quadratic_kev (null without a calibration)
+        history                     NXnote, JSON list of the tools applied
+        metadata                    NXnote, JSON: ``xrf_map.metadata`` (with any "cautions")
       restored                      NXdata (with a restoration): data float32, x, y (µm, of
-                                    the restored grid), psf
-      process                       NXprocess (with a restoration): program, version, method,
-                                    parameters, psf, metrics (JSON), elapsed_s, date
+                                    the restored grid)
+      psf                           NXdata (with a restoration that has a PSF)
+      process                       NXprocess (with a restoration, sequence_index=2): fields
+                                    program, version, date, method, elapsed_s; JSON NXnotes
+                                    parameters, psf, metrics, provenance (as
+                                    :mod:`asirp.results_io` writes them)
+
+Files of the earlier layout (an NXcollection ``/entry/definition`` with attributes) are still
+read.
 
 Text columns (:func:`write_map_text`): ``#`` comment lines (map, units, step), then one line
 per cell ``x_um<TAB>y_um<TAB>counts``, row by row (y, then x increasing); unmeasured cells are
@@ -36,7 +47,6 @@ with both maps and their 3-D surface plots.
 
 from __future__ import annotations
 
-import datetime
 import json
 import math
 import os
@@ -47,20 +57,12 @@ from typing import Any
 import h5py
 import numpy as np
 
+from asirp import nexus
 from asirp.io import InputFileError
+from asirp.results_io import add_restoration, read_dataset
 from asirp.safe_files import FileIdentity, atomic_write
 from asirp.xrf.lines import ChannelROI, EnergyCalibration
 from asirp.xrf.maps import XRFMap
-
-
-def _roi_key(name: str, used: set[str]) -> str:
-    key = "".join(c if c.isalnum() else "_" for c in name).strip("_") or "roi"
-    base, n = key, 1
-    while key in used:
-        n += 1
-        key = f"{base}_{n}"
-    used.add(key)
-    return key
 
 
 def restored_axes(xrf_map: XRFMap, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
@@ -112,163 +114,121 @@ def write_map_nexus(
         atomic_write(path, overwrite=overwrite, protect=guarded) as output,
         h5py.File(output.file, "w") as handle,
     ):
-        entry = handle.create_group("entry")
-        entry.attrs.update(NX_class="NXentry", default="map")
-        nxdata = entry.create_group("map")
-        nxdata.attrs.update(
-            NX_class="NXdata",
-            signal="data",
-            axes=np.array(["y", "x"], dtype=h5py.string_dtype()),
-            y_indices=0,
-            x_indices=1,
+        entry = nexus.create_entry(handle, title=f"asirp µ-XRF map: {xrf_map.label}")
+        x = nexus.Axis("x", xrf_map.x_um, nexus.UM, "x (µm)")
+        y = nexus.Axis("y", xrf_map.y_um, nexus.UM, "y (µm)")
+        nxdata = nexus.write_nxdata(
+            entry, "map", xrf_map.data, [y, x], units=xrf_map.units, long_name=xrf_map.label
         )
-        data = nxdata.create_dataset("data", data=xrf_map.data, compression="gzip")
-        data.attrs.update(units=xrf_map.units, long_name=xrf_map.label)
-        nxdata.create_dataset("x", data=xrf_map.x_um).attrs["units"] = "um"
-        nxdata.create_dataset("y", data=xrf_map.y_um).attrs["units"] = "um"
+        nexus.set_default(entry, "map")
         nxdata.create_dataset("mask", data=xrf_map.mask.astype(np.uint8))
         if xrf_map.detector_maps is not None:
-            detectors = entry.create_group("detector_maps")
-            detectors.attrs.update(
-                NX_class="NXdata",
-                signal="data",
-                axes=np.array([".", "y", "x"], dtype=h5py.string_dtype()),
-                y_indices=1,
-                x_indices=2,
+            detectors = nexus.write_nxdata(
+                entry,
+                "detector_maps",
+                xrf_map.detector_maps,
+                [
+                    None,
+                    nexus.Axis("y", nxdata["y"], nexus.UM, "y (µm)"),
+                    nexus.Axis("x", nxdata["x"], nexus.UM, "x (µm)"),
+                ],
+                units=xrf_map.units,
+                long_name=f"{xrf_map.label} per detector element",
             )
-            detectors.create_dataset("data", data=xrf_map.detector_maps, compression="gzip")
             detectors["detectors"] = np.asarray(xrf_map.detectors, dtype=np.int64)
-            detectors["x"] = nxdata["x"]
-            detectors["y"] = nxdata["y"]
-        definition = entry.create_group("definition")
-        calibration = xrf_map.calibration
-        definition.attrs.update(
-            NX_class="NXcollection",
-            element=xrf_map.element,
-            line=xrf_map.line,
-            normalization=xrf_map.normalization or "none",
-            reference_mean=xrf_map.reference_mean,
-            dead_time_corrected=xrf_map.dead_time_corrected,
-            detectors=np.asarray(xrf_map.detectors, dtype=np.int64),
-            scan_kind=xrf_map.scan_kind,
-            units=xrf_map.units,
-            history=json.dumps(list(xrf_map.history)),
-            metadata=json.dumps(xrf_map.metadata, sort_keys=True),
-            source=os.fspath(source) if source is not None else "",
-        )
-        if calibration is not None:
-            for key, value in calibration.as_dict().items():
-                definition.attrs[f"calibration_{key}"] = value
-        rois = definition.create_group("rois")
-        used: set[str] = set()
-        for index, roi in enumerate(xrf_map.rois):
-            group = rois.create_group(_roi_key(roi.name, used))
-            group.attrs.update(
-                NX_class="NXcollection",
-                name=roi.name,
-                order=index,
-                role="element" if index == 0 else "normalization",
-            )
-            group["first_channel"] = roi.first_channel
-            group["last_channel"] = roi.last_channel
-            group.create_dataset("energy_kev", data=roi.energy_kev).attrs["units"] = "keV"
+        _write_mapping(entry, xrf_map, source)
         if restoration is not None:
-            _write_restoration(entry, xrf_map, restoration)
+            _write_restoration(entry, xrf_map, restoration, source)
     return Path(path)
 
 
-def _write_restoration(entry: h5py.Group, xrf_map: XRFMap, restoration: Any) -> None:
+def _write_mapping(entry: h5py.Group, xrf_map: XRFMap, source: str | os.PathLike | None) -> None:
+    """The NXprocess ``mapping``: how the map was made, as fields and JSON notes."""
+    rois = [
+        {**roi.as_dict(), "role": "element" if index == 0 else "normalization"}
+        for index, roi in enumerate(xrf_map.rois)
+    ]
+    calibration = xrf_map.calibration.as_dict() if xrf_map.calibration is not None else None
+    nexus.write_process(
+        entry,
+        "mapping",
+        fields={
+            "element": xrf_map.element,
+            "line": xrf_map.line,
+            "normalization": xrf_map.normalization or "none",
+            "reference_mean": float(xrf_map.reference_mean),
+            "dead_time_corrected": bool(xrf_map.dead_time_corrected),
+            "detectors": np.asarray(xrf_map.detectors, dtype=np.int64),
+            "scan_kind": xrf_map.scan_kind,
+            "units": xrf_map.units,
+            "source": os.fspath(source) if source is not None else "",
+        },
+        notes={
+            "rois": rois,
+            "calibration": calibration,
+            "history": list(xrf_map.history),
+            "metadata": xrf_map.metadata,
+        },
+        descriptions={
+            "rois": "channel ROIs summed: the element's, then the normalisation's (keV)",
+            "calibration": "energy calibration of the channels, keV",
+            "history": "the map tools applied, in order",
+            "metadata": "the map's metadata, with the engine's cautions if any",
+        },
+    )
+
+
+def _write_restoration(
+    entry: h5py.Group, xrf_map: XRFMap, restoration: Any, source: str | os.PathLike | None
+) -> None:
     image = np.asarray(restoration.image, dtype=np.float32)
     if image.ndim != 2:
         raise ValueError(f"the restoration must be one 2-D map, got shape {image.shape}")
     x, y = restored_axes(xrf_map, image.shape)
-    restored = entry.create_group("restored")
-    restored.attrs.update(
-        NX_class="NXdata",
-        signal="data",
-        axes=np.array(["y", "x"], dtype=h5py.string_dtype()),
-        y_indices=0,
-        x_indices=1,
-    )
-    data = restored.create_dataset("data", data=image, compression="gzip")
-    data.attrs.update(units=xrf_map.units, long_name=f"{xrf_map.label} restored")
-    restored.create_dataset("x", data=x).attrs["units"] = "um"
-    restored.create_dataset("y", data=y).attrs["units"] = "um"
-    if restoration.psf is not None:
-        restored.create_dataset("psf", data=np.asarray(restoration.psf, dtype=np.float32))
-    process = entry.create_group("process")
-    provenance = restoration.provenance()
-    process.attrs.update(
-        NX_class="NXprocess",
-        program="asirp",
-        version=provenance["version"],
-        method=provenance["method"],
-        parameters=json.dumps(provenance["params"], sort_keys=True),
-        psf=json.dumps(provenance["psf"], sort_keys=True),
-        metrics=json.dumps(provenance["metrics"], sort_keys=True),
-        elapsed_s=provenance["elapsed_s"],
-        date=datetime.datetime.now(datetime.UTC).isoformat(),
+    add_restoration(
+        entry,
+        restoration,
+        axes=(nexus.Axis("y", y, nexus.UM, "y (µm)"), nexus.Axis("x", x, nexus.UM, "x (µm)")),
+        psf_pixel_um=xrf_map.pixel_um,
+        input_path=os.fspath(source) if source is not None else "",
+        units=xrf_map.units,
+        long_name=f"{xrf_map.label} restored",
+        sequence_index=2,
     )
 
 
 def read_map_nexus(path: str | os.PathLike) -> XRFMap:
-    """Read a map written by :func:`write_map_nexus`.
+    """Read a map written by :func:`write_map_nexus` (this layout or the earlier one).
 
     Raises
     ------
     asirp.io.InputFileError
-        For a missing, corrupt or incomplete file.
+        For a missing, corrupt or incomplete file, or arrays over the input size limit.
     """
     file_path = Path(path)
     if not file_path.is_file():
         raise InputFileError(f"map file not found: {file_path}")
     try:
         with h5py.File(file_path, "r") as handle:
-            for name in ("entry/map/data", "entry/map/x", "entry/map/y", "entry/definition"):
+            for name in ("entry/map/data", "entry/map/x", "entry/map/y", "entry/map/mask"):
                 if name not in handle:
                     raise InputFileError(f"map file {file_path}: missing /{name}")
-            nxdata = handle["entry/map"]
-            attrs = handle["entry/definition"].attrs
-            rois = []
-            group = handle["entry/definition/rois"]
-            for key in sorted(group, key=lambda k: int(group[k].attrs["order"])):
-                item = group[key]
-                rois.append(
-                    ChannelROI(
-                        str(item.attrs["name"]),
-                        int(item["first_channel"][()]),
-                        int(item["last_channel"][()]),
-                        float(item["energy_kev"][()]),
-                    )
-                )
-            calibration = None
-            if "calibration_gain_kev_per_channel" in attrs:
-                calibration = EnergyCalibration(
-                    float(attrs["calibration_offset_kev"]),
-                    float(attrs["calibration_gain_kev_per_channel"]),
-                    float(attrs["calibration_quadratic_kev"]),
-                )
+            if "entry/mapping" in handle:
+                how = _read_mapping(handle["entry/mapping"])
+            elif "entry/definition" in handle:
+                how = _read_old_definition(handle["entry/definition"])
+            else:
+                raise InputFileError(f"map file {file_path}: missing /entry/mapping")
             maps = None
             if "entry/detector_maps/data" in handle:
-                maps = handle["entry/detector_maps/data"][()]
-            normalization = str(attrs["normalization"])
+                maps = read_dataset(handle, "entry/detector_maps/data")
             return XRFMap(
-                data=nxdata["data"][()],
-                x_um=nxdata["x"][()],
-                y_um=nxdata["y"][()],
-                mask=nxdata["mask"][()].astype(bool),
-                element=str(attrs["element"]),
-                line=str(attrs["line"]),
-                rois=tuple(rois),
-                normalization=None if normalization == "none" else normalization,
-                reference_mean=float(attrs["reference_mean"]),
-                dead_time_corrected=bool(attrs["dead_time_corrected"]),
-                detectors=tuple(int(d) for d in np.atleast_1d(attrs["detectors"])),
+                data=read_dataset(handle, "entry/map/data"),
+                x_um=read_dataset(handle, "entry/map/x"),
+                y_um=read_dataset(handle, "entry/map/y"),
+                mask=read_dataset(handle, "entry/map/mask").astype(bool),
                 detector_maps=maps,
-                scan_kind=str(attrs["scan_kind"]),
-                metadata=json.loads(attrs["metadata"]),
-                history=tuple(json.loads(attrs["history"])),
-                calibration=calibration,
+                **how,
             )
     except InputFileError:
         raise
@@ -276,6 +236,70 @@ def read_map_nexus(path: str | os.PathLike) -> XRFMap:
         raise InputFileError(
             f"cannot read map file {file_path}: {type(error).__name__}: {error}"
         ) from error
+
+
+def _read_mapping(process: h5py.Group) -> dict[str, Any]:
+    """The XRFMap fields stored in the NXprocess ``mapping``."""
+    rois = tuple(
+        ChannelROI(
+            str(roi["name"]),
+            int(roi["first_channel"]),
+            int(roi["last_channel"]),
+            float("nan") if roi["energy_kev"] is None else float(roi["energy_kev"]),
+        )
+        for roi in nexus.read_json_note(process["rois"])
+    )
+    coefficients = nexus.read_json_note(process["calibration"])
+    normalization = nexus.read_text(process["normalization"])
+    return {
+        "element": nexus.read_text(process["element"]),
+        "line": nexus.read_text(process["line"]),
+        "rois": rois,
+        "normalization": None if normalization == "none" else normalization,
+        "reference_mean": float(process["reference_mean"][()]),
+        "dead_time_corrected": bool(process["dead_time_corrected"][()]),
+        "detectors": tuple(int(d) for d in np.atleast_1d(process["detectors"][()])),
+        "scan_kind": nexus.read_text(process["scan_kind"]),
+        "metadata": nexus.read_json_note(process["metadata"]),
+        "history": tuple(nexus.read_json_note(process["history"])),
+        "calibration": None if coefficients is None else EnergyCalibration(**coefficients),
+    }
+
+
+def _read_old_definition(definition: h5py.Group) -> dict[str, Any]:
+    """The XRFMap fields of the earlier layout: attributes of ``/entry/definition``."""
+    attrs = definition.attrs
+    group = definition["rois"]
+    rois = tuple(
+        ChannelROI(
+            str(group[key].attrs["name"]),
+            int(group[key]["first_channel"][()]),
+            int(group[key]["last_channel"][()]),
+            float(group[key]["energy_kev"][()]),
+        )
+        for key in sorted(group, key=lambda k: int(group[k].attrs["order"]))
+    )
+    calibration = None
+    if "calibration_gain_kev_per_channel" in attrs:
+        calibration = EnergyCalibration(
+            float(attrs["calibration_offset_kev"]),
+            float(attrs["calibration_gain_kev_per_channel"]),
+            float(attrs["calibration_quadratic_kev"]),
+        )
+    normalization = str(attrs["normalization"])
+    return {
+        "element": str(attrs["element"]),
+        "line": str(attrs["line"]),
+        "rois": rois,
+        "normalization": None if normalization == "none" else normalization,
+        "reference_mean": float(attrs["reference_mean"]),
+        "dead_time_corrected": bool(attrs["dead_time_corrected"]),
+        "detectors": tuple(int(d) for d in np.atleast_1d(attrs["detectors"])),
+        "scan_kind": str(attrs["scan_kind"]),
+        "metadata": json.loads(attrs["metadata"]),
+        "history": tuple(json.loads(attrs["history"])),
+        "calibration": calibration,
+    }
 
 
 def write_map_text(

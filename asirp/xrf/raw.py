@@ -8,6 +8,7 @@ slabs, never the whole spectra).
 
 HDF5 layout (``asirp.raw_xrf`` version 1)::
 
+    /                               @default="entry", @creator="asirp", @creator_version, ...
     /entry                          NX_class=NXentry; default="data"; layout="asirp.raw_xrf",
                                     layout_version=1
       title                         str, optional (metadata["title"])
@@ -24,8 +25,9 @@ HDF5 layout (``asirp.raw_xrf`` version 1)::
           data                      uint/int (P, D, C)  counts per point, detector element, channel
           energy                    float64 (C,)       channel centre energies, keV
           live_time, real_time      float64 (P, D)     per point and element, s
-        i0                          NXmonitor
+        i0                          NXdetector (the ion chamber): type="ion chamber"
           data                      float64 (P,)       incident-flux monitor, counts
+      monitor                       NXmonitor: data, a hard link to instrument/i0/data
       data                          NXdata: signal="data", axes=[".", ".", "energy"],
                                     x_indices=0, y_indices=0, energy_indices=2; hard links to
                                     instrument/xrf/data, instrument/xrf/energy, positioners/x, y

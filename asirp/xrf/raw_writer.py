@@ -9,6 +9,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from asirp import nexus
 from asirp.safe_files import atomic_write
 from asirp.xrf.raw_layout import (
     DEFAULT_CHUNK_BYTES,
@@ -74,9 +75,8 @@ def write_raw_scan(
         atomic_write(path, overwrite=overwrite) as output,
         h5py.File(output.file, "w") as handle,
     ):
-        entry = handle.create_group("entry")
+        entry = nexus.create_entry(handle)
         entry.attrs.update(
-            NX_class="NXentry",
             default="data",
             layout=LAYOUT_NAME,
             layout_version=LAYOUT_VERSION,
@@ -126,9 +126,15 @@ def write_raw_scan(
         detector.create_dataset("energy", data=scan.energy_kev()).attrs["units"] = "keV"
         for name, values in (("live_time", scan.live_time_s), ("real_time", scan.real_time_s)):
             detector.create_dataset(name, data=values).attrs["units"] = "s"
-        monitor = instrument.create_group("i0")
+        # The I0 ion chamber is a detector of the instrument; NeXus keeps the monitor counts
+        # in an NXmonitor of the entry (an NXinstrument may not hold one): a hard link.
+        chamber = instrument.create_group("i0")
+        chamber.attrs["NX_class"] = "NXdetector"
+        chamber["type"] = "ion chamber"
+        chamber.create_dataset("data", data=scan.i0).attrs["units"] = "counts"
+        monitor = entry.create_group("monitor")
         monitor.attrs["NX_class"] = "NXmonitor"
-        monitor.create_dataset("data", data=scan.i0).attrs["units"] = "counts"
+        monitor["data"] = chamber["data"]
 
         nxdata = entry.create_group("data")
         nxdata.attrs.update(

@@ -72,7 +72,7 @@ def test_nexus_layout_and_chunks(raw_file, scan):
         assert data.chunks[1:] == (4, 64)
         assert data.chunks[0] == scan.n_points  # 180 points fit in one chunk row
         assert handle["entry/positioners/x"].attrs["units"] == "um"
-        assert handle["entry/instrument/i0"].attrs["NX_class"] == "NXmonitor"
+        assert handle["entry/monitor"].attrs["NX_class"] == "NXmonitor"
         nxdata = handle["entry/data"]
         assert nxdata.attrs["signal"] == "data"
         assert nxdata["data"] == data  # a hard link to the detector data
