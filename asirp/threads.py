@@ -29,11 +29,20 @@ numba starts its pool, so torch and child processes do not inherit it). torch's 
 its default, a short spin: a sleeping torch pool paid a wake-up per operation, which made a
 256² call two and a half times slower on this project's virtual machine. Under contention both
 pools shrink to the free cores anyway (:func:`compute_threads`), down to no worker at all.
+
+A fixed count, for replays
+--------------------------
+Adapting to the free cores makes the thread count depend on what else runs, and torch's and the
+kernels' reductions add in a different order on a different number of threads: the last bits
+of a result change with the load. :func:`fixed_threads` pins the count (torch, the kernels and
+BLAS) for a block, whatever the load; ``asirp replay`` runs a recorded restoration under the
+count its provenance recorded (:mod:`asirp.replay`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import math
 import os
 import threading
@@ -47,6 +56,10 @@ WAIT_POLICY = {"OMP_WAIT_POLICY": "PASSIVE"}
 
 _lock = threading.Lock()
 _applied: int | None = None
+_fixed = contextvars.ContextVar[int | None]("asirp_fixed_threads", default=None)
+"""Threads of torch and the kernels pinned by :func:`fixed_threads` in this thread, or None."""
+_fixed_blas = contextvars.ContextVar[int | None]("asirp_fixed_blas_threads", default=None)
+"""Threads of the BLAS pools pinned by :func:`fixed_threads` in this thread, or None."""
 
 
 @contextlib.contextmanager
@@ -231,7 +244,8 @@ def compute_threads() -> Iterator[int]:
 
     The count is torch's current one (the budget, or a caller's own lower
     ``torch.set_num_threads``), cut to the cores that other runnable threads leave free at this
-    moment, and at least 1; torch's count is put back afterwards. A parallel region ends at a
+    moment, and at least 1 (inside :func:`fixed_threads`: its count, uncut); torch's count is
+    put back afterwards. A parallel region ends at a
     barrier that waits for its slowest thread; when another process holds that thread's core,
     every region waits for a scheduler time slice, and a restoration of a small map, made of
     thousands of short regions, became 30 times slower beside one busy process (issue 21). One
@@ -247,10 +261,14 @@ def compute_threads() -> Iterator[int]:
 
     budget = ensure_thread_budget()
     current = torch.get_num_threads()
-    count = min(current, budget)
-    free = free_cores()
-    if free is not None:
-        count = max(1, min(count, free))
+    fixed = _fixed.get()
+    if fixed is not None:  # pinned by fixed_threads: the same count whatever the load
+        count = fixed
+    else:
+        count = min(current, budget)
+        free = free_cores()
+        if free is not None:
+            count = max(1, min(count, free))
     if count != current:
         torch.set_num_threads(count)
     try:
@@ -261,9 +279,71 @@ def compute_threads() -> Iterator[int]:
 
 
 def kernel_threads() -> int:
-    """Threads for the compiled kernels: torch's count, within the budget and numba's pool."""
+    """Threads for the compiled kernels: torch's count, within the budget and numba's pool.
+
+    Inside :func:`fixed_threads`, its count (within numba's pool only).
+    """
     import numba
     import torch
 
+    fixed = _fixed.get()
+    if fixed is not None:
+        return max(1, min(fixed, numba.config.NUMBA_NUM_THREADS))
     budget = _applied if _applied is not None else ensure_thread_budget()
     return max(1, min(torch.get_num_threads(), budget, numba.config.NUMBA_NUM_THREADS))
+
+
+def pinned_threads() -> int | None:
+    """The count :func:`fixed_threads` pins in this thread, or None outside it."""
+    return _fixed.get()
+
+
+def blas_threads() -> int | None:
+    """Threads of the BLAS pools: the budget applied (or pinned), None before any restoration."""
+    return _fixed_blas.get() or _applied
+
+
+@contextlib.contextmanager
+def fixed_threads(count: int, blas: int | None = None) -> Iterator[int]:
+    """Compute on exactly ``count`` threads inside the block, whatever the load.
+
+    torch's intra-op pool and the compiled kernels use ``count`` threads (the kernels at most
+    numba's pool, ``NUMBA_NUM_THREADS``); :func:`compute_threads` no longer cuts it to the free
+    cores. The BLAS pools use ``blas`` threads (default ``count``). Everything is put back
+    afterwards. The pin holds in the calling thread (a context variable): a restoration
+    started from another thread is not pinned.
+
+    Parameters
+    ----------
+    count : int
+        Threads of torch and the kernels, 1 to 4096. It may exceed the budget and the cores
+        (a replay of a result made on a larger machine): slower, but the same arithmetic.
+    blas : int, optional
+        Threads of the BLAS pools (OpenBLAS through numpy and scipy).
+
+    Yields
+    ------
+    int
+        ``count``.
+
+    Raises
+    ------
+    ValueError
+        If a count is not a whole number from 1 to 4096.
+    """
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    count = parse_thread_count(count, "threads")
+    blas_count = count if blas is None else parse_thread_count(blas, "blas threads")
+    ensure_thread_budget()
+    previous = torch.get_num_threads()
+    token, blas_token = _fixed.set(count), _fixed_blas.set(blas_count)
+    torch.set_num_threads(count)
+    try:
+        with threadpool_limits(limits=blas_count, user_api="blas"):
+            yield count
+    finally:
+        torch.set_num_threads(previous)
+        _fixed.reset(token)
+        _fixed_blas.reset(blas_token)

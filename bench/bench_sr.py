@@ -18,7 +18,7 @@ A standalone script (not a test). Three parts, each optional:
     residuals are printed. No PSF is given: the beam is estimated from the data.
 ``--timing`` (speed)
     x2 of one 1024 x 1024 single-channel map per method: median of ``--repeats`` runs after a
-    warm-up (``zssr``: one run, dominated by its training budget) of :func:`asirp.restore` on the
+    warm-up (``zssr``: one run, dominated by its training) of :func:`asirp.restore` on the
     CPU with ``--threads`` torch threads, and on a CUDA GPU when one is present (float16,
     synchronised).
 

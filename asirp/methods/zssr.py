@@ -2,8 +2,9 @@
 
 No trained weights: each map teaches a small network how its own lower-resolution version maps
 back to it (the beam and area-sampling forward model, with noise like the map's), and the
-network then super-resolves the map. Bounded by ``iterations`` and ``time_budget_s`` per map, with
-early stopping on held-back crops; reproducible for a given ``seed``. See :mod:`asirp.sr.zssr`.
+network then super-resolves the map. Bounded by ``iterations`` per map, with early stopping on
+held-back crops and a consistency guard, never by the clock: reproducible, bit for bit, for a given
+``seed``, device and thread count. See :mod:`asirp.sr.zssr`.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ SPEC = register_method(
         family="super-resolution",
         needs_psf=False,
         scale=2,
-        summary="zero-shot SR: a small CNN trained on the map itself (time-bounded, seeded)",
+        summary="zero-shot SR: a small CNN trained on the map itself (iteration-bounded, seeded)",
         parameters=PARAMETERS,
         run=run,
         batchable=True,
@@ -39,7 +40,6 @@ def zssr(
     half: bool = True,
     consistency_tolerance: float = 1.5,
     iterations: int = 2000,
-    time_budget_s: float = 60.0,
     crop: int = 64,
     batch: int = 8,
     learning_rate: float = 0.001,
@@ -69,8 +69,6 @@ def zssr(
         Largest consistency residual accepted, in noise sigmas (see asirp.sr.consistency).
     iterations : int
         Largest number of training iterations per map.
-    time_budget_s : float
-        Training time limit per map, s.
     crop : int
         Training crop side (father), input px.
     batch : int
@@ -112,7 +110,6 @@ def zssr(
         half=half,
         consistency_tolerance=consistency_tolerance,
         iterations=iterations,
-        time_budget_s=time_budget_s,
         crop=crop,
         batch=batch,
         learning_rate=learning_rate,

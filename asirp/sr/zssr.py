@@ -17,16 +17,24 @@ For each map ``y`` (Shocher et al. 2018):
    stops improving for ``patience`` scores; training stops after two drops (early stopping),
    when the consistency residual rises 20 % above its lowest value (the **consistency guard**:
    what was learned between the coarser scales no longer carries over to the map's own scale,
-   which happens on periodic meshes whose structure the sons no longer resolve), at
-   ``iterations``, or when ``time_budget_s`` is spent. The weights with the best validation
-   score before the stop are kept.
+   which happens on periodic meshes whose structure the sons no longer resolve), or at
+   ``iterations``. The weights with the best validation score before the stop are kept.
+   Every rule counts iterations or compares scores, never the clock, so the same map, seed,
+   device and thread count give the same network and the same result, bit for bit (the
+   wall-clock budget that this replaced stopped four runs of one map after 246 to 1125
+   iterations, results up to 63 counts apart). The engine adapts its thread count to the load
+   (:mod:`asirp.threads`), which changes the last bits; ``asirp replay`` pins the recorded
+   count. On the held-out maps of :func:`asirp.sr.data.heldout_set` (128 x 128, x2, default
+   parameters, true PSF, as ``bench/bench_sr.py --table`` runs them) the rules stopped after
+   150 (mesh, consistency guard) to 1000 (seed-like tissue, early stopping) iterations.
 3. **Super-resolution.** The trained network is applied to ``y`` itself (tiled, see
    :mod:`asirp.sr.inference`).
 
-Each map of a stack gets its own network and its own time budget. Randomness (initial weights,
-crops, noise) comes from generators seeded with the ``seed`` of :func:`asirp.restore`, the same for
-every map, so a map gives the same result alone or in a stack; the result is reproducible when the
-iteration count or early stopping (not the time budget) ends the training.
+Each map of a stack gets its own network and its own iterations. Randomness (initial weights,
+crops, noise) comes from CPU generators seeded with the ``seed`` of :func:`asirp.restore`, the
+same for every map, never from torch's global random state (another thread may use it), so a
+map gives the same result alone or in a stack, and in any thread. On CUDA, training runs with
+cuDNN's deterministic convolutions (:func:`_deterministic_kernels`).
 
 Differences from the original: the network works on the measured grid with a pixel-shuffle
 output (``scale^2`` times cheaper than ZSSR's on the bicubic-upsampled grid), the degradation is
@@ -40,13 +48,17 @@ References
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import math
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from asirp.backend import to_numpy
 from asirp.metrics import noise_sigma
@@ -66,9 +78,6 @@ from asirp.sr.runner import (
 PARAMETERS = (
     *COMMON_PARAMETERS,
     Parameter("iterations", int, 2000, "largest number of training iterations per map", 1, 100_000),
-    Parameter(
-        "time_budget_s", float, 60.0, "training time limit per map, s", minimum=0.1, maximum=86400
-    ),
     Parameter("crop", int, 64, "training crop side (father), input px", minimum=8, maximum=1024),
     Parameter("batch", int, 8, "crops per training iteration", minimum=1, maximum=256),
     Parameter("learning_rate", float, 1e-3, "initial Adam learning rate", minimum=1e-6, maximum=1),
@@ -139,6 +148,56 @@ def noise_model(
     return NoiseModel(constant, slope, min(keep, 1.0))
 
 
+def seeded_network(scale: int, channels: int, depth: int, seed: int) -> ZSSRNet:
+    """A new :class:`ZSSRNet` on the CPU, initialised from a generator seeded with ``seed``.
+
+    The weights are drawn as torch's default initialisation of ``nn.Conv2d`` draws them (Kaiming
+    uniform weights, uniform biases within ``1 / sqrt(fan_in)``), in layer order, but from a
+    generator of this call: torch's global random state is neither read nor changed, so two
+    restorations in two threads cannot disturb each other. The last layer is then set to zero,
+    so the untrained network is bicubic interpolation.
+    """
+    with torch.device("meta"):  # no global random draws: the weights are drawn below
+        network = ZSSRNet(scale, channels, depth)
+    network = network.to_empty(device="cpu")
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for layer in network.modules():
+            if isinstance(layer, nn.Conv2d):
+                nn.init.kaiming_uniform_(layer.weight, a=math.sqrt(5), generator=generator)
+                bound = 1.0 / math.sqrt(layer.weight[0].numel())
+                nn.init.uniform_(layer.bias, -bound, bound, generator=generator)
+        last = network.layers[-1]
+        nn.init.zeros_(last.weight)
+        nn.init.zeros_(last.bias)
+    return network
+
+
+@contextlib.contextmanager
+def _deterministic_kernels(device: torch.device) -> Iterator[None]:
+    """Deterministic cuDNN convolutions, without autotuning, on CUDA; nothing on the CPU.
+
+    The CPU kernels of the network's operations (convolutions, ReLU, pixel shuffle, bicubic
+    upsampling of an input that needs no gradient, L1 loss, Adam) are deterministic for a given
+    thread count. On CUDA the backward passes of cuDNN's convolutions may add with atomics,
+    in an order that changes from run to run, unless deterministic algorithms are asked for.
+    ``torch.backends.cudnn.flags`` asks for them while the block runs (the flags are
+    process-wide, so convolutions of other threads meanwhile are deterministic too, which only
+    slows them) and puts the caller's back; torch's ``use_deterministic_algorithms`` would
+    instead turn every nondeterministic operation of the caller's code into an error. Not
+    checked on a GPU by the tests (none there): ``tests/asirp/test_replay.py`` replays on the
+    CPU.
+    """
+    if device.type != "cuda":
+        yield
+        return
+    cudnn = torch.backends.cudnn
+    with cudnn.flags(
+        enabled=True, benchmark=False, deterministic=True, allow_tf32=cudnn.allow_tf32
+    ):
+        yield
+
+
 def _dihedral(images: torch.Tensor, index: int) -> torch.Tensor:
     """One of the eight flips/rotations of ``(N, 1, H, W)`` images."""
     if index & 4:
@@ -207,9 +266,23 @@ def train_zssr(
         The best network found, in evaluation mode.
     facts : dict
         ``iterations_run``, ``stopped_by`` (``"early_stopping"``, ``"consistency_guard"``,
-        ``"iterations"``, ``"time_budget"``), ``validation_l1`` (best score, normalised units) and
-        ``bicubic_validation_l1`` (the untrained network's).
+        ``"iterations"``), ``validation_l1`` (best score, normalised units),
+        ``bicubic_validation_l1`` (the untrained network's) and ``training_s`` (wall time,
+        reported only: it stops nothing).
     """
+    with _deterministic_kernels(problem.device):
+        return _train(image, sigma, scale, params, problem, seed)
+
+
+def _train(
+    image: torch.Tensor,
+    sigma: float,
+    scale: int,
+    params: dict[str, Any],
+    problem: Problem,
+    seed: int,
+) -> tuple[ZSSRNet, dict[str, Any]]:
+    """:func:`train_zssr`'s work (see there)."""
     device = problem.device
     rows, cols = image.shape
     crop = min(int(params["crop"]), rows, cols) // scale * scale
@@ -224,12 +297,7 @@ def train_zssr(
         if params["noise"]
         else None
     )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        network = ZSSRNet(scale, int(params["channels"]), int(params["depth"]))
-    last = network.layers[-1]
-    torch.nn.init.zeros_(last.weight)
-    torch.nn.init.zeros_(last.bias)
+    network = seeded_network(scale, int(params["channels"]), int(params["depth"]), seed)
     network.to(device).train()
     # CPU generators (crop positions, turns, noise), whatever the device: the same stream
     # on every device, and torch.randint takes no CUDA generator for CPU results.
@@ -259,11 +327,8 @@ def train_zssr(
     best_state = copy.deepcopy(network.state_dict())
     stale, drops, iteration, stopped_by = 0, 0, 0, "iterations"
     started = time.perf_counter()
-    while iteration < int(params["iterations"]):
+    while iteration < int(params["iterations"]):  # iterations and scores only: no clock
         problem.check_cancel()
-        if time.perf_counter() - started > float(params["time_budget_s"]):
-            stopped_by = "time_budget"
-            break
         with torch.no_grad():
             sons, fathers = _pairs(
                 normalised, int(params["batch"]), crop, sigma, scale, noise, generator

@@ -112,21 +112,17 @@ def test_zssr_beats_bicubic_on_a_blurred_star(small_star):
         "zssr",
         psf_sigma_px=sigma,
         iterations=100,
-        time_budget_s=1000.0,
         seed=0,
         **LENIENT,
     )
-    # not the time budget: reproducible
     assert result.params["stopped_by"] in ("iterations", "early_stopping", "consistency_guard")
     gain = psnr(truth, result.image) - psnr(truth, bicubic(measured, 2))
     assert gain > 0.5
     assert result.metrics["consistency_residual"] < 1.5
 
 
-def test_zssr_time_budget_and_cancel_stop_it():
+def test_zssr_cancel_stops_it():
     image = np.random.default_rng(4).poisson(100.0, (32, 32))
-    budget = asirp.restore(image, "zssr", iterations=100_000, time_budget_s=0.3, **LENIENT)
-    assert budget.params["stopped_by"] == "time_budget"
     cancel = threading.Event()
     cancel.set()
     with pytest.raises(asirp.RestorationCancelled):
