@@ -45,7 +45,9 @@ class AutoResult:
     spec : MethodSpec or None
         The spec to run when it is not in the registry (the identity: no restoration).
     record : dict
-        Entries for ``Restoration.params`` (``auto_reason``, ``selection``).
+        Entries for ``Restoration.params`` (``auto_reason``, ``selection``; for a choice made
+        without scoring, ``auto_unscored`` (the check that failed) and ``ignored_parameters``
+        (the context it does not honour, :func:`asirp.selection.shortcuts.ignored_context`)).
     metrics : dict of str to float
         Entries for ``Restoration.metrics`` (``selection_s`` and, when scored,
         ``selection_score`` and ``selection_gain_db``).
@@ -174,11 +176,12 @@ def resolve_auto(
         COSTS.record(candidate, pixels, run_ms / batch, compute)
         COSTS.record(OVERHEAD, pixels, overhead_ms / batch, compute)
 
-    return AutoResult(
-        selection.method,
-        dict(selection.params),
-        spec,
-        {"auto_reason": selection.reason, "selection": selection.to_dict()},
-        metrics,
-        observe,
-    )
+    record: dict[str, Any] = {"auto_reason": selection.reason, "selection": selection.to_dict()}
+    # facts for Restoration.cautions(): a choice made without scoring, and what it ignores
+    unscored = selection.context.get("unscored_reason")
+    if selection.source == "rule" and isinstance(unscored, str):
+        record["auto_unscored"] = unscored
+    ignored = selection.context.get("ignored_parameters")
+    if ignored:
+        record["ignored_parameters"] = ignored
+    return AutoResult(selection.method, dict(selection.params), spec, record, metrics, observe)

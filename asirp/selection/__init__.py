@@ -57,7 +57,12 @@ The steps
 Maps too small to score (less than :data:`~asirp.selection.selector.MIN_INTERIOR_PX` pixels per
 side once a PSF radius is left out at each edge) get the rule prior
 (:func:`asirp.selection.prior.choose_method`, what ``auto`` did before it measured), which also
-orders the candidates in the cheap mode.
+orders the candidates in the cheap mode. The reason then says which check failed and what ran
+instead, and lists the context the choice does not honour (a ``scale`` or ``psf_known=False`` it
+cannot follow, candidates it is not among, an unused second measurement;
+:func:`~asirp.selection.shortcuts.ignored_context`, also for pinned and remembered choices);
+``asirp.restore`` records them (``params["auto_unscored"]``, ``params["ignored_parameters"]``)
+and its result's ``cautions()`` says so.
 
 The modes
 ---------

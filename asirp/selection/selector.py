@@ -415,7 +415,8 @@ def select_stack(
             context,
             fixed,
             f"the map is too small to score candidates on a split: {rows}x{cols} px less a "
-            f"PSF radius of {margin} px at each edge leaves less than {MIN_INTERIOR_PX} px",
+            f"PSF radius of {margin} px at each edge leaves {max(interior[0], 0)}x"
+            f"{max(interior[1], 0)} px, less than the {MIN_INTERIOR_PX} px per side needed",
             seed=seed,
             started=started,
             extra=extra,

@@ -23,6 +23,17 @@ map passed):
     :math:`\|y - D_s(g * x)\| / \|y\|`, the residual relative to the data.
 ``consistent``
     ``True`` when :math:`\rho` is at most the tolerance.
+
+A second check asks whether the input has structure to super-resolve at all
+(:func:`structure_figures`): its variance less the noise variance (Poisson, the mean, for
+integer counts; else Immerkaer's estimate squared) over the noise variance. A map of noise
+reads about 0; a map whose structure is not above the noise (at most :data:`STRUCTURE_MIN`)
+gets a caution, since a network then enlarges noise, not detail:
+
+``structure_to_noise``
+    The ratio (dimensionless).
+``structure_above_noise``
+    ``True`` when it exceeds :data:`STRUCTURE_MIN`.
 """
 
 from __future__ import annotations
@@ -32,6 +43,7 @@ import warnings
 import numpy as np
 import torch
 
+from asirp.iteration import is_integer_counts
 from asirp.metrics import noise_sigma
 from asirp.sr.degrade import degrade
 
@@ -40,6 +52,41 @@ DEFAULT_TOLERANCE = 1.5
 
 NOISE_FLOOR = 1e-3
 """Smallest noise level assumed, as a fraction of the map's 0.5-99.5 percentile range."""
+
+
+STRUCTURE_MIN = 1.0
+"""A map's structure variance (its variance less the noise variance) must exceed this multiple
+of the noise variance: the structure's standard deviation above the noise's."""
+
+
+def structure_figures(measured: torch.Tensor) -> list[dict[str, float | bool]]:
+    """Whether each measured map has structure above its noise.
+
+    Parameters
+    ----------
+    measured : torch.Tensor
+        ``(B, H, W)`` input maps.
+
+    Returns
+    -------
+    list of dict
+        Per map: ``structure_to_noise`` (variance less noise variance, over the noise
+        variance) and ``structure_above_noise`` (it exceeds :data:`STRUCTURE_MIN`).
+    """
+    data = measured.detach().cpu().numpy().astype(np.float64)
+    figures: list[dict[str, float | bool]] = []
+    for image in data:
+        if is_integer_counts(image):  # Poisson counts: the variance of the noise is the mean
+            noise_variance = float(np.mean(image))
+        else:
+            noise_variance = noise_sigma(image) ** 2
+        noise_variance = max(noise_variance, 1e-12 * max(float(np.var(image)), 1e-30))
+        # a structure variance cannot be negative: a map of noise reads 0, not a sampling error
+        ratio = max(0.0, (float(np.var(image)) - noise_variance) / noise_variance)
+        figures.append(
+            {"structure_to_noise": ratio, "structure_above_noise": bool(ratio > STRUCTURE_MIN)}
+        )
+    return figures
 
 
 class ConsistencyWarning(UserWarning):

@@ -7,7 +7,8 @@ beam of the forward model (:func:`asirp.sr.degrade.sigma_from_psf`); otherwise t
 estimated from each map (:func:`asirp.sr.degrade.estimate_blur_sigma`). The returned PSF is the
 fine-grid Gaussian of the forward model, ``(h, w)`` or ``(B, h, w)``.
 
-Each result is checked against its input (:mod:`asirp.sr.consistency`); the figures go to
+Each result is checked against its input, and each input for structure above its noise
+(:mod:`asirp.sr.consistency`); the figures go to
 ``Restoration.metrics`` and the beam used, its source and the tiling to ``Restoration.params``.
 """
 
@@ -27,7 +28,12 @@ from torch import nn
 from asirp.backend import to_numpy, to_tensor
 from asirp.psf import gaussian_psf
 from asirp.registry import MethodOutput, Parameter, Problem
-from asirp.sr.consistency import DEFAULT_TOLERANCE, consistency_figures, warn_if_inconsistent
+from asirp.sr.consistency import (
+    DEFAULT_TOLERANCE,
+    consistency_figures,
+    structure_figures,
+    warn_if_inconsistent,
+)
 from asirp.sr.degrade import estimate_blur_sigma, sigma_from_psf
 from asirp.sr.inference import upscale
 from asirp.sr.weights import shipped_weights_path
@@ -181,6 +187,9 @@ def finish(
             problem.data[index : index + 1], fine[index : index + 1], sigma, scale, tolerance
         )
     warn_if_inconsistent(method, figures, tolerance)
+    # is there structure above the noise to super-resolve? (a caution, not a warning)
+    for figure, structure in zip(figures, structure_figures(problem.data), strict=True):
+        figure.update(structure)
     metrics = {key: [figure[key] for figure in figures] for key in figures[0]}
     facts = {
         **info,
