@@ -343,6 +343,8 @@ class LiveRestorer:
                         "source": self.source.describe(),
                         "geometry": run.geometry.as_dict(),
                         "pixel_um": list(run.pixel_um),
+                        # µm per motor unit: the derived run's map coordinates are in µm
+                        "position_scale_um": self.position_scale_um,
                         "masking": "leading rows that are done are restored; rows not yet "
                         "measured are NaN and left out; unmeasured pixels inside them take "
                         "the mean of the measured ones",

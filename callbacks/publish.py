@@ -11,9 +11,13 @@ Start document
     beam FWHM and pixel in µm, sigma in px, shape), ``map`` (source field(s), normalisation,
     geometry, masking rule) and ``live`` (restore cadence, publication mode).
 Stream ``restored`` (one event per published restoration; the last has ``final`` true)
-    ``restored_map`` ``(H * s, W * s)`` float32 counts (NaN for rows not yet restored in a
-    partial result), ``input_map`` ``(H, W)`` float32 (the assembled, normalised raw map that
-    went in, NaN where unmeasured), ``final``, ``rows_restored``, ``points_measured``,
+    ``restored_map`` ``(H * s, W * s)`` float32 counts, dims ``("y", "x")`` (NaN for rows not
+    yet restored in a partial result), ``input_map`` ``(H, W)`` float32 counts, dims
+    ``("y_input", "x_input")`` (the assembled, normalised raw map that went in, NaN where
+    unmeasured), their cell centres in µm (units ``"um"``, as the raw files write them):
+    ``y_um`` ``(H * s,)`` and ``x_um`` ``(W * s,)`` on dims ``y`` and ``x`` (the finer grid
+    of a super-resolved map), ``y_input_um`` and ``x_input_um`` on ``y_input`` and
+    ``x_input``; ``final``, ``rows_restored``, ``points_measured``,
     ``method``, ``parameters`` (JSON), ``metrics`` (JSON, everything
     :attr:`asirp.Restoration.metrics` holds), the usual figures as numbers (``contrast_std``,
     ``sharpness``, ``noise_sigma``, ``residual`` and their ``_input`` values; NaN when absent)
@@ -27,6 +31,14 @@ Stop document
 
 Finding the derived runs of a raw run is one query: :func:`derived_runs`
 (``client.search(Key("start.parent_uid") == raw_uid)``).
+
+Dimension names in tiled: bluesky-tiled-plugins' ``TiledWriter`` (2.0) names the axes of array
+fields stored in the run itself ``time, dim_int_1, ...`` whatever the descriptor says (it reads
+a data key's ``dims`` only for data in external files). Every writer made here
+(:class:`TiledSink`, :func:`raw_run_writer`) therefore writes through :class:`NamedDimsClient`,
+which gives those arrays ``("time", *data_key["dims"])``: ``run["restored"]["restored_map"]``
+has ``structure().dims == ("time", "y", "x")`` and reads into xarray with named axes.
+Coordinates are plain fields of the stream (the writer has no notion of coordinates).
 """
 
 from __future__ import annotations
@@ -35,7 +47,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -52,6 +64,15 @@ DERIVED_STREAM = "restored"
 
 DERIVED_PLAN_NAME = "asirp_live_restoration"
 """``plan_name`` of derived runs."""
+
+LENGTH_UNITS = "um"
+"""Units of the map coordinates (the string the raw files, NeXus exports and ``sim`` use)."""
+
+MAP_DIMS = ("y", "x")
+"""Dimension names of ``restored_map`` (and of its coordinates ``y_um``, ``x_um``)."""
+
+INPUT_DIMS = ("y_input", "x_input")
+"""Dimension names of ``input_map`` (and of ``y_input_um``, ``x_input_um``)."""
 
 METRIC_FIELDS = (
     "contrast_std",
@@ -80,6 +101,63 @@ def _to_builtin(value: Any) -> Any:
     return str(value)
 
 
+def map_axes_um(
+    geometry: Mapping[str, Any],
+    output_shape: Sequence[int],
+    *,
+    pixel_um: Sequence[float],
+    position_scale_um: float = 1.0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Cell centres of a map (or of its super-resolved version) in µm.
+
+    Parameters
+    ----------
+    geometry : mapping
+        The scan geometry as :meth:`callbacks.geometry.ScanGeometry.as_dict` gives it:
+        ``shape`` ``(rows, columns)`` and ``extents`` (first and last pixel centre along each
+        axis, motor units).
+    output_shape : (int, int)
+        Shape of the map the axes are for: the scan's shape, or ``s`` times it for a map
+        super-resolved by ``s``.
+    pixel_um : (float, float)
+        Scan step ``(between lines, along a line)``, µm (used along an axis of one pixel,
+        whose extents give no step).
+    position_scale_um : float
+        µm per motor unit.
+
+    Returns
+    -------
+    (numpy.ndarray, numpy.ndarray)
+        ``y_um`` ``(output_shape[0],)`` and ``x_um`` ``(output_shape[1],)`` float64, µm, in
+        pixel order (decreasing where the scan's extents decrease). A finer grid splits each
+        scan pixel into equal cells: with step ``d`` and scale ``s`` the first centre is
+        ``first - d / 2 + d / (2 s)``, as :func:`asirp.xrf.export.restored_axes` places them.
+    """
+    axes = []
+    for (first, last), scan_size, out_size, pixel in zip(
+        geometry["extents"], geometry["shape"], output_shape, pixel_um, strict=True
+    ):
+        n_scan, n_out = int(scan_size), int(out_size)
+        first_um = float(first) * position_scale_um
+        span_um = (float(last) - float(first)) * position_scale_um
+        # signed, so that pixel order follows the scan; one pixel has no span: its size
+        step_um = span_um / (n_scan - 1) if n_scan > 1 and span_um != 0.0 else float(pixel)
+        cell_um = step_um * n_scan / n_out
+        axes.append(first_um - step_um / 2 + cell_um / 2 + cell_um * np.arange(n_out))
+    return axes[0], axes[1]
+
+
+def _axis_key(source: str, size: int, dim: str) -> dict[str, Any]:
+    return {
+        "source": source,
+        "dtype": "array",
+        "dtype_numpy": "<f8",
+        "shape": [size],
+        "dims": [dim],
+        "units": LENGTH_UNITS,
+    }
+
+
 class DerivedRun:
     """Compose the documents of one derived run with :func:`event_model.compose_run`.
 
@@ -102,6 +180,7 @@ class DerivedRun:
         self._emit = emit
         self._bundle: Any = None
         self._descriptor: Any = None
+        self._axes: dict[str, np.ndarray] = {}
         self.restorations = 0
         self.failures = 0
         self.closed = False
@@ -144,12 +223,26 @@ class DerivedRun:
             else self.provenance.get("output_shape", input_shape)
         )
         source = f"asirp:{metadata['method']}"
+        map_provenance = self.provenance["map"]
+        grid = {
+            "pixel_um": map_provenance["pixel_um"],
+            "position_scale_um": float(map_provenance.get("position_scale_um", 1.0)),
+        }
+        y_um, x_um = map_axes_um(map_provenance["geometry"], output_shape, **grid)
+        y_input_um, x_input_um = map_axes_um(map_provenance["geometry"], input_shape, **grid)
+        self._axes = {
+            "y_um": y_um,
+            "x_um": x_um,
+            "y_input_um": y_input_um,
+            "x_input_um": x_input_um,
+        }
         data_keys: dict[str, dict[str, Any]] = {
             "restored_map": {
                 "source": source,
                 "dtype": "array",
                 "dtype_numpy": "<f4",
                 "shape": output_shape,
+                "dims": list(MAP_DIMS),
                 "units": "counts",
             },
             "input_map": {
@@ -157,8 +250,13 @@ class DerivedRun:
                 "dtype": "array",
                 "dtype_numpy": "<f4",
                 "shape": input_shape,
+                "dims": list(INPUT_DIMS),
                 "units": "counts",
             },
+            "y_um": _axis_key(source, y_um.size, MAP_DIMS[0]),
+            "x_um": _axis_key(source, x_um.size, MAP_DIMS[1]),
+            "y_input_um": _axis_key(f"raw:{raw['uid']}", y_input_um.size, INPUT_DIMS[0]),
+            "x_input_um": _axis_key(f"raw:{raw['uid']}", x_input_um.size, INPUT_DIMS[1]),
             "final": {"source": source, "dtype": "boolean", "shape": []},
             "rows_restored": {"source": source, "dtype": "integer", "shape": []},
             "points_measured": {"source": source, "dtype": "integer", "shape": []},
@@ -202,6 +300,7 @@ class DerivedRun:
             # what the engine's own checks say not to trust ("" when nothing), one per line
             "cautions": "\n".join(restoration.cautions()),
         }
+        data.update(self._axes)
         for name in METRIC_FIELDS:
             data[name] = float(metrics.get(name, math.nan))
         now = time.time()
@@ -239,6 +338,74 @@ class DerivedRun:
         self._emit("stop", stop)
 
 
+def _named_dims(
+    dims: Sequence[str] | None, data_key: Mapping[str, Any] | None, ndim: int
+) -> Sequence[str] | None:
+    """``("time", *data_key["dims"])`` when those name every axis after time, else ``dims``."""
+    declared = (data_key or {}).get("dims")
+    if (
+        isinstance(declared, list | tuple)
+        and len(declared) == ndim - 1
+        and all(isinstance(name, str) and name for name in declared)
+    ):
+        return ("time", *declared)
+    return dims
+
+
+class NamedDimsClient:
+    """A tiled client whose new arrays take their axis names from their data key's ``dims``.
+
+    ``TiledWriter`` passes each array field's data key as the array's metadata; this proxy
+    replaces the writer's ``dim_int_*`` names by ``("time", *dims)`` when the data key names
+    every axis after time, and passes every other call through to the wrapped client (the
+    writer's containers are wrapped too, so the arrays of every stream get the names).
+
+    Parameters
+    ----------
+    node : tiled.client.container.Container
+        The client to wrap (a writable catalog, a run, or a stream).
+    """
+
+    def __init__(self, node: Any) -> None:
+        self._node = node
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._node, name)
+
+    def __repr__(self) -> str:
+        return f"NamedDimsClient({self._node!r})"
+
+    @property
+    def base(self) -> NamedDimsClient:
+        """The wrapped node's ``base`` container, wrapped."""
+        return NamedDimsClient(self._node.base)
+
+    def include_data_sources(self) -> NamedDimsClient:
+        """The wrapped client's ``include_data_sources()``, wrapped."""
+        return NamedDimsClient(self._node.include_data_sources())
+
+    def create_container(self, *args: Any, **kwargs: Any) -> NamedDimsClient:
+        """Create a container (a run, a stream) and wrap it."""
+        return NamedDimsClient(self._node.create_container(*args, **kwargs))
+
+    def write_array(
+        self,
+        array: Any,
+        *,
+        key: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        dims: Sequence[str] | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """Write an array, naming its axes after ``time`` from ``metadata["dims"]``."""
+        named = _named_dims(dims, metadata, np.ndim(array))
+        return self._node.write_array(array, key=key, metadata=metadata, dims=named, **kwargs)
+
+
+def _writable(client: Any) -> Any:
+    return client if isinstance(client, NamedDimsClient) else NamedDimsClient(client)
+
+
 class TiledSink:
     """Write documents to tiled with bluesky's ``TiledWriter``; failures are logged, not raised.
 
@@ -261,7 +428,7 @@ class TiledSink:
         from bluesky_tiled_plugins import TiledWriter
 
         self.client = client
-        self._writer = TiledWriter(client, batch_size=batch_size, max_array_size=0)
+        self._writer = TiledWriter(_writable(client), batch_size=batch_size, max_array_size=0)
         self.errors = 0
         self.last_error: str | None = None
 
@@ -288,11 +455,12 @@ def raw_run_writer(client: Any, *, batch_size: int = 1000) -> Any:
     Returns
     -------
     bluesky_tiled_plugins.TiledWriter
-        Writes every array field as an array (see :class:`TiledSink`).
+        Writes every array field as an array (see :class:`TiledSink`), its axes named by the
+        data key's ``dims`` (see :class:`NamedDimsClient`).
     """
     from bluesky_tiled_plugins import TiledWriter
 
-    return TiledWriter(client, batch_size=batch_size, max_array_size=0)
+    return TiledWriter(_writable(client), batch_size=batch_size, max_array_size=0)
 
 
 def derived_runs(client: Any, raw_uid: str) -> Any:

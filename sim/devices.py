@@ -98,6 +98,25 @@ def _finished(device: Device) -> DeviceStatus:
     return status
 
 
+LENGTH_UNITS = "um"
+"""Units of stage positions in data keys (the string the project's raw files and NeXus use)."""
+
+
+def _annotated(
+    described: dict[str, dict[str, Any]], extras: dict[str, dict[str, Any]]
+) -> dict[str, dict[str, Any]]:
+    """Merge extra properties (``units``, ``dims``, ...) into the data keys that exist.
+
+    Event-model data keys accept properties beyond the schema's (``additionalProperties``);
+    readers such as :mod:`callbacks.tiled_scan` find ROI channel ranges and the energy
+    calibration there.
+    """
+    for key, extra in extras.items():
+        if key in described:
+            described[key].update(extra)
+    return described
+
+
 class SimMotor(Device):
     """A sample-stage axis in µm whose moves take simulated time.
 
@@ -221,6 +240,24 @@ class SimMotor(Device):
         """Put the axis at ``value`` µm without charging time (the flyer moved it)."""
         self.setpoint.put(float(value), timestamp=timestamp)
         self.readback.put(float(value), timestamp=timestamp)
+
+    def describe(self) -> dict[str, dict[str, Any]]:
+        """Data keys of the readings: readback and setpoint in µm (``units`` ``"um"``)."""
+        units = {"units": LENGTH_UNITS}
+        return _annotated(
+            super().describe(), {self.readback.name: units, self.setpoint.name: units}
+        )
+
+    def describe_configuration(self) -> dict[str, dict[str, Any]]:
+        """Data keys of the configuration, with units (µm/s, s)."""
+        return _annotated(
+            super().describe_configuration(),
+            {
+                self.velocity.name: {"units": f"{LENGTH_UNITS}/s"},
+                self.acceleration_time.name: {"units": "s"},
+                self.settle_time.name: {"units": "s"},
+            },
+        )
 
     def stop(self, *, success: bool = False) -> None:
         """Stop (moves are instantaneous in simulated time; nothing to do)."""
@@ -380,6 +417,60 @@ class SimXRFDetector(Device):
         self._gate.spectra = bool(value)
         self.spectrum.kind = Kind.normal if value else Kind.omitted
 
+    def describe(self) -> dict[str, dict[str, Any]]:
+        """Data keys of the readings, with units, dimension names, ROIs and calibration.
+
+        Each ROI count (``<name>_<roi>``) carries its channel range (``roi``: name,
+        first and last channel, line energy in keV), the energy calibration
+        (``calibration``) and the detector's channel count (``detector_channels``), so that
+        a reader of the run alone (a fly scan records no detector configuration) can rebuild
+        the ROIs; ``<name>_det_roi_counts`` names its axes ``detector_element`` x ``roi``
+        and lists its ROIs in column order (``rois``).
+        """
+        det = self._gate.model.detector
+        calibration = det.calibration.as_dict()
+        rois = self.rois
+        extras: dict[str, dict[str, Any]] = {
+            self.det_roi_counts.name: {
+                "units": "counts",
+                "dtype_numpy": "<i8",
+                "dims": ["detector_element", "roi"],
+                "rois": [rois[r].as_dict() for r in self.roi_names],
+            },
+            self.live_time.name: {
+                "units": "s",
+                "dtype_numpy": "<f8",
+                "dims": ["detector_element"],
+            },
+            self.dead_time.name: {"units": "fraction"},
+            self.spectrum.name: {
+                "units": "counts",
+                "dtype_numpy": "<i8",
+                "dims": ["channel"],
+                "calibration": calibration,
+            },
+        }
+        for roi in self.roi_names:
+            extras[getattr(self.roi, roi).name] = {
+                "units": "counts",
+                "roi": rois[roi].as_dict(),
+                "calibration": calibration,
+                "detector_channels": det.n_channels,
+            }
+        return _annotated(super().describe(), extras)
+
+    def describe_configuration(self) -> dict[str, dict[str, Any]]:
+        """Data keys of the configuration, with units (s, keV, keV per channel)."""
+        return _annotated(
+            super().describe_configuration(),
+            {
+                self.dwell_time.name: {"units": "s"},
+                self.calibration_offset_kev.name: {"units": "keV"},
+                self.calibration_gain_kev.name: {"units": "keV/channel"},
+                self.incident_energy_kev.name: {"units": "keV"},
+            },
+        )
+
     def trigger(self) -> DeviceStatus:
         """Count one dwell at the current stage position; returns a done Status."""
         window = self._gate.expose(self, float(self.dwell_time.get()))
@@ -442,6 +533,13 @@ class SimI0(Device):
         self.counts.name = self.name
         self._gate = gate
         self._dwell = dwell
+
+    def describe(self) -> dict[str, dict[str, Any]]:
+        """Data keys of the readings, with units (counts, mA)."""
+        return _annotated(
+            super().describe(),
+            {self.counts.name: {"units": "counts"}, self.ring_current.name: {"units": "mA"}},
+        )
 
     def trigger(self) -> DeviceStatus:
         """Count the gate's window (the XRF dwell time); returns a done Status."""
@@ -557,6 +655,13 @@ class SimFlyer(Device):
         for device in (self._x, self._y, self._xrf, self._i0):
             described.update(device.describe())
         return {self.stream_name: {key: dict(described[key]) for key in self._keys()}}
+
+    def describe_configuration(self) -> dict[str, dict[str, Any]]:
+        """Data keys of the configuration, with units (µm/s, s)."""
+        return _annotated(
+            super().describe_configuration(),
+            {self.speed.name: {"units": f"{LENGTH_UNITS}/s"}, self.period.name: {"units": "s"}},
+        )
 
     def prepare(self, value: FlyLine) -> DeviceStatus:
         """Check a line and move to its start (y and x); returns a done Status."""
