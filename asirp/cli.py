@@ -240,13 +240,24 @@ def _command_train(args: argparse.Namespace) -> None:
 def _add_xrf_map_parser(commands: Any) -> None:
     xrf = commands.add_parser(
         "xrf-map",
-        help="element map from a raw µ-XRF scan (HDF5), exported and optionally restored",
-        description="Make an element map from a raw µ-XRF scan (asirp.xrf.raw layout), reading "
-        "only the ROI channels; write OUT/map.h5 (NeXus), map.txt (x y counts), map.png, "
+        help="element map from a raw µ-XRF scan (ASIRP HDF5, APS MDA or fly scan, Diamond "
+        "Xspress3 NeXus), exported and optionally restored",
+        description="Make an element map from a raw µ-XRF scan: the ASIRP raw HDF5 "
+        "(asirp.xrf.raw layout, reading only the ROI channels), an APS step scan (.mda), an APS "
+        "XRF-Maps fly scan (HDF5 spectra with its companion .mda, found by name or given with "
+        "--companion) or a Diamond Xspress3 NeXus file (the format is found from the file's "
+        "contents); write OUT/map.h5 (NeXus), map.txt (x y counts), map.png, "
         "summary.json and, with --restore, restored.txt, restored.png and fluctuation.png. "
         "Settings may come from --config FILE.toml (see examples/xrf-map.toml); flags override.",
     )
-    xrf.add_argument("raw", nargs="?", help="raw scan HDF5 file (or 'raw' in the config)")
+    xrf.add_argument(
+        "raw", nargs="?", help="raw scan file: .h5, .mda, .nxs (or 'raw' in the config)"
+    )
+    xrf.add_argument(
+        "--companion",
+        metavar="FILE",
+        help="the MDA file of an APS fly scan (positions, I0), when not found next to it",
+    )
     xrf.add_argument("-o", "--output", help="output folder (or 'output' in the config)")
     xrf.add_argument("--config", metavar="FILE.toml", help="settings file (TOML)")
     xrf.add_argument("--element", help="chemical symbol, e.g. Cu")
@@ -261,7 +272,25 @@ def _add_xrf_map_parser(commands: Any) -> None:
         default=None,
         help="correct counts by real/live time",
     )
-    xrf.add_argument("--detectors", type=int, nargs="+", metavar="D", help="elements to sum")
+    xrf.add_argument(
+        "--detectors",
+        type=int,
+        nargs="+",
+        metavar="D",
+        help="elements to sum (default: all but those with no signal or anomalous dead time)",
+    )
+    xrf.add_argument(
+        "--background",
+        choices=("linear", "snip", "none"),
+        help="continuum under the ROI: linear (net counts from side windows, default), snip "
+        "(SNIP on the summed spectrum) or none (plain channel sums)",
+    )
+    xrf.add_argument(
+        "--fit-config",
+        metavar="FILE.cfg",
+        help="PyMca fit configuration: map the element's fitted peak areas (PyMca's fast "
+        "linear fit) instead of ROI counts",
+    )
     xrf.add_argument(
         "--threshold", type=float, nargs=2, metavar=("LOW", "HIGH"), help="clip the map, counts"
     )
@@ -293,12 +322,15 @@ def _command_xrf_map(args: argparse.Namespace) -> None:
     config = read_config(args.config) if args.config else XRFMapConfig()
     threshold = args.threshold or (None, None)
     config = config.override(
+        companion=args.companion,
         element=args.element,
         line=args.line,
         channels=args.channels,
         normalize=args.normalize,
         dead_time=args.dead_time,
         detectors=args.detectors,
+        background=args.background,
+        fit_config=args.fit_config,
         threshold_low=threshold[0],
         threshold_high=threshold[1],
         colormap=args.cmap,
@@ -310,6 +342,8 @@ def _command_xrf_map(args: argparse.Namespace) -> None:
         device=args.device,
     )
     summary = run_xrf_map(config, args.raw, args.output, overwrite=args.overwrite)
+    for caution in summary["cautions"]:
+        print(f"asirp: caution: {caution}", file=sys.stderr)
     info = summary["map"]
     line = (
         f"{info['label']} map {info['shape'][0]} x {info['shape'][1]} ({info['scan_kind']}, "
@@ -396,6 +430,8 @@ def _command_restore(args: argparse.Namespace) -> None:
         output,
         result,
         input_path=args.input,
+        input_image=image,
+        pixel_um=_pair_or_scalar(args.pixel_um),
         overwrite=args.overwrite,
         protect=protected,
         hint=hint,

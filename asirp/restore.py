@@ -17,10 +17,11 @@ from asirp.auto import resolve_auto
 from asirp.backend import resolve_device, to_numpy, to_tensor
 from asirp.iteration import estimate_counts_gain, is_integer_counts
 from asirp.metrics import summary
-from asirp.psf import resolve_psf
+from asirp.provenance import record_run
+from asirp.psf import FWHM_PER_SIGMA, psf_sigma_px, resolve_psf
 from asirp.registry import MethodOutput, Problem, get_method
 from asirp.separable import use_torch_threads
-from asirp.threads import compute_threads
+from asirp.threads import blas_threads, compute_threads
 from asirp.validation import as_image_stack, check_cancel, check_progress, check_seed
 
 CHUNK_PIXELS = 1 << 23
@@ -36,6 +37,11 @@ EARLY_STOP_ITERATIONS = 1
 """A discrepancy rule whose counts gain was estimated from the map (not integer counts, none
 given) and that stops after at most this many iterations gets a caution: the estimate may have
 stopped it, not the data (:meth:`Restoration.cautions`)."""
+
+SUBPIXEL_SIGMA_PX = 0.3
+"""A known PSF with sigma below this on both axes (FWHM under about 0.7 px) is narrower than a
+pixel: its blur moves less than 2 % of a pixel's counts to the neighbours, so there is nothing
+to deblur (:meth:`Restoration.cautions`)."""
 
 CPU_CHUNK_PIXELS = 1 << 19
 """On the CPU, chunks of at most this many pixels (512 K, two 512 x 512 maps): an iterative
@@ -68,6 +74,11 @@ class Restoration:
         Where the PSF came from (beam FWHM and step in µm, sigma in px, file, array).
     version : str
         ASIRP version that produced the result.
+    run_record : dict
+        What a replay needs (:func:`asirp.provenance.record_run`): the input's sha256, shape
+        and dtype, the method and keywords asked for, the resolved parameters, library
+        versions, device, thread counts, seed, and an array or file PSF as given. Empty for
+        a result not made by :func:`restore`.
     """
 
     image: np.ndarray
@@ -78,6 +89,7 @@ class Restoration:
     elapsed_s: float
     psf_description: dict[str, Any] = field(default_factory=dict)
     version: str = __version__
+    run_record: dict[str, Any] = field(default_factory=dict)
 
     def cautions(self) -> list[str]:
         """What the engine's own checks say not to trust in this result, in plain sentences.
@@ -89,7 +101,12 @@ class Restoration:
         after :data:`EARLY_STOP_ITERATIONS` iteration(s) or fewer (``params["stopped_by"]``,
         ``params["counts_gain_source"]``, ``params["iterations_run"]``), a super-resolved map
         that does not reproduce its input within the noise (``metrics["consistent"]``), a beam
-        width that blind deconvolution could not determine (``params["sigma_search_report"]``).
+        width that blind deconvolution could not determine (``params["sigma_search_report"]``),
+        a known PSF narrower than a pixel (``params["psf_narrower_than_pixel"]``, see
+        :data:`SUBPIXEL_SIGMA_PX`), an ``auto`` choice that was not scored
+        (``params["auto_unscored"]``), parameters that the method which ran did not honour
+        (``params["ignored_parameters"]``), a super-resolved map whose structure is not above
+        its noise (``metrics["structure_above_noise"]``).
 
         Returns
         -------
@@ -97,7 +114,24 @@ class Restoration:
             One sentence per caution; empty when there is none.
         """
         notes = []
-        notes.extend(self._iteration_cautions())
+        iteration = self._iteration_cautions()
+        narrow = self._narrow_psf_caution()
+        if narrow is not None:  # one sentence: the narrow beam is why nothing changed
+            notes.append("; ".join([*iteration, narrow]))
+        else:
+            notes.extend(iteration)
+        notes.extend(self._auto_cautions())
+        if self.metrics.get("structure_above_noise") is False:
+            ratio = self.metrics.get("structure_to_noise")
+            figure = (
+                f" (structure variance {ratio:.2g} times the noise variance)"
+                if isinstance(ratio, float)
+                else ""
+            )
+            notes.append(
+                f"super-resolution of a map whose structure is not above the noise{figure}: "
+                "the finer map shows noise, not detail"
+            )
         if self.metrics.get("consistent") is False:
             residual = self.metrics.get("consistency_residual")
             figure = f" ({residual:.2f} noise sigmas)" if isinstance(residual, float) else ""
@@ -115,6 +149,50 @@ class Restoration:
                 "the data did not determine the beam width (blind search): the estimated PSF "
                 "may be far off; give a measured beam size"
             )
+        return notes
+
+    def _narrow_psf_caution(self) -> str | None:
+        """Nothing to deblur: the known PSF is narrower than a pixel (facts made in restore)."""
+        facts = self.params.get("psf_narrower_than_pixel")
+        if not isinstance(facts, dict):
+            return None
+
+        def pair(values: Any, unit: str) -> str:
+            numbers = [f"{float(v):.3g}" for v in values]
+            return f"{numbers[0] if len(set(numbers)) == 1 else ' x '.join(numbers)} {unit}"
+
+        if "beam_fwhm_um" in facts and "pixel_um" in facts:
+            note = (
+                f"nothing to restore: the beam (FWHM {pair(facts['beam_fwhm_um'], 'µm')}) is "
+                f"narrower than the scan step ({pair(facts['pixel_um'], 'µm')})"
+            )
+        else:
+            note = (
+                f"nothing to restore: the PSF (FWHM {pair(facts.get('fwhm_px', [0.0]), 'px')}) "
+                "is narrower than a pixel"
+            )
+        if self.metrics.get("changed") is True:
+            note += "; what the method changed is not deblurring"
+        return note
+
+    def _auto_cautions(self) -> list[str]:
+        """An ``auto`` choice made without scoring, and context it did not honour."""
+        notes = []
+        unscored = self.params.get("auto_unscored")
+        if isinstance(unscored, str):
+            notes.append(
+                f"auto did not score its choice ({unscored}): it ran {self.method}, the rule "
+                "prior's choice, instead"
+            )
+        ignored = self.params.get("ignored_parameters")
+        if isinstance(ignored, dict) and ignored:
+            parts = [
+                f"{name}={entry.get('given')!r} ({entry.get('why')})"
+                if isinstance(entry, dict)
+                else f"{name} ({entry})"
+                for name, entry in ignored.items()
+            ]
+            notes.append(f"auto ignored {', '.join(parts)}")
         return notes
 
     def _iteration_cautions(self) -> list[str]:
@@ -164,7 +242,16 @@ class Restoration:
         return []
 
     def provenance(self) -> dict[str, Any]:
-        """Everything needed to reproduce the result, as a JSON-serialisable dict."""
+        """Everything needed to reproduce the result, as a JSON-serialisable dict.
+
+        ``software``, ``version``, ``method``, ``params`` (with what the run found),
+        ``psf`` (``psf_description``), ``metrics``, ``elapsed_s``, and the replay record
+        (:attr:`run_record`: ``input_sha256``, ``input_shape``, ``input_dtype``,
+        ``method_requested``, ``params_requested``, ``params_resolved``,
+        ``counts_gain_given``, ``versions``, ``device``, ``device_name``, ``threads``,
+        ``blas_threads``, ``seed``, ``replay_seed``, ``psf_given``); ``asirp replay``
+        re-runs it (:mod:`asirp.replay`).
+        """
         return {
             "software": "asirp",
             "version": self.version,
@@ -173,6 +260,7 @@ class Restoration:
             "psf": self.psf_description,
             "metrics": self.metrics,
             "elapsed_s": self.elapsed_s,
+            **self.run_record,
         }
 
 
@@ -282,6 +370,7 @@ def restore(
         pixel_um=pixel_um,
         psf_sigma_px=psf_sigma_px,
     )
+    requested_method, requested_params = method, dict(params)  # for the replay record
     auto = None
     if method == "auto":  # the measured selector (asirp.selection); see asirp.auto
         kwargs = {"seed": int(seed), "device": device, "cancel": cancel, "started": started}
@@ -375,6 +464,9 @@ def restore(
         record["threads"] = int(thread_count)
     if "counts_gain" in info:  # the discrepancy rule ran: say where its noise level came from
         record["counts_gain_source"] = gain_source
+    narrow = _narrow_psf_facts(resolved_psf, spec.family, spec.scale)
+    if narrow is not None:  # a known beam narrower than a pixel: nothing to deblur (cautions)
+        record["psf_narrower_than_pixel"] = narrow
     if auto is not None:
         record.update(auto.record)
     if used_psf is not None and used_psf.ndim == 3 and was_2d:
@@ -389,7 +481,65 @@ def restore(
         metrics={**_mean_metrics(per_image), **(auto.metrics if auto is not None else {})},
         elapsed_s=time.perf_counter() - started,
         psf_description=resolved_psf.description if resolved_psf is not None else {},
+        run_record=record_run(
+            image,
+            method_requested=requested_method,
+            params_requested=requested_params,
+            counts_gain_given=given_gain,
+            method=method,
+            params_resolved=resolved,
+            seed=int(seed),
+            device=str(compute_device),
+            threads=None if thread_count is None else int(thread_count),
+            blas_threads=blas_threads(),
+            psf_given=_psf_as_given(psf, resolved_psf),
+        ),
     )
+
+
+def _psf_as_given(psf: Any, resolved_psf: Any) -> np.ndarray | None:
+    """An array or file PSF as given (float64, before normalisation), for the replay record.
+
+    A replay passes these values again, so that the PSF is normalised exactly as the first
+    time (see :mod:`asirp.provenance`); a file is read again (a PSF is small). ``None`` for a
+    beam or Gaussian, which ``psf_description`` describes exactly.
+    """
+    if resolved_psf is None or resolved_psf.description.get("source") not in ("array", "file"):
+        return None
+    if resolved_psf.description["source"] == "file":
+        from asirp.io import read_array  # lazy: h5py, as in asirp.psf
+
+        psf = read_array(psf)
+    return np.asarray(psf).astype(np.float64)
+
+
+def _narrow_psf_facts(resolved_psf: Any, family: str, scale: int) -> dict[str, Any] | None:
+    """The widths of a known PSF narrower than a pixel on both axes, or ``None``.
+
+    Only a deconvolution (scale 1) with the PSF taken as known is concerned: a blind method's
+    PSF is a guess it re-estimates. The widths are the description's (``sigma_px``, and the
+    beam FWHM and scan step in µm), else the kernel's second moments. Methods still run: with
+    a background or a regulariser they change the map (denoise, subtract), and the caution
+    (:meth:`Restoration.cautions`) says that this is not deblurring.
+    """
+    if resolved_psf is None or family == "blind" or scale != 1:
+        return None
+    description = resolved_psf.description
+    sigma = description.get("sigma_px")
+    if sigma is None:
+        sigma = list(psf_sigma_px(resolved_psf.array))
+    sigma = [float(value) for value in sigma]
+    if max(sigma) >= SUBPIXEL_SIGMA_PX:
+        return None
+    facts: dict[str, Any] = {
+        "sigma_px": [round(value, 4) for value in sigma],
+        "fwhm_px": [round(FWHM_PER_SIGMA * value, 4) for value in sigma],
+        "limit_sigma_px": SUBPIXEL_SIGMA_PX,
+    }
+    if "beam_fwhm_um" in description and "pixel_um" in description:
+        facts["beam_fwhm_um"] = description["beam_fwhm_um"]
+        facts["pixel_um"] = description["pixel_um"]
+    return facts
 
 
 def _check_counts_gain(counts_gain: Any) -> float | None:
