@@ -149,6 +149,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="P",
         help="scan step in µm (one value, or between-lines along-line)",
     )
+    psf.add_argument(
+        "--beam-from-edge",
+        metavar="BEAM.json",
+        help="beam FWHM measured by 'asirp psf-from-edge' (with --pixel-um; recorded in the "
+        "provenance)",
+    )
     psf.add_argument("--psf", metavar="FILE", help="PSF file (.npy, .tif, file.h5::/dataset)")
     psf.add_argument(
         "--psf-sigma-px",
@@ -300,6 +306,18 @@ def _add_xrf_map_parser(commands: Any) -> None:
         "--beam-fwhm-um", type=float, nargs="+", metavar="F", help="beam FWHM in µm (1 or 2)"
     )
     xrf.add_argument(
+        "--beam-from-edge",
+        metavar="BEAM.json",
+        help="the beam measured by 'asirp psf-from-edge' (recorded in the provenance)",
+    )
+    xrf.add_argument(
+        "--calibration",
+        type=float,
+        nargs=2,
+        metavar=("OFFSET_KEV", "GAIN_KEV"),
+        help="energy = offset + gain * channel, keV, instead of the file's (for files without one)",
+    )
+    xrf.add_argument(
         "--psf-sigma-px", type=float, nargs="+", metavar="S", help="Gaussian PSF sigma in px"
     )
     xrf.add_argument("--iterations", type=int, help="iteration count (maximum with auto-stop)")
@@ -336,6 +354,8 @@ def _command_xrf_map(args: argparse.Namespace) -> None:
         colormap=args.cmap,
         restore_method=args.restore,
         beam_fwhm_um=_pair_or_scalar(args.beam_fwhm_um),
+        beam_file=args.beam_from_edge,
+        calibration_kev=args.calibration,
         psf_sigma_px=_pair_or_scalar(args.psf_sigma_px),
         iterations=args.iterations,
         restore_params=parse_params(args.param) or None,
@@ -393,6 +413,14 @@ def _command_restore(args: argparse.Namespace) -> None:
     if args.iterations is not None:
         params["iterations"] = args.iterations
     reference = read_array(args.reference) if args.reference else None
+    beam_fwhm_um = _pair_or_scalar(args.beam_fwhm_um)
+    beam_source = None
+    if args.beam_from_edge:
+        from asirp.beam_edge import beam_from_json  # lazy: scipy.optimize
+
+        if beam_fwhm_um is not None:
+            raise UsageError("give --beam-fwhm-um or --beam-from-edge, not both")
+        beam_fwhm_um, beam_source = beam_from_json(args.beam_from_edge)
 
     bar = None
     if np.ndim(image) == 3 and np.shape(image)[0] > 1:
@@ -414,7 +442,7 @@ def _command_restore(args: argparse.Namespace) -> None:
                 image,
                 args.method,
                 psf=args.psf,
-                beam_fwhm_um=_pair_or_scalar(args.beam_fwhm_um),
+                beam_fwhm_um=beam_fwhm_um,
                 pixel_um=_pair_or_scalar(args.pixel_um),
                 psf_sigma_px=_pair_or_scalar(args.psf_sigma_px),
                 device=args.device,
@@ -425,6 +453,8 @@ def _command_restore(args: argparse.Namespace) -> None:
     finally:
         if bar is not None:
             bar.close()
+    if beam_source is not None:  # the measured beam goes into the provenance
+        result.psf_description["beam_source"] = beam_source
     hint = "use --overwrite to replace it"
     write_restoration(
         output,

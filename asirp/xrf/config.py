@@ -35,6 +35,8 @@ Xspress3 NeXus).
     [detector]                  # resolution used for the default ROI widths
     noise_kev = 0.1             # electronic noise, FWHM keV
     fano = 0.114
+    calibration_kev = [0.05, 0.0094]  # energy = offset + gain * channel, keV: replaces the
+                                # file's calibration (needed for files without one)
 
     [tools]                     # applied in this order: threshold, flip, rotate, crop
     threshold_low = 0.0         # counts
@@ -51,6 +53,8 @@ Xspress3 NeXus).
     [restore]                   # omit the table (or method = "none") for no restoration
     method = "richardson_lucy"  # a method name or "auto"
     beam_fwhm_um = 50.0         # beam FWHM, µm (one value or [vertical, horizontal]); or
+    beam_file = "beam.json"     # ... the beam measured by ``asirp psf-from-edge`` (relative to
+                                # this file's folder; recorded in the provenance); or
     psf_sigma_px = 2.1          # ... a Gaussian PSF sigma in pixels (one value or [rows, cols])
     psf_size_px = 21            # odd PSF size in pixels (default: 4 sigma each side)
     iterations = 10
@@ -93,7 +97,7 @@ SECTIONS: dict[str, dict[str, str]] = {
         "background": "background",
         "fit_config": "fit_config",
     },
-    "detector": {"noise_kev": "noise_kev", "fano": "fano"},
+    "detector": {"noise_kev": "noise_kev", "fano": "fano", "calibration_kev": "calibration_kev"},
     "tools": {
         "threshold_low": "threshold_low",
         "threshold_high": "threshold_high",
@@ -107,6 +111,7 @@ SECTIONS: dict[str, dict[str, str]] = {
     "restore": {
         "method": "restore_method",
         "beam_fwhm_um": "beam_fwhm_um",
+        "beam_file": "beam_file",
         "psf_sigma_px": "psf_sigma_px",
         "psf_size_px": "psf_size_px",
         "iterations": "iterations",
@@ -184,6 +189,7 @@ class XRFMapConfig:
     fit_config: Path | None = None
     noise_kev: float = 0.1
     fano: float = 0.114
+    calibration_kev: tuple[float, float] | None = None
     threshold_low: float | None = None
     threshold_high: float | None = None
     threshold_mode: str = "clip"
@@ -194,6 +200,7 @@ class XRFMapConfig:
     colormap: str = "viridis"
     restore_method: str | None = None
     beam_fwhm_um: float | tuple[float, float] | None = None
+    beam_file: str | None = None
     psf_sigma_px: float | tuple[float, float] | None = None
     psf_size_px: int | None = None
     iterations: int | None = None
@@ -242,6 +249,18 @@ class XRFMapConfig:
             set_(self, "fit_config", Path(fit_config))
         set_(self, "noise_kev", _number(self.noise_kev, "noise_kev", minimum=0.0))
         set_(self, "fano", _number(self.fano, "fano", minimum=0.0))
+        if self.calibration_kev is not None:
+            value = self.calibration_kev
+            if not isinstance(value, list | tuple) or len(value) != 2:
+                raise ValueError(f"calibration_kev must be [offset, gain], got {value!r}")
+            offset, gain = (_number(v, "calibration_kev") for v in value)
+            if not gain > 0:
+                raise ValueError(f"calibration_kev gain must be > 0 keV/channel, got {gain}")
+            set_(self, "calibration_kev", (offset, gain))
+        if self.beam_file is not None and (
+            not isinstance(self.beam_file, str) or not self.beam_file.strip()
+        ):
+            raise TypeError(f"beam_file must be a path, got {self.beam_file!r}")
         for key in ("threshold_low", "threshold_high"):
             if getattr(self, key) is not None:
                 set_(self, key, _number(getattr(self, key), key))
@@ -384,7 +403,7 @@ def read_config(path: str | os.PathLike) -> XRFMapConfig:
                 f"config {file_path}: unknown top-level key {key!r} (known: "
                 f"{', '.join(SECTIONS[''])}, and tables {', '.join(s for s in SECTIONS if s)})"
             )
-    for key in ("data_folder", "output", "fit_config"):
+    for key in ("data_folder", "output", "fit_config", "beam_file"):
         folder = settings.get(key)
         if isinstance(folder, str) and folder.strip() and not Path(folder).is_absolute():
             settings[key] = str(file_path.parent / folder)

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from asirp.beam_edge import beam_from_json
 from asirp.psf import beam_sigma_px, gaussian_psf
 from asirp.restore import restore
 from asirp.safe_files import (
@@ -43,7 +44,7 @@ from asirp.xrf.export import (
     write_map_text,
 )
 from asirp.xrf.formats import read_scan
-from asirp.xrf.lines import ChannelROI, DetectorResolution, line_energy_kev
+from asirp.xrf.lines import ChannelROI, DetectorResolution, EnergyCalibration, line_energy_kev
 from asirp.xrf.maps import XRFMap, build_map
 
 
@@ -84,8 +85,12 @@ def make_map(config: XRFMapConfig, raw: str | os.PathLike) -> XRFMap:
     """
     roi, ar_roi = _rois(config)
     source: Any = raw
-    if config.companion is not None:
-        source = read_scan(raw, companion=config.raw_path(config.companion))
+    calibration = (
+        None if config.calibration_kev is None else EnergyCalibration(*config.calibration_kev)
+    )
+    if config.companion is not None or calibration is not None:
+        companion = None if config.companion is None else config.raw_path(config.companion)
+        source = read_scan(raw, companion=companion, calibration=calibration)
     xrf_map = build_map(
         source,
         config.element,
@@ -118,6 +123,10 @@ def make_map(config: XRFMapConfig, raw: str | os.PathLike) -> XRFMap:
 def psf_arguments(config: XRFMapConfig, xrf_map: XRFMap) -> dict[str, Any]:
     """The PSF keywords for :func:`asirp.restore` from the settings and the map's steps."""
     beam = config.beam_fwhm_um
+    if config.beam_file is not None:
+        if beam is not None or config.psf_sigma_px is not None:
+            raise ValueError("give one of beam_fwhm_um, beam_file and psf_sigma_px, not several")
+        beam, _ = beam_from_json(config.beam_file)
     if beam is None and config.psf_sigma_px is None:
         beam = xrf_map.metadata.get("beam_fwhm_um")
         if beam is None:
@@ -233,6 +242,8 @@ def run_xrf_map(
         restoration = restore(
             xrf_map.data, config.restore_method, device=config.device, **psf, **params
         )
+        if config.beam_file is not None:  # the measured beam goes into the provenance
+            restoration.psf_description["beam_source"] = beam_from_json(config.beam_file)[1]
         timings["restore_s"] = time.perf_counter() - start
 
     start = time.perf_counter()

@@ -349,3 +349,40 @@ def test_the_command_reports_bad_input_in_one_line(tmp_path, capsys, content, me
     assert err.startswith("asirp: error: ")
     assert err.count("\n") == 1
     assert message in err
+
+
+def test_the_measured_beam_feeds_restore_and_xrf_map_and_their_provenance(tmp_path, capsys):
+    from asirp.results_io import read_restoration
+    from tests.conftest import APS_STEP_MDA
+
+    write_scan(tmp_path / "v.csv", 9911, 4.0, step_um=5.0)
+    write_scan(tmp_path / "h.csv", 9912, 6.0, step_um=5.0)
+    beam = tmp_path / "beam.json"
+    assert (
+        main(["psf-from-edge", str(tmp_path / "v.csv"), str(tmp_path / "h.csv"), "-o", str(beam)])
+        == 0
+    )
+    fwhm, _ = beam_from_json(beam)
+    counts = np.random.default_rng(5).poisson(40.0, (24, 24)).astype(np.float32)
+    np.save(tmp_path / "map.npy", counts)
+    restored = tmp_path / "restored.h5"
+    command = ["restore", str(tmp_path / "map.npy"), "-o", str(restored), "-m", "richardson_lucy"]
+    assert (
+        main([*command, "--beam-from-edge", str(beam), "--pixel-um", "10", "--iterations", "3"])
+        == 0
+    )
+    source = read_restoration(restored)["provenance"]["psf"]["beam_source"]
+    assert source["method"] == "knife-edge"
+    assert tuple(source["beam_fwhm_um"]) == pytest.approx(fwhm)
+    assert (
+        main([*command, "--beam-from-edge", str(beam), "--beam-fwhm-um", "50", "--overwrite"]) == 2
+    )
+    assert "not both" in capsys.readouterr().err
+
+    out = tmp_path / "xrf"
+    xrf = ["xrf-map", str(APS_STEP_MDA), "-o", str(out), "--element", "Fe", "--restore"]
+    assert main([*xrf, "richardson_lucy", "--beam-from-edge", str(beam), "--iterations", "2"]) == 0
+    with h5py.File(out / "map.h5", "r") as handle:
+        recorded = json.loads(handle["entry/process/provenance/data"].asstr()[()])
+    assert recorded["psf"]["beam_source"]["sha256"] == source["sha256"]
+    assert recorded["psf"]["beam_fwhm_um"] == pytest.approx(list(fwhm))

@@ -465,3 +465,14 @@ def test_scan_without_i0_says_so(tmp_path):
     np.testing.assert_array_equal(scan.i0, 1.0)
     assert scan.metadata["i0_source"] is None
     assert any("no I0 monitor" in c for c in scan.metadata["cautions"])
+
+
+def test_xrf_map_command_takes_a_calibration_for_files_without_one(tmp_path, capsys):
+    command = ["xrf-map", str(DIAMOND_I18_NXS), "--element", "Co"]
+    assert main([*command, "-o", str(tmp_path / "none")]) == 2
+    assert "calibration" in capsys.readouterr().err
+    out = tmp_path / "co"
+    assert main([*command, "-o", str(out), "--calibration", "0", "0.01"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["map"]["mean"] > 0
+    assert any("calibration" in note for note in summary["cautions"])
