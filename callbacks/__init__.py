@@ -55,6 +55,7 @@ _EXPORTS = {
     "derived_runs": "callbacks.publish",
     "read_final_map": "callbacks.publish",
     "raw_run_writer": "callbacks.publish",
+    "scan_from_run": "callbacks.tiled_scan",
     "EmbeddedTiledServer": "callbacks.tiled_server",
     "LiveMapPlot": "callbacks.plot",
     "run_remote": "callbacks.remote",

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -31,9 +30,8 @@ from asirp.xrf.element_check import check_detector_elements, choose_detectors
 from asirp.xrf.fitted import fit_group, read_fit_config
 from asirp.xrf.synthetic import synthetic_scan
 from tests.asirp.xrf.conftest import small_scan
-from tests.conftest import APS_STEP_MDA, STEEL_CFG
+from tests.conftest import APS_STEP_MDA, CA_FE_CU_CFG, STEEL_CFG
 
-CA_FE_CU_CFG = Path(__file__).resolve().parents[2] / "data" / "derived" / "CaFeCu.cfg"
 ROI = ChannelROI("peak", 140, 159)  # 20 channels around the synthetic peak at channel 149.5
 
 
