@@ -233,15 +233,22 @@ def read_replay_input(
         _check_hash(image, provenance, os.fspath(input_path))
         return image, os.fspath(input_path)
     recorded = str(stored.get("input_path") or "")
+    mismatch: InputFileError | None = None
     for candidate in _input_candidates(recorded, Path(result_path)):
         if split_hdf5_path(candidate)[0].is_file():
             image = read_array(candidate)
-            _check_hash(image, provenance, candidate)
+            try:
+                _check_hash(image, provenance, candidate)
+            except InputFileError as error:  # another file of that name: try the next place
+                mismatch = error
+                continue
             return image, candidate
     kept = stored.get("input_image")
     if kept is not None:
         _check_hash(np.asarray(kept), provenance, f"stored in {result_path}")
         return np.asarray(kept), STORED_INPUT
+    if mismatch is not None:
+        raise mismatch
     where = f"its recorded input {recorded} is missing" if recorded else "it names no input"
     raise InputFileError(
         f"{result_path}: {where} and holds no copy of it; give the input with --input FILE"

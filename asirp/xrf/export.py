@@ -138,7 +138,9 @@ def write_map_nexus(
             detectors["detectors"] = np.asarray(xrf_map.detectors, dtype=np.int64)
         _write_mapping(entry, xrf_map, source)
         if restoration is not None:
-            _write_restoration(entry, xrf_map, restoration, source)
+            # the restoration's input is the map itself, stored above in the same file: a
+            # replay (asirp replay) finds it beside the result, whatever the folder is called
+            _write_restoration(entry, xrf_map, restoration, f"{Path(path).name}::/entry/map/data")
     return Path(path)
 
 

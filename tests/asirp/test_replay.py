@@ -294,3 +294,15 @@ def test_a_replay_on_a_busy_machine_keeps_the_recorded_thread_count(tmp_path, mo
     assert again.params["threads"] == 2
     assert report.threads == 2
     assert report.identical, report.summary()
+
+
+def test_an_xrf_map_restoration_replays_from_the_map_in_its_own_file(tmp_path, monkeypatch):
+    from tests.conftest import APS_STEP_MDA
+
+    out = tmp_path / "fe"
+    command = ["xrf-map", str(APS_STEP_MDA), "-o", str(out), "--element", "Fe"]
+    assert main([*command, "--restore", "richardson_lucy", "--beam-fwhm-um", "50"]) == 0
+    monkeypatch.chdir(tmp_path)  # another folder: the input is found beside the result
+    report, _ = replay(out / "map.h5")
+    assert report.identical
+    assert report.input_source.endswith("map.h5::/entry/map/data")
