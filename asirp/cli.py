@@ -416,7 +416,7 @@ def _command_restore(args: argparse.Namespace) -> None:
     beam_fwhm_um = _pair_or_scalar(args.beam_fwhm_um)
     beam_source = None
     if args.beam_from_edge:
-        from asirp.beam_edge import beam_from_json  # lazy: scipy.optimize
+        from asirp.beam_file import beam_from_json  # lazy: scipy.optimize
 
         if beam_fwhm_um is not None:
             raise UsageError("give --beam-fwhm-um or --beam-from-edge, not both")

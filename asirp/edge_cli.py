@@ -9,7 +9,7 @@ One file gives one FWHM (the axis it measured with ``--axis``); two files are th
 the horizontal scan and give the ``vertical horizontal`` pair that ``beam_fwhm_um`` takes. With
 ``--focus-series`` each file holds scans at several focus positions (a third column z, µm) and
 the FWHM is the one at the best focus. ``-o`` writes the beam file that
-:func:`asirp.beam_edge.beam_from_json` reads; ``--plot`` a figure of the data and the fits.
+:func:`asirp.beam_file.beam_from_json` reads; ``--plot`` a figure of the data and the fits.
 Nothing existing is replaced without ``--overwrite``, and an input never.
 
 This module is imported by ``asirp``'s parser for every command, so it stays light: the fit
@@ -127,7 +127,7 @@ def edge_figure(measurements: Sequence[Any], stream: Any) -> None:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from asirp.beam_edge import read_edge_scan
+    from asirp.beam_file import read_edge_scan
 
     figure, axes = plt.subplots(1, len(measurements), figsize=(5.2 * len(measurements), 4.0))
     for panel, measurement in zip(np.atleast_1d(axes), measurements, strict=True):
@@ -163,7 +163,8 @@ def edge_figure(measurements: Sequence[Any], stream: Any) -> None:
 
 
 def _command(args: argparse.Namespace) -> None:
-    from asirp.beam_edge import AXES, measure_edge_file, write_beam_json
+    from asirp.beam_edge import AXES
+    from asirp.beam_file import measure_edge_file, write_beam_json
     from asirp.io import split_hdf5_path
     from asirp.safe_files import atomic_write, file_identity
 

@@ -29,13 +29,12 @@ import numpy as np
 
 from asirp.io import InputFileError, read_array
 from asirp.xrf.lines import EnergyCalibration
-from asirp.xrf.mda import (
-    MDAFile,
+from asirp.xrf.mda import MDAFile, read_mda
+from asirp.xrf.mda_scan import (
     finish_times,
     integer_counts,
     mca_calibration,
     monochromator_energy_kev,
-    read_mda,
     scan_points,
 )
 from asirp.xrf.raw_model import RawXRFScan

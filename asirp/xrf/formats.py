@@ -33,7 +33,8 @@ from asirp.safe_files import open_input
 from asirp.xrf.aps_fly import GROUP as FLY_GROUP
 from asirp.xrf.aps_fly import SPECTRA_PREFIX, read_aps_fly
 from asirp.xrf.lines import EnergyCalibration
-from asirp.xrf.mda import looks_like_mda, read_mda_scan
+from asirp.xrf.mda import looks_like_mda
+from asirp.xrf.mda_scan import read_mda_scan
 from asirp.xrf.raw_layout import LAYOUT_NAME, SPECTRA
 from asirp.xrf.raw_model import RawXRFScan
 from asirp.xrf.raw_reader import read_raw_scan

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from asirp.beam_edge import beam_from_json
+from asirp.beam_file import beam_from_json
 from asirp.psf import beam_sigma_px, gaussian_psf
 from asirp.restore import restore
 from asirp.safe_files import (

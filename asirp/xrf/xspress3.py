@@ -39,7 +39,7 @@ import numpy as np
 
 from asirp.io import InputFileError, read_array
 from asirp.xrf.lines import EnergyCalibration
-from asirp.xrf.mda import I0_LABEL, finish_times, integer_counts
+from asirp.xrf.mda_scan import I0_LABEL, finish_times, integer_counts
 from asirp.xrf.raw_model import RawXRFScan
 
 SPECTRA_NAME = "MCAs"

@@ -10,15 +10,8 @@ import numpy as np
 import pytest
 from scipy.special import erfc
 
-from asirp.beam_edge import (
-    EdgeFit,
-    beam_from_json,
-    fit_edge,
-    fit_focus_series,
-    read_beam_json,
-    read_edge_scan,
-    write_beam_json,
-)
+from asirp.beam_edge import EdgeFit, fit_edge, fit_focus_series
+from asirp.beam_file import beam_from_json, read_beam_json, read_edge_scan, write_beam_json
 from asirp.cli import main
 from asirp.io import InputFileError
 from asirp.psf import FWHM_PER_SIGMA

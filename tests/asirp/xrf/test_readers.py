@@ -22,7 +22,8 @@ from asirp.xrf.aps_fly import companion_candidates, read_aps_fly
 from asirp.xrf.config import XRFMapConfig
 from asirp.xrf.formats import FORMATS, detect_format, read_scan, scan_source
 from asirp.xrf.lines import ChannelROI
-from asirp.xrf.mda import read_mda, read_mda_scan
+from asirp.xrf.mda import read_mda
+from asirp.xrf.mda_scan import read_mda_scan
 from asirp.xrf.workflow import make_map
 from asirp.xrf.xspress3 import read_xspress3
 from tests.asirp.xrf.conftest import small_scan
