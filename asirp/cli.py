@@ -318,6 +318,11 @@ def _add_xrf_map_parser(commands: Any) -> None:
         help="energy = offset + gain * channel, keV, instead of the file's (for files without one)",
     )
     xrf.add_argument(
+        "--maps-override",
+        metavar="FILE",
+        help="a MAPS maps_fit_parameters_override.txt: use the calibration MAPS fitted",
+    )
+    xrf.add_argument(
         "--psf-sigma-px", type=float, nargs="+", metavar="S", help="Gaussian PSF sigma in px"
     )
     xrf.add_argument("--iterations", type=int, help="iteration count (maximum with auto-stop)")
@@ -356,6 +361,7 @@ def _command_xrf_map(args: argparse.Namespace) -> None:
         beam_fwhm_um=_pair_or_scalar(args.beam_fwhm_um),
         beam_file=args.beam_from_edge,
         calibration_kev=args.calibration,
+        maps_override=args.maps_override,
         psf_sigma_px=_pair_or_scalar(args.psf_sigma_px),
         iterations=args.iterations,
         restore_params=parse_params(args.param) or None,

@@ -25,6 +25,7 @@ APS_STANDARD_MDA = REAL_DATA / "aps_2ide" / "axo_std.mda"
 APS_FLY_MDA = REAL_DATA / "aps_2ide" / "2xfm_0011.mda"
 APS_FLY_H5 = REAL_DATA / "aps_2ide" / "2xfm_0011_2xfm3__0.h5"
 APS_FIT_OVERRIDE = REAL_DATA / "aps_2ide" / "maps_fit_parameters_override.txt"
+APS_STANDARD_INFO = REAL_DATA / "aps_2ide" / "maps_standardinfo.txt"
 DIAMOND_I18_NXS = REAL_DATA / "diamond_i18" / "i18_test_data.nxs"
 CA_FE_CU_CFG = Path(__file__).parent / "data" / "derived" / "CaFeCu.cfg"
 

@@ -36,7 +36,8 @@ Xspress3 NeXus).
     noise_kev = 0.1             # electronic noise, FWHM keV
     fano = 0.114
     calibration_kev = [0.05, 0.0094]  # energy = offset + gain * channel, keV: replaces the
-                                # file's calibration (needed for files without one)
+                                # file's calibration (needed for files without one); or
+    maps_override = "maps_fit_parameters_override.txt"  # ... the calibration MAPS fitted
 
     [tools]                     # applied in this order: threshold, flip, rotate, crop
     threshold_low = 0.0         # counts
@@ -97,7 +98,12 @@ SECTIONS: dict[str, dict[str, str]] = {
         "background": "background",
         "fit_config": "fit_config",
     },
-    "detector": {"noise_kev": "noise_kev", "fano": "fano", "calibration_kev": "calibration_kev"},
+    "detector": {
+        "noise_kev": "noise_kev",
+        "fano": "fano",
+        "calibration_kev": "calibration_kev",
+        "maps_override": "maps_override",
+    },
     "tools": {
         "threshold_low": "threshold_low",
         "threshold_high": "threshold_high",
@@ -190,6 +196,7 @@ class XRFMapConfig:
     noise_kev: float = 0.1
     fano: float = 0.114
     calibration_kev: tuple[float, float] | None = None
+    maps_override: str | None = None
     threshold_low: float | None = None
     threshold_high: float | None = None
     threshold_mode: str = "clip"
@@ -257,6 +264,10 @@ class XRFMapConfig:
             if not gain > 0:
                 raise ValueError(f"calibration_kev gain must be > 0 keV/channel, got {gain}")
             set_(self, "calibration_kev", (offset, gain))
+        if self.maps_override is not None and (
+            not isinstance(self.maps_override, str) or not self.maps_override.strip()
+        ):
+            raise TypeError(f"maps_override must be a path, got {self.maps_override!r}")
         if self.beam_file is not None and (
             not isinstance(self.beam_file, str) or not self.beam_file.strip()
         ):
@@ -403,7 +414,7 @@ def read_config(path: str | os.PathLike) -> XRFMapConfig:
                 f"config {file_path}: unknown top-level key {key!r} (known: "
                 f"{', '.join(SECTIONS[''])}, and tables {', '.join(s for s in SECTIONS if s)})"
             )
-    for key in ("data_folder", "output", "fit_config", "beam_file"):
+    for key in ("data_folder", "output", "fit_config", "beam_file", "maps_override"):
         folder = settings.get(key)
         if isinstance(folder, str) and folder.strip() and not Path(folder).is_absolute():
             settings[key] = str(file_path.parent / folder)

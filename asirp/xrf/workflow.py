@@ -16,6 +16,7 @@ Only the ROI channel slabs of the raw file are read.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -46,6 +47,7 @@ from asirp.xrf.export import (
 from asirp.xrf.formats import read_scan
 from asirp.xrf.lines import ChannelROI, DetectorResolution, EnergyCalibration, line_energy_kev
 from asirp.xrf.maps import XRFMap, build_map
+from asirp.xrf.maps_settings import read_maps_override
 
 
 def _rois(config: XRFMapConfig) -> tuple[ChannelROI | None, ChannelROI | None]:
@@ -88,6 +90,12 @@ def make_map(config: XRFMapConfig, raw: str | os.PathLike) -> XRFMap:
     calibration = (
         None if config.calibration_kev is None else EnergyCalibration(*config.calibration_kev)
     )
+    override = None
+    if config.maps_override is not None:
+        if calibration is not None:
+            raise ValueError("give calibration_kev or maps_override, not both")
+        override = read_maps_override(config.maps_override)
+        calibration = override.calibration
     if config.companion is not None or calibration is not None:
         companion = None if config.companion is None else config.raw_path(config.companion)
         source = read_scan(raw, companion=companion, calibration=calibration)
@@ -107,6 +115,9 @@ def make_map(config: XRFMapConfig, raw: str | os.PathLike) -> XRFMap:
         background=config.background,
         fit_config=config.fit_config,
     )
+    if override is not None:  # where the calibration came from, for the map file's record
+        metadata = {**xrf_map.metadata, "maps_override": override.provenance()}
+        xrf_map = dataclasses.replace(xrf_map, metadata=metadata)
     if config.threshold_low is not None or config.threshold_high is not None:
         xrf_map = tools.threshold(
             xrf_map, config.threshold_low, config.threshold_high, mode=config.threshold_mode
