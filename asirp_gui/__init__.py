@@ -1,0 +1,1 @@
+"""The operator panel, ``asirp gui``: a Qt desktop application over the device and the engine."""
