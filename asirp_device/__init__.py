@@ -8,6 +8,9 @@ Modules
 ``asirp_device.settings``, ``asirp_device.files``, ``asirp_device.requests``
     The component's collaborators (no Tango import): the settings and their checks, file
     access confined to the data root, and request ids with the results kept for them.
+``asirp_device.long_commands``
+    Status, progress and outcome of ``Restore``/``Submit`` by request id (no Tango import),
+    shown as ska-tango-base's long-running-command attributes.
 ``asirp_device.server``
     The thin Tango device ``ASIRP`` over the component; ``main()`` is the ``ASIRP`` server.
 ``asirp_device.values``, ``asirp_device.wire``

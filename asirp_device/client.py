@@ -66,7 +66,7 @@ DEFAULT_RESTORE_TIMEOUT_S = 600.0
 
 
 class RestorationFailed(RuntimeError):
-    """The device ended a restoration in ``ALARM`` (the message is its status)."""
+    """The device's restoration failed, or it is in ``FAULT`` (the message is its status)."""
 
 
 class ResultTaken(RestorationFailed):
@@ -145,6 +145,7 @@ class ASIRPClient(TangoDevice, StandardReadable):
     beam_fwhm_um: A[SignalRW[float], _CONFIG]
     pixel_um: A[SignalRW[float], _CONFIG]
     result_id: SignalR[int]
+    restoration_outcome: SignalR[str]
     Restore: Command[[], int]
     Abort: TriggerableCommand
 
@@ -219,9 +220,11 @@ class ASIRPClient(TangoDevice, StandardReadable):
         Raises
         ------
         RestorationFailed
-            If the device ends in ``ALARM`` (or any state but ``ON``), with its status.
+            If the restoration failed (``restoration_outcome`` is ``failed``) or the device is
+            in ``FAULT``, with its status.
         ResultTaken
-            If the device's ``result_id`` is not this request's when it is back to ``ON``
+            If the device's ``result_id`` is not this request's when it is no longer
+            ``RUNNING``
             (another client's restoration came after it: ``restored_image`` is not ours).
         TimeoutError
             If it is still ``RUNNING`` after ``restore_timeout`` s.
@@ -238,9 +241,11 @@ class ASIRPClient(TangoDevice, StandardReadable):
                 )
             await asyncio.sleep(pause)
             pause = min(0.05, 1.5 * pause)
-        if state != DevStateEnum.ON:
+        # ALARM (an attribute outside its alarm limits) is not a failed restoration
+        outcome = await self.restoration_outcome.get_value(cached=False)
+        if outcome == "failed" or state == DevStateEnum.FAULT:
             status = await self.Status.get_value(cached=False)
-            raise RestorationFailed(f"{self.name}: the device is in {state.value}: {status}")
+            raise RestorationFailed(f"{self.name}: the restoration {outcome}: {status}")
         latest = await self.result_id.get_value(cached=False)
         if latest != request_id:
             raise ResultTaken(

@@ -252,6 +252,18 @@ class RestorationComponent:
         with self._lock:
             self._settings = replace(self._settings, **changes)
 
+    def adopt_settings(self, settings: Settings) -> None:
+        """Take all of ``settings`` at once (validated together), e.g. those kept by an Init.
+
+        Raises
+        ------
+        ValueError, TypeError, OSError
+            If they do not validate (the current settings stay).
+        """
+        validated = validate_settings(settings, self._files.pin_weights)
+        with self._lock:
+            self._settings = validated
+
     def set_method(self, method: str) -> None:
         """Choose the method used when ``auto_select`` is off (validated against the registry)."""
         self._update(method=validate_method(method))
@@ -573,9 +585,9 @@ class RestorationComponent:
     ) -> ResultRecord:
         """Publish a restoration made elsewhere (live mode) as the latest result.
 
-        Listeners get it exactly like the result of :meth:`start`. The state does not change,
-        except that an ``ALARM`` (a failed restoration) returns to ``ON`` with this result in
-        the status, unless a restoration of this component is running (its outcome decides).
+        Listeners get it exactly like the result of :meth:`start`. Unless a restoration of
+        this component is running (its outcome decides), the state becomes ``ON`` (an
+        ``ALARM``, a failed restoration, is cleared) and the status names this result.
 
         Parameters
         ----------
@@ -597,8 +609,8 @@ class RestorationComponent:
                 restoration, source, float(restoration.elapsed_s), derived_uid=derived_uid
             )
             with self._lock:
-                clear = self._state is ComponentState.ALARM and self._job is None
-            if clear:
+                idle = self._job is None
+            if idle:  # the status names the newest result (a running restoration's decides)
                 self._transition(ComponentState.ON, _describe(record))
         return record
 

@@ -102,6 +102,9 @@ __all__ = [
 DATABASE_INSTANCE = "2"
 """Instance name of the embedded database server (device ``sys/database/2``)."""
 
+_TANGO_HOST_NOT_SET = "TANGO_HOST env. variable not set"
+"""What pytango's database server prints when started on port 0 without TANGO_HOST."""
+
 _LISTENING = re.compile(r"Database DS listening on: host=(?P<host>\S+), port=(?P<port>\d+)")
 
 
@@ -203,7 +206,16 @@ class EmbeddedDatabase:
                 found["port"] = int(match["port"])
 
         assert self._lock.fd is not None
-        child = Child("databaseds", argv, env, pass_fds=(self._lock.fd,))
+        # with port 0 the database cannot be given its TANGO_HOST before it listens, and its
+        # own start-up then says "TANGO_HOST env. variable not set": harmless, and misleading
+        # next to our ready line (which gives TANGO_HOST), so it is not forwarded
+        child = Child(
+            "databaseds",
+            argv,
+            env,
+            pass_fds=(self._lock.fd,),
+            hidden=(_TANGO_HOST_NOT_SET,) if not self.port else (),
+        )
         child.watch(listen)
         self._child = child
         wait_for(lambda: "port" in found, child, "the embedded Tango database", stop)

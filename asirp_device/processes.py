@@ -165,7 +165,11 @@ def spawn(
 
 
 class Child:
-    """A child process whose merged output is forwarded, line by line, to our stderr."""
+    """A child process whose merged output is forwarded, line by line, to our stderr.
+
+    Lines containing one of ``hidden`` are kept (in ``lines``, and for the watchers) but not
+    forwarded.
+    """
 
     def __init__(
         self,
@@ -173,8 +177,10 @@ class Child:
         argv: Sequence[str],
         env: Mapping[str, str],
         pass_fds: Sequence[int] = (),
+        hidden: Sequence[str] = (),
     ) -> None:
         self.name = name
+        self.hidden = tuple(hidden)  # text of lines that are kept but not forwarded
         self.lines: collections.deque[str] = collections.deque(maxlen=12)
         self._watchers: list[Callable[[str], None]] = []
         self.process = spawn(argv, env, pass_fds)
@@ -192,7 +198,8 @@ class Child:
         for line in stream:
             text = line.rstrip("\n")
             self.lines.append(text)
-            print(f"[{self.name}] {text}", file=sys.stderr, flush=True)
+            if not any(fragment in text for fragment in self.hidden):
+                print(f"[{self.name}] {text}", file=sys.stderr, flush=True)
             for watcher in list(self._watchers):
                 watcher(text)
 

@@ -50,16 +50,28 @@ in ``metrics_json``), and ``FetchResult(id)`` returns the result of exactly that
 several clients never read each other's maps: ``Submit`` the map (and settings) in one call,
 retry on ``ASIRP_Busy``, then ``FetchResult`` until it stops raising ``ASIRP_NotReady``.
 
-States: ``ON`` (ready), ``RUNNING`` (restoring; ``Restore`` is refused), ``ALARM`` (the last
-restoration failed, local or live; reason in ``Status``), ``FAULT`` (bad device properties: fix
-them and run ``Init``). Change events are pushed for ``State``, ``Status``, ``progress`` and
-every result attribute, plus a data-ready event on ``restored_image`` (counter = result number);
-change and archive events for ``State``, ``Status`` and every ``change_*`` attribute.
+States (Tango's meanings): ``ON`` (ready), ``RUNNING`` (restoring; ``Restore`` is refused),
+``ALARM`` (an attribute is outside its alarm limits, e.g. ``contrast_std`` with ``max_alarm``
+set through ``set_attribute_config``), ``FAULT`` (bad device properties: fix them and run
+``Init``). A failed restoration (local or live) is not an alarm: ``restoration_outcome`` says
+``failed`` and the first line of ``Status`` gives the reason. Change and archive events are
+pushed by the code for ``State``, ``Status``, the outcome, every result attribute (plus a
+data-ready event on ``restored_image``, counter = result number), the settings after a write,
+``progress``, the live counters, the ``change_*`` attributes and the long-running-command
+attributes; scalars carry ``abs_change``/``archive_abs_change`` criteria (see docs/TANGO.md).
+
+Settings (``method``, ``auto_select``, ``iterations``, ``beam_fwhm_um``, ``pixel_um``,
+``parameters_json``, ``live_field``, ``live_normalize``) are memorized, survive ``Init`` (with
+the input map) and a restart, and their write values equal their read values. ``Restore`` and
+``Submit`` are followed by ska-tango-base's ``longRunningCommandStatus``/``Progress``/
+``Result`` attributes, by request id (:mod:`asirp_device.long_commands`). Tango logging: INFO
+on start, accepted commands, results and writes; ERROR on a failure. ``versionId`` and
+``buildState`` say what runs.
 
 Live mode (``StartLive(address)`` / ``StopLive``, see :mod:`asirp_device.live`) restores the map
 scans of a bluesky 0MQ document stream and publishes every restored map (partial ones every
 ``LiveEveryRows`` rows, then the final one of each run) like a local result; it does not change
-the state (ON between and during scans), but a failed final restoration raises ``ALARM``.
+the state (ON between and during scans); a failed final restoration is the outcome ``failed``.
 ``Restore`` stays allowed while live: both publish to ``restored_image`` as their results come.
 While live, ``Status`` has a second line on live mode. ``LiveResultOf(run_uid)`` gives the
 request id of a run's final live result: ``FetchResult`` of it returns the restoration live
@@ -74,10 +86,10 @@ independent of map live mode (both may run, from the same proxy). The ``change_*
 show it (score, CUSUM and frames of the current run; count, frame, time, temperature and JSON
 of the latest alarm), with change and archive events pushed as they change; a plan reads them
 through :class:`asirp_device.client.ASIRPChangeClient`. A change alarm is a result, not a
-failure: it shows in ``Status`` and ``change_alarm``, and the state stays ``ON``; ``ALARM``
-means temporal live mode failed (its subscription died). The ``xrd_*`` attributes (memorized)
-are the analysis settings used when a run's metadata gives none; they apply from the next
-``StartTemporalLive``.
+failure: it shows in ``Status`` and ``change_alarm``, and the state stays ``ON``; a failure of
+temporal live mode (its subscription died) is the outcome ``failed``. The ``xrd_*`` attributes
+(memorized) are the analysis settings used when a run's metadata gives none; they apply from
+the next ``StartTemporalLive``.
 
 This module is one job, the Tango interface: the device class declares every property,
 attribute and command with its documentation (most of its ~790 lines). The work is done by the
@@ -89,11 +101,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import platform
 import queue
 import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -101,6 +114,7 @@ import tango
 from tango import AttrWriteType, DevState
 from tango.server import Device, attribute, command, device_property, run
 
+import asirp
 from asirp.io import InputFileError, InputTooLargeError, UnsafeInputError
 from asirp.safe_files import DataRootError, OutputExistsError
 from asirp_device import SERVER_NAME
@@ -113,6 +127,7 @@ from asirp_device.live import (
     LiveRunFailed,
     UnknownRun,
 )
+from asirp_device.long_commands import LongCommands
 from asirp_device.requests import RequestFailed, ResultRecord, UnknownRequest
 from asirp_device.settings import MAX_SIDE_PX, Settings
 from asirp_device.temporal_live import (
@@ -143,8 +158,45 @@ CHANGE_ATTRIBUTES = {name: f"change_{name}" for name in CHANGE_FIELDS}
 _STATES = {
     ComponentState.ON: DevState.ON,
     ComponentState.RUNNING: DevState.RUNNING,
-    ComponentState.ALARM: DevState.ALARM,
+    # a failed restoration is an outcome (restoration_outcome, reason in Status), not an
+    # attribute alarm: Tango's ALARM means an attribute is outside its alarm limits
+    ComponentState.ALARM: DevState.ON,
 }
+
+SETTING_ATTRIBUTES = (
+    "method",
+    "auto_select",
+    "iterations",
+    "beam_fwhm_um",
+    "pixel_um",
+    "parameters_json",
+    "live_field",
+    "live_normalize",
+)
+"""The operator's settings: memorized, kept across Init, change and archive events on write."""
+
+_TEXT_SETTINGS = frozenset({"method", "parameters_json", "live_field", "live_normalize"})
+
+LIVE_COUNTER_ATTRIBUTES = ("live_runs_restored", "live_documents")
+"""Live mode's counters (change and archive events, with abs_change criteria)."""
+
+LONG_COMMAND_ATTRIBUTES = (
+    "longRunningCommandStatus",
+    "longRunningCommandProgress",
+    "longRunningCommandResult",
+)
+"""ska-tango-base's long-running-command attributes (change events pushed by the code)."""
+
+
+@dataclass(frozen=True)
+class _Carried:
+    """What ``Init`` keeps: the operator's settings and the input map."""
+
+    settings: Settings
+    input_image: np.ndarray | None
+    input_source: str
+    live_field: str
+    live_normalize: str
 
 
 def _throw(reason: str, error: BaseException, origin: str) -> None:
@@ -238,6 +290,10 @@ class ASIRP(Device):
     """
 
     # ------------------------------------------------------------------ properties
+    # The settings have no Tango min/max: the device checks them and refuses a bad value with
+    # ASIRP_InvalidInput and the reason (Tango's API_WAttrOutsideLimit would name no way out).
+    # property and command docs are plain ASCII ("um"): Tango tools show them through
+    # Latin-1 strings, where a UTF-8 "µ" became "Âµ" (attribute units round-trip, see tests)
     DataRoot = device_property(
         dtype=str,
         default_value="",
@@ -259,10 +315,10 @@ class ASIRP(Device):
         dtype=int, default_value=100, doc="Initial value of iterations (1 to 100000)."
     )
     DefaultBeamFwhmUm = device_property(
-        dtype=float, default_value=50.0, doc="Initial beam FWHM, µm."
+        dtype=float, default_value=50.0, doc="Initial beam FWHM, um (micrometres)."
     )
     DefaultPixelUm = device_property(
-        dtype=float, default_value=10.0, doc="Initial scan step (pixel size), µm."
+        dtype=float, default_value=10.0, doc="Initial scan step (pixel size), um (micrometres)."
     )
     DefaultParameters = device_property(
         dtype=str, default_value="{}", doc="Initial parameters_json (a JSON object)."
@@ -280,7 +336,7 @@ class ASIRP(Device):
         dtype=str,
         default_value="",
         doc="HOST:PORT of a bluesky 0MQ proxy's output: live mode starts with the device "
-        "(empty: only with StartLive); if it cannot start, the device is in ALARM with the "
+        "(empty: only with StartLive); if it cannot start, restoration_outcome is failed with the "
         "reason and StartLive can be tried again.",
     )
     LiveField = device_property(
@@ -299,7 +355,8 @@ class ASIRP(Device):
     LivePositionScaleUm = device_property(
         dtype=float,
         default_value=1.0,
-        doc="µm per motor unit of the live scans (1 for µm stages, 1000 for mm stages).",
+        doc="um (micrometres) per motor unit of the live scans (1 for um stages, 1000 for mm "
+        "stages).",
     )
     LiveAllowPickle = device_property(
         dtype=bool,
@@ -315,7 +372,7 @@ class ASIRP(Device):
         default_value="",
         doc="HOST:PORT of a bluesky 0MQ proxy's output: temporal live mode starts with the "
         "device (empty: only with StartTemporalLive); if it cannot start, the device is in "
-        "ALARM with the reason and StartTemporalLive can be tried again.",
+        "failed (restoration_outcome) with the reason and StartTemporalLive can be tried again.",
     )
 
     # ------------------------------------------------------------------ life cycle
@@ -327,35 +384,37 @@ class ASIRP(Device):
         self._pushed_change = ChangeValues()  # what the events last said (event thread only)
         self._fault = ""
         self._publisher = _EventPublisher()
+        self._commands = LongCommands()
+        carried: _Carried | None = getattr(self, "_carried", None)  # set by an Init's delete
+        self._carried = None
         try:
             super().init_device()
-            for name in (*RESULT_ATTRIBUTES, "progress", "State", "Status"):
-                self.set_change_event(name, True, False)
-            for name in ("State", "Status"):
-                self.set_archive_event(name, True, False)
-            for name in CHANGE_ATTRIBUTES.values():
-                # pushed by the code when they change (no polling needed to subscribe)
-                self.set_change_event(name, True, False)
-                self.set_archive_event(name, True, False)
-            self.set_data_ready_event("restored_image", True)
-            component = RestorationComponent(
-                Settings(
-                    method=self.DefaultMethod,
-                    auto_select=self.DefaultAutoSelect,
-                    iterations=self.DefaultIterations,
-                    beam_fwhm_um=self.DefaultBeamFwhmUm,
-                    pixel_um=self.DefaultPixelUm,
-                    parameters=self.DefaultParameters,
-                    compute_device=self.ComputeDevice,
-                ),
+            self._declare_events()
+            settings = Settings(
+                method=self.DefaultMethod,
+                auto_select=self.DefaultAutoSelect,
+                iterations=self.DefaultIterations,
+                beam_fwhm_um=self.DefaultBeamFwhmUm,
+                pixel_um=self.DefaultPixelUm,
+                parameters=self.DefaultParameters,
+                compute_device=self.ComputeDevice,
+            )
+            component = RestorationComponent(  # bad properties: FAULT, even on an Init
+                settings,
                 data_root=self.DataRoot or None,
                 overwrite_results=self.OverwriteResults,
             )
+            if carried is not None:  # Init keeps the operator's settings; Default* are initial
+                self._adopt(component, replace(carried.settings, compute_device=self.ComputeDevice))
+            if carried is not None and carried.input_image is not None:
+                component.set_input(carried.input_image, carried.input_source)
             live = LiveMode(
                 component,
                 LiveOptions(
-                    field=self.LiveField,
-                    normalize=self.LiveNormalize,
+                    field=carried.live_field if carried is not None else self.LiveField,
+                    normalize=(
+                        carried.live_normalize if carried is not None else self.LiveNormalize
+                    ),
                     every_rows=self.LiveEveryRows,
                     position_scale_um=self.LivePositionScaleUm,
                     tiled_uri=self.TiledUri,
@@ -389,15 +448,91 @@ class ASIRP(Device):
         self._component = component
         self._live = live
         self._temporal = temporal
+        self._align_write_values()
         self.set_state(DevState.ON)
         self.set_status(component.status)
+        self.info_stream(
+            f"ASIRP {asirp.__version__} ready: method {component.settings.method}, "
+            f"data root {component.data_root or '(none)'}"
+        )
         if self.LiveAddress:
             self._start_live_from_property(self.LiveAddress)
         if self.TemporalLiveAddress:
             self._start_temporal_from_property(self.TemporalLiveAddress)
 
+    def _adopt(self, component: RestorationComponent, settings: Settings) -> None:
+        """Give ``component`` the settings an Init kept.
+
+        If they no longer fit (a weights file outside a new data root), the Default*
+        properties stay, with a warning.
+        """
+        try:
+            component.adopt_settings(settings)
+        except (ValueError, TypeError, OSError) as error:
+            self.warn_stream(f"the settings before Init no longer fit, defaults used: {error}")
+
+    def _declare_events(self) -> None:
+        """Say which events the code pushes, and which of them Tango filters by criteria.
+
+        Scalars are pushed with detection (their abs_change/archive_abs_change criteria
+        decide, so the archiver stores real changes only); the images, text and ids of a
+        result are pushed without, because every result is news (each one is announced, in
+        the order of RESULT_ATTRIBUTES).
+        """
+        for name in (*RESULT_ATTRIBUTES, "State", "Status", *LONG_COMMAND_ATTRIBUTES):
+            self.set_change_event(name, True, False)
+            self.set_archive_event(name, True, False)
+        for name in (*SETTING_ATTRIBUTES, *LIVE_COUNTER_ATTRIBUTES, "progress"):
+            detect = name not in _TEXT_SETTINGS
+            self.set_change_event(name, True, detect)
+            self.set_archive_event(name, True, detect)
+        for name in ("restoration_outcome", "result_source"):
+            self.set_change_event(name, True, False)
+            self.set_archive_event(name, True, False)
+        for name in CHANGE_ATTRIBUTES.values():
+            # pushed by the code when they change (no polling needed to subscribe)
+            self.set_change_event(name, True, False)
+            self.set_archive_event(name, True, False)
+        self.set_data_ready_event("restored_image", True)
+
+    def _setting_values(self) -> dict[str, Any]:
+        """The memorized settings as their attributes read them."""
+        component = self._require()
+        live = self._require_live()
+        settings = component.settings
+        return {
+            "method": settings.method,
+            "auto_select": settings.auto_select,
+            "iterations": settings.iterations,
+            "beam_fwhm_um": settings.beam_fwhm_um,
+            "pixel_um": settings.pixel_um,
+            "parameters_json": parameters_json(settings),
+            "live_field": live.options.field,
+            "live_normalize": live.options.normalize,
+        }
+
+    def _align_write_values(self) -> None:
+        """Make each setting's write value its read value.
+
+        Clients such as Taurus show the write value as the set point, and Apply would send a
+        stale one.
+        """
+        attributes = self.get_device_attr()
+        for name, value in self._setting_values().items():
+            attributes.get_w_attr_by_name(name).set_write_value(value)
+
+    def _setting_written(self, name: str) -> None:
+        """After a write: log it and push the setting's change and archive events."""
+        value = self._setting_values()[name]
+        self.info_stream(f"{name} set to {value!r}")
+        self._publisher.submit(self._push_value, name, value)
+
+    def _push_value(self, name: str, value: Any) -> None:
+        self.push_change_event(name, value)
+        self.push_archive_event(name, value)
+
     def _start_live_from_property(self, address: str) -> None:
-        """Start live mode from the LiveAddress property; a failure is ALARM, not FAULT."""
+        """Start live mode from the LiveAddress property; a failure is an outcome, not FAULT."""
         try:
             self._live.start(address)
         except Exception as error:  # the device stays usable; the operator can StartLive
@@ -407,7 +542,7 @@ class ASIRP(Device):
             self._component.report_failure(f"{reason}; fix the property or call StartLive")
 
     def _start_temporal_from_property(self, address: str) -> None:
-        """Start temporal live mode from TemporalLiveAddress; a failure is ALARM, not FAULT."""
+        """Start temporal live mode from TemporalLiveAddress; a failure is an outcome, not FAULT."""
         try:
             self._temporal.start(address)
         except Exception as error:  # the device stays usable; the operator can retry
@@ -420,7 +555,18 @@ class ASIRP(Device):
             self._component.report_failure(f"{reason}; fix the property or call StartTemporalLive")
 
     def delete_device(self) -> None:
-        """Stop live mode, the worker (aborting a running restoration) and the event thread."""
+        """Stop live mode, the worker (aborting a running restoration) and the event thread.
+
+        The settings and the input are kept for the next ``init_device`` (``Init``).
+        """
+        if self._component is not None and self._live is not None:
+            self._carried = _Carried(
+                settings=self._component.settings,
+                input_image=self._component.input_image,
+                input_source=self._component.input_source,
+                live_field=self._live.options.field,
+                live_normalize=self._live.options.normalize,
+            )
         if self._live is not None:
             self._live.stop()
         if self._temporal is not None:
@@ -434,7 +580,13 @@ class ASIRP(Device):
         """The component's state (so a read right after ``Restore`` already says RUNNING)."""
         if self._component is None:
             return DevState.FAULT
-        return _STATES[self._component.state]
+        state = _STATES[self._component.state]
+        if state is DevState.RUNNING:
+            return state
+        # ON unless an attribute with alarm limits (e.g. contrast_std) is outside them:
+        # Tango's own check reads those attributes and answers ALARM then
+        self.set_state(DevState.ON)
+        return super().dev_state()
 
     def dev_status(self) -> str:
         """The component's status line, and live mode's while live (or why it is in FAULT)."""
@@ -472,7 +624,7 @@ class ASIRP(Device):
         self._publisher.submit(self._push_state, _STATES[state], status)
 
     def _on_progress(self, percent: int) -> None:
-        self._publisher.submit(self.push_change_event, "progress", percent)
+        self._publisher.submit(self._push_progress, percent)
 
     def _on_result(self, record: ResultRecord) -> None:
         self._publisher.submit(self._push_result, record)
@@ -491,6 +643,46 @@ class ASIRP(Device):
         self.push_archive_event("State", state)
         self.push_change_event("Status", status)
         self.push_archive_event("Status", status)
+        self._push_value("restoration_outcome", self._outcome())
+        component = self._component
+        if component is not None and component.state is ComponentState.ALARM:
+            self.error_stream(status)
+        if state is not DevState.RUNNING:
+            self._settle_commands()
+
+    def _push_progress(self, percent: int) -> None:
+        self._push_value("progress", percent)
+        if self._commands.progress(percent):
+            self._push_value("longRunningCommandProgress", self._commands.progress_pair)
+
+    def _settle_commands(self) -> None:
+        """Event thread: find how running commands ended; push the long-command attributes."""
+        component = self._component
+        if component is None or not self._commands.settle(component.fetch_result):
+            return
+        self._push_value("longRunningCommandStatus", self._commands.status_pairs)
+        self._push_value("longRunningCommandProgress", self._commands.progress_pair)
+        self._push_value("longRunningCommandResult", self._commands.result_pair)
+
+    def _begin_command(self, name: str, request_id: int) -> int:
+        """Record an accepted long command; log it; push its status."""
+        self.info_stream(f"{name} accepted: request {request_id}")
+        self._commands.begin(request_id)
+        self._publisher.submit(
+            self._push_value, "longRunningCommandStatus", self._commands.status_pairs
+        )
+        self._publisher.submit(self._settle_commands)  # it may have ended already
+        return request_id
+
+    def _outcome(self) -> str:
+        component = self._component
+        if component is None:
+            return "fault"
+        if component.state is ComponentState.RUNNING:
+            return "running"
+        if component.state is ComponentState.ALARM:
+            return "failed"
+        return "succeeded" if component.result is not None else "none"
 
     def _push_status(self) -> None:
         component = self._component
@@ -500,6 +692,13 @@ class ASIRP(Device):
         self.set_status(status)
         self.push_change_event("Status", status)
         self.push_archive_event("Status", status)
+        self._push_live_counters()
+
+    def _push_live_counters(self) -> None:
+        live = self._live
+        if live is not None:
+            self._push_value("live_runs_restored", live.runs_restored)
+            self._push_value("live_documents", live.documents)
 
     def _push_change(self, values: ChangeValues) -> None:
         """Event thread: push change and archive events of the change values that changed."""
@@ -514,8 +713,14 @@ class ASIRP(Device):
     def _push_result(self, record: ResultRecord) -> None:
         values = result_values(record)
         for name in RESULT_ATTRIBUTES:
-            self.push_change_event(name, values[name])
+            self._push_value(name, values[name])
         self.push_data_ready_event("restored_image", record.sequence)
+        self._push_value("result_source", record.source)
+        self._push_live_counters()
+        self.info_stream(
+            f"result {record.sequence} published: request {record.request_id}, "
+            f"method {record.restoration.method}, source {record.source}"
+        )
 
     def _result_value(self, name: str) -> Any:
         return result_values(self._require().result)[name]
@@ -526,7 +731,12 @@ class ASIRP(Device):
         max_dim_x=MAX_SIDE_PX,
         max_dim_y=MAX_SIDE_PX,
         access=AttrWriteType.READ_WRITE,
+        label="Input map",
         unit="counts",
+        display_unit="counts",
+        format="%.1f",
+        doc="Map to restore, float32 (rows, columns), counts; 4 to 4096 px a side, finite. "
+        "Empty (0 x 0) until written or loaded with LoadImage.",
     )
     def input_image(self) -> np.ndarray:
         """Map to restore, float32 (rows, columns), counts; 4 to 4096 px a side, finite.
@@ -541,7 +751,17 @@ class ASIRP(Device):
         with _tango_errors("ASIRP.input_image"):
             self._require().set_input(value)
 
-    @attribute(dtype=((np.float32,),), max_dim_x=MAX_SIDE_PX, max_dim_y=MAX_SIDE_PX, unit="counts")
+    @attribute(
+        dtype=((np.float32,),),
+        max_dim_x=MAX_SIDE_PX,
+        max_dim_y=MAX_SIDE_PX,
+        label="Restored map",
+        unit="counts",
+        display_unit="counts",
+        format="%.1f",
+        doc="Latest restored map, float32 (rows, columns), counts; empty (0 x 0) before any. "
+        "Change, archive and data-ready events (counter = result number) on every result.",
+    )
     def restored_image(self) -> np.ndarray:
         """Latest restored map, float32 (rows, columns), counts; empty (0 x 0) before any.
 
@@ -549,7 +769,17 @@ class ASIRP(Device):
         """
         return self._result_value("restored_image")
 
-    @attribute(dtype=((np.float32,),), max_dim_x=MAX_SIDE_PX, max_dim_y=MAX_SIDE_PX, unit="1")
+    @attribute(
+        dtype=((np.float32,),),
+        max_dim_x=MAX_SIDE_PX,
+        max_dim_y=MAX_SIDE_PX,
+        label="PSF",
+        unit="1",
+        display_unit="1",
+        format="%.4g",
+        doc="PSF of the latest result (used, or estimated by a blind method), float32, sum 1, "
+        "(rows, columns) in pixels of the map; empty (0 x 0) before the first result.",
+    )
     def psf(self) -> np.ndarray:
         """PSF of the latest result (used, or estimated by a blind method), float32, sum 1.
 
@@ -557,13 +787,37 @@ class ASIRP(Device):
         """
         return self._result_value("psf")
 
-    @attribute(dtype=str)
+    @attribute(
+        dtype=str,
+        label="Input source",
+        doc="Where input_image came from: a resolved path, or 'input_image attribute'; empty "
+        "before one. Live mode and Submit do not change input_image (see result_source).",
+    )
     def input_source(self) -> str:
-        """Where the input came from: a resolved path, or 'input_image attribute'."""
+        """Where input_image came from: a resolved path, or 'input_image attribute'."""
         return self._require().input_source
 
+    @attribute(
+        dtype=str,
+        label="Result source",
+        doc="Where the input of the latest result came from: a resolved path, 'input_image "
+        "attribute', 'Submit', or the raw run uid of a live result; empty before a result.",
+    )
+    def result_source(self) -> str:
+        """Where the input of the latest result came from (a live result: the run uid)."""
+        record = self._require().result
+        return "" if record is None else record.source
+
     # ------------------------------------------------------------------ settings
-    @attribute(dtype=str, access=AttrWriteType.READ_WRITE)
+    @attribute(
+        dtype=str,
+        access=AttrWriteType.READ_WRITE,
+        memorized=True,
+        hw_memorized=True,
+        label="Method",
+        format="%s",
+        doc="Restoration method, one of available_methods; used unless auto_select. Memorized.",
+    )
     def method(self) -> str:
         """Restoration method, one of available_methods; used unless auto_select."""
         return self._require().settings.method
@@ -573,13 +827,27 @@ class ASIRP(Device):
         """Choose the method (refused: a name not in available_methods)."""
         with _tango_errors("ASIRP.method"):
             self._require().set_method(value)
+        self._setting_written("method")
 
-    @attribute(dtype=(str,), max_dim_x=64)
+    @attribute(
+        dtype=(str,),
+        max_dim_x=64,
+        label="Available methods",
+        doc="Names of the methods the engine offers (see 'asirp methods').",
+    )
     def available_methods(self) -> list[str]:
         """Names of the methods the engine offers (see 'asirp methods')."""
         return self._require().available_methods()
 
-    @attribute(dtype=bool, access=AttrWriteType.READ_WRITE)
+    @attribute(
+        dtype=bool,
+        access=AttrWriteType.READ_WRITE,
+        memorized=True,
+        hw_memorized=True,
+        label="Auto select",
+        doc="Let the engine choose the method and its parameters (method 'auto'); when true, "
+        "method, iterations and parameters_json are not used. Memorized.",
+    )
     def auto_select(self) -> bool:
         """Let the engine choose the method and its parameters (method 'auto').
 
@@ -592,8 +860,22 @@ class ASIRP(Device):
         """Switch automatic selection on or off."""
         with _tango_errors("ASIRP.auto_select"):
             self._require().set_auto_select(value)
+        self._setting_written("auto_select")
 
-    @attribute(dtype="DevLong", access=AttrWriteType.READ_WRITE)
+    @attribute(
+        dtype="DevLong",
+        access=AttrWriteType.READ_WRITE,
+        memorized=True,
+        hw_memorized=True,
+        label="Iterations",
+        unit="1",
+        display_unit="1",
+        format="%d",
+        abs_change=1,
+        archive_abs_change=1,
+        doc="Iteration cap of iterative methods, 1 to 100000 (direct methods ignore it); the "
+        "count run is iterations_run. Memorized.",
+    )
     def iterations(self) -> int:
         """Iteration cap of iterative methods, 1 to 100000 (direct methods ignore it).
 
@@ -606,8 +888,23 @@ class ASIRP(Device):
         """Set the iteration cap (refused: <= 0 or > 100000)."""
         with _tango_errors("ASIRP.iterations"):
             self._require().set_iterations(value)
+        self._setting_written("iterations")
 
-    @attribute(dtype=float, access=AttrWriteType.READ_WRITE, unit="µm")
+    @attribute(
+        dtype=float,
+        access=AttrWriteType.READ_WRITE,
+        memorized=True,
+        hw_memorized=True,
+        label="Beam FWHM",
+        unit="µm",
+        standard_unit="1e-6",
+        display_unit="µm",
+        format="%.2f",
+        abs_change=0.01,
+        archive_abs_change=0.01,
+        doc="Beam full width at half maximum, µm (> 0); with pixel_um it makes the Gaussian "
+        "PSF. Memorized.",
+    )
     def beam_fwhm_um(self) -> float:
         """Beam full width at half maximum, µm (> 0); with pixel_um it makes the Gaussian PSF."""
         return self._require().settings.beam_fwhm_um
@@ -617,8 +914,22 @@ class ASIRP(Device):
         """Set the beam FWHM, µm (refused: <= 0, NaN, Inf)."""
         with _tango_errors("ASIRP.beam_fwhm_um"):
             self._require().set_beam_fwhm_um(value)
+        self._setting_written("beam_fwhm_um")
 
-    @attribute(dtype=float, access=AttrWriteType.READ_WRITE, unit="µm")
+    @attribute(
+        dtype=float,
+        access=AttrWriteType.READ_WRITE,
+        memorized=True,
+        hw_memorized=True,
+        label="Pixel size",
+        unit="µm",
+        standard_unit="1e-6",
+        display_unit="µm",
+        format="%.3f",
+        abs_change=0.001,
+        archive_abs_change=0.001,
+        doc="Scan step (pixel size), µm (> 0). Memorized.",
+    )
     def pixel_um(self) -> float:
         """Scan step (pixel size), µm (> 0)."""
         return self._require().settings.pixel_um
@@ -628,8 +939,18 @@ class ASIRP(Device):
         """Set the scan step, µm (refused: <= 0, NaN, Inf)."""
         with _tango_errors("ASIRP.pixel_um"):
             self._require().set_pixel_um(value)
+        self._setting_written("pixel_um")
 
-    @attribute(dtype=str, access=AttrWriteType.READ_WRITE)
+    @attribute(
+        dtype=str,
+        access=AttrWriteType.READ_WRITE,
+        memorized=True,
+        hw_memorized=True,
+        label="Parameters (JSON)",
+        doc='Other parameters of the method as a JSON object, e.g. {"stop": "fixed"}; '
+        "checked against the method when written and at Restore; not used with auto_select. "
+        "Memorized.",
+    )
     def parameters_json(self) -> str:
         """Other parameters of the method as a JSON object, e.g. {"stop": "fixed"}.
 
@@ -643,20 +964,34 @@ class ASIRP(Device):
         """Set the method's other parameters (refused: not a JSON object, not the method's)."""
         with _tango_errors("ASIRP.parameters_json"):
             self._require().set_parameters(value)
+        self._setting_written("parameters_json")
 
-    @attribute(dtype=str)
+    @attribute(
+        dtype=str,
+        label="Tiled URI",
+        doc="Tiled server that receives restored runs (the TiledUri property; empty if none).",
+    )
     def tiled_uri(self) -> str:
         """Tiled server that receives restored runs (the TiledUri property; empty if none)."""
         self._require()
         return self.TiledUri
 
     # ------------------------------------------------------------------ results
-    @attribute(dtype=str)
+    @attribute(
+        dtype=str,
+        label="Method used",
+        doc="Method of the latest result ('auto' resolved to the one that ran); empty before.",
+    )
     def method_used(self) -> str:
         """Method of the latest result ('auto' resolved to the one that ran); empty before."""
         return self._result_value("method_used")
 
-    @attribute(dtype=str)
+    @attribute(
+        dtype=str,
+        label="Metrics (JSON)",
+        doc="All metrics of the latest result as a JSON object ('{}' before the first "
+        "result); contrast_std and noise_sigma in counts, the others dimensionless.",
+    )
     def metrics_json(self) -> str:
         """All metrics of the latest result as a JSON object ('{}' before the first result).
 
@@ -667,6 +1002,11 @@ class ASIRP(Device):
 
     @attribute(
         dtype="DevLong64",
+        label="Result id",
+        unit="1",
+        display_unit="1",
+        format="%d",
+        min_value=0,
         doc="Request id of the latest result (what Restore or Submit returned for it; live "
         "results get their own); 0 before the first result. Its change event is pushed "
         "before restored_image's. Several clients: use FetchResult(id), not restored_image.",
@@ -675,40 +1015,170 @@ class ASIRP(Device):
         """Request id of the latest result, the id Restore/Submit returned (0 before any)."""
         return self._result_value("result_id")
 
-    @attribute(dtype=float, unit="counts")
+    @attribute(
+        dtype=float,
+        label="Contrast",
+        unit="counts",
+        display_unit="counts",
+        format="%.3f",
+        min_value=0.0,
+        doc="Contrast (standard deviation) of the latest result, counts (NaN before). Alarm "
+        "limits (min_alarm/max_alarm) can be set with set_attribute_config: State is then "
+        "ALARM while the value is outside them.",
+    )
     def contrast_std(self) -> float:
         """Contrast (standard deviation) of the latest result, counts (NaN before)."""
         return self._result_value("contrast_std")
 
-    @attribute(dtype=float, unit="1")
+    @attribute(
+        dtype=float,
+        label="Sharpness",
+        unit="1",
+        display_unit="1",
+        format="%.4f",
+        min_value=0.0,
+        doc="Sharpness of the latest result: RMS gradient over mean level (NaN before).",
+    )
     def sharpness(self) -> float:
         """Sharpness of the latest result: RMS gradient over mean level (NaN before)."""
         return self._result_value("sharpness")
 
-    @attribute(dtype=float, unit="counts")
+    @attribute(
+        dtype=float,
+        label="Noise sigma",
+        unit="counts",
+        display_unit="counts",
+        format="%.3f",
+        min_value=0.0,
+        doc="Estimated noise standard deviation of the latest result, counts (NaN before).",
+    )
     def noise_sigma(self) -> float:
         """Estimated noise standard deviation of the latest result, counts (NaN before)."""
         return self._result_value("noise_sigma")
 
-    @attribute(dtype=float, unit="1")
+    @attribute(
+        dtype=float,
+        label="Residual",
+        unit="1",
+        display_unit="1",
+        format="%.4f",
+        min_value=0.0,
+        doc="Relative data residual ||y - Hx|| / ||y|| of the latest result (NaN before).",
+    )
     def residual(self) -> float:
         """Relative data residual ||y - Hx|| / ||y|| of the latest result (NaN before)."""
         return self._result_value("residual")
 
-    @attribute(dtype="DevLong")
+    @attribute(
+        dtype="DevLong",
+        label="Iterations run",
+        unit="1",
+        display_unit="1",
+        format="%d",
+        min_value=0,
+        doc="Iterations the latest result ran (0 for direct methods and before any result).",
+    )
     def iterations_run(self) -> int:
         """Iterations the latest result ran (0 for direct methods and before any result)."""
         return self._result_value("iterations_run")
 
-    @attribute(dtype=float, unit="ms")
+    @attribute(
+        dtype=float,
+        label="Duration",
+        unit="ms",
+        standard_unit="1e-3",
+        display_unit="ms",
+        format="%.1f",
+        min_value=0.0,
+        doc="Wall time of the latest restoration, ms (NaN before the first result).",
+    )
     def last_duration_ms(self) -> float:
         """Wall time of the latest restoration, ms (NaN before the first result)."""
         return self._result_value("last_duration_ms")
 
-    @attribute(dtype="DevShort", unit="%", min_value=0, max_value=100)
+    @attribute(
+        dtype="DevShort",
+        label="Progress",
+        unit="%",
+        display_unit="%",
+        format="%d",
+        min_value=0,
+        max_value=100,
+        abs_change=1,
+        archive_abs_change=10,
+        doc="Progress of the current or last restoration, 0-100 %.",
+    )
     def progress(self) -> int:
         """Progress of the current or last restoration, 0-100 %."""
         return self._require().progress
+
+    @attribute(
+        dtype=str,
+        label="Restoration outcome",
+        doc="Outcome of the latest restoration (local or live): none (before any), running, "
+        "succeeded, failed (the reason is in Status; Reset clears it) or fault. A failure is "
+        "not an attribute alarm: the state stays ON.",
+    )
+    def restoration_outcome(self) -> str:
+        """Outcome of the latest restoration: none, running, succeeded, failed or fault."""
+        return self._outcome()
+
+    @attribute(
+        dtype=(str,),
+        max_dim_x=2 * 16,
+        label="Long command status",
+        doc="Status of the latest long commands (Restore, Submit) as [id, status, ...]: "
+        "IN_PROGRESS, COMPLETED, FAILED or ABORTED, oldest first (ska-tango-base convention; "
+        "id = the request id the command returned). Change events on every change.",
+    )
+    def longRunningCommandStatus(self) -> list[str]:
+        """[id, status, id, status, ...] of the latest long commands."""
+        return self._commands.status_pairs
+
+    @attribute(
+        dtype=(str,),
+        max_dim_x=2,
+        label="Long command progress",
+        doc="[id, percent] of the running (or latest) long command; empty before one. "
+        "Change events as it advances.",
+    )
+    def longRunningCommandProgress(self) -> list[str]:
+        """[id, percent] of the running or latest long command."""
+        return self._commands.progress_pair
+
+    @attribute(
+        dtype=(str,),
+        max_dim_x=2,
+        label="Long command result",
+        doc='(id, JSON outcome) of the latest finished long command: {"status": ...} with '
+        "method, sequence and duration_ms when COMPLETED, reason when FAILED or ABORTED; "
+        '("", "") before one. Change events when a command ends.',
+    )
+    def longRunningCommandResult(self) -> tuple[str, str]:
+        """(id, JSON outcome) of the latest finished long command."""
+        return self._commands.result_pair
+
+    @attribute(
+        dtype=str,
+        label="Version",
+        doc="Version of the ASIRP package this server runs (ska-tango-base's versionId).",
+    )
+    def versionId(self) -> str:
+        """Version of the ASIRP package this server runs."""
+        return asirp.__version__
+
+    @attribute(
+        dtype=str,
+        label="Build state",
+        doc="What this server was built from: ASIRP, PyTango and Python versions "
+        "(ska-tango-base's buildState).",
+    )
+    def buildState(self) -> str:
+        """ASIRP, PyTango and Python versions of this server."""
+        return (
+            f"asirp {asirp.__version__}, pytango {tango.__version__}, "
+            f"Python {platform.python_version()}"
+        )
 
     # ------------------------------------------------------------------ commands
     @command(
@@ -717,20 +1187,20 @@ class ASIRP(Device):
         "and the argument of FetchResult.",
     )
     def Restore(self) -> int:
-        """Start restoring input_image and return at once: RUNNING, then ON (ALARM if it fails).
+        """Start restoring input_image and return at once: RUNNING, then ON (see outcomes).
 
         Refused (DevFailed) while RUNNING (ASIRP_Busy), without an input image, or when the
         parameters do not fit the method. input_image is shared by every client: with
         several clients, use Submit.
         """
         with _tango_errors("ASIRP.Restore"):
-            return self._require().start()
+            return self._begin_command("Restore", self._require().start())
 
     @command(
         dtype_in=tango.DevEncoded,
         doc_in='Header: JSON object {"shape": [rows, columns], "dtype": "float32"} (also '
         "float64, uint8, uint16, uint32, int16, int32), optionally with settings for this "
-        "request only: method, auto_select, iterations, beam_fwhm_um (µm), pixel_um (µm), "
+        "request only: method, auto_select, iterations, beam_fwhm_um (um), pixel_um (um), "
         "parameters (object). Data: the map's bytes, C order, little-endian, counts; "
         "4 to 4096 px a side, finite.",
         dtype_out="DevLong64",
@@ -747,7 +1217,9 @@ class ASIRP(Device):
             component = self._require()
             header, data = request
             image, settings = decode_map(header, data)
-            return component.start(image, settings=settings, source="Submit")
+            return self._begin_command(
+                "Submit", component.start(image, settings=settings, source="Submit")
+            )
 
     @command(
         dtype_in="DevLong64",
@@ -776,7 +1248,7 @@ class ASIRP(Device):
 
     @command
     def Reset(self) -> None:
-        """Clear ALARM and the progress and return to ON; input and result are kept."""
+        """Clear a failed outcome and the progress; input and result are kept."""
         with _tango_errors("ASIRP.Reset"):
             self._require().reset()
 
@@ -789,7 +1261,9 @@ class ASIRP(Device):
     def LoadImage(self, path: str) -> str:
         """Read a 2-D map from the data root into input_image."""
         with _tango_errors("ASIRP.LoadImage"):
-            return str(self._require().load_image(path))
+            loaded = str(self._require().load_image(path))
+        self.info_stream(f"LoadImage read {loaded}")
+        return loaded
 
     @command(
         dtype_in=str,
@@ -850,16 +1324,25 @@ class ASIRP(Device):
 
         The subscription stops at once; the scan in progress is restored on its rows measured
         so far (its derived run ends 'abort'), or, after 1 s, that restoration is cancelled
-        (derived run 'fail', no ALARM).
+        (derived run 'fail', not a failed outcome).
         """
         self._require_live().stop()
 
-    @attribute(dtype=str)
+    @attribute(
+        dtype=str,
+        label="Live address",
+        doc="Proxy endpoint live mode reads from, tcp://HOST:PORT; empty when not live.",
+    )
     def live_address(self) -> str:
         """Proxy endpoint live mode reads from, tcp://HOST:PORT; empty when not live."""
         return self._require_live().address
 
-    @attribute(dtype=str)
+    @attribute(
+        dtype=str,
+        label="Live run uid",
+        doc="Uid of the scan live mode restores, or of the last one once it ended; empty when "
+        "not live, or before the first map scan.",
+    )
     def live_run_uid(self) -> str:
         """Uid of the scan live mode restores, or of the last one once it ended.
 
@@ -867,17 +1350,45 @@ class ASIRP(Device):
         """
         return self._require_live().run_uid
 
-    @attribute(dtype="DevLong")
+    @attribute(
+        dtype="DevLong",
+        label="Live runs restored",
+        unit="1",
+        display_unit="1",
+        format="%d",
+        min_value=0,
+        abs_change=1,
+        archive_abs_change=1,
+        doc="Scans whose final map live mode published since StartLive (0 when not live).",
+    )
     def live_runs_restored(self) -> int:
         """Scans whose final map live mode published since StartLive (0 when not live)."""
         return self._require_live().runs_restored
 
-    @attribute(dtype="DevLong64")
+    @attribute(
+        dtype="DevLong64",
+        label="Live documents",
+        unit="1",
+        display_unit="1",
+        format="%d",
+        min_value=0,
+        abs_change=1,
+        archive_abs_change=100,
+        doc="Bluesky documents received since StartLive (0 when not live).",
+    )
     def live_documents(self) -> int:
         """Bluesky documents received since StartLive (0 when not live)."""
         return self._require_live().documents
 
-    @attribute(dtype=str, access=AttrWriteType.READ_WRITE)
+    @attribute(
+        dtype=str,
+        access=AttrWriteType.READ_WRITE,
+        memorized=True,
+        hw_memorized=True,
+        label="Live field",
+        doc="Event field live mode maps, e.g. xrf_Cu (several, comma-separated, are summed); "
+        "refused while live. Memorized.",
+    )
     def live_field(self) -> str:
         """Event field live mode maps, e.g. xrf_Cu (several, comma-separated, are summed).
 
@@ -891,8 +1402,17 @@ class ASIRP(Device):
         with _tango_errors("ASIRP.live_field"):
             live = self._require_live()
             live.set_options(replace(live.options, field=value))
+        self._setting_written("live_field")
 
-    @attribute(dtype=str, access=AttrWriteType.READ_WRITE)
+    @attribute(
+        dtype=str,
+        access=AttrWriteType.READ_WRITE,
+        memorized=True,
+        hw_memorized=True,
+        label="Live normalise by",
+        doc="Flux-monitor field live mode normalises by, e.g. i0; empty: none; refused while "
+        "live. Memorized.",
+    )
     def live_normalize(self) -> str:
         """Flux-monitor field live mode normalises by, e.g. i0; empty: none.
 
@@ -906,6 +1426,7 @@ class ASIRP(Device):
         with _tango_errors("ASIRP.live_normalize"):
             live = self._require_live()
             live.set_options(replace(live.options, normalize=value))
+        self._setting_written("live_normalize")
 
     # ------------------------------------------------------------------ temporal live mode
     @command(

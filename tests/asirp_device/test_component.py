@@ -326,8 +326,11 @@ def test_published_results_from_a_live_source_reach_the_listeners():
     assert [record.sequence for record in records] == [1, 2]
     assert component.result is records[-1]
     assert listener.kinds("result") == records
-    assert listener.kinds("state") == []
+    # the status follows: its first line names the newest result, not an old one
+    assert listener.kinds("state") == [ComponentState.ON, ComponentState.ON]
     assert component.state is ComponentState.ON
+    assert component.status.startswith("result #2: ")
+    assert "(from run-1)" in component.status
     broken = asirp.restore(small_map(), "wiener", **PSF)
     broken.image = np.full((8, 8), np.nan, np.float32)
     with pytest.raises(ValueError, match="NaN or Inf"):

@@ -20,7 +20,7 @@ from tests.asirp_device.conftest import free_port, nodb_server, small_map, start
 from tests.asirp_device.test_device import restore_and_wait, subscribed
 from tests.callbacks.conftest import assert_same_restoration
 
-ON, ALARM = tango.DevState.ON, tango.DevState.ALARM
+ON = tango.DevState.ON
 CHANGE, DATA_READY = tango.EventType.CHANGE_EVENT, tango.EventType.DATA_READY_EVENT
 PIXEL_UM = 10.0  # the device's pixel_um; live scans use their own step (20 µm)
 PROPERTIES = {
@@ -172,16 +172,19 @@ def test_bad_live_requests_are_refused_and_the_device_stays_on(device, proxy):
     assert device.state() == ON
 
 
-def test_a_failed_live_run_sets_alarm_until_the_next_result(device, proxy, publisher):
+def test_a_failed_live_run_is_the_outcome_until_the_next_result(device, proxy, publisher):
     device.StartLive(proxy.out_address)
     handshake(publisher, lambda: device.live_documents)
     bad = run_scan(3, 12, publisher=publisher)  # 3 rows: too few to restore
-    wait_until(lambda: device.state() == ALARM, what="ALARM")
-    assert f"live restoration of run {bad.uid} failed" in device.status()
+    wait_until(lambda: device.restoration_outcome == "failed", what="the failure")
+    assert device.state() == ON  # a failed restoration is an outcome, not an attribute alarm
+    assert f"live restoration of run {bad.uid} failed" in device.status().splitlines()[0]
     assert device.live_address != ""  # live mode goes on
     run_scan(8, publisher=publisher)
     wait_until(lambda: device.live_runs_restored == 1, what="the next scan")
-    wait_until(lambda: device.state() == ON, what="ON")
+    wait_until(lambda: device.restoration_outcome == "succeeded", what="the next result")
+    assert device.status().startswith("result #")
+    assert device.result_source == device.live_run_uid  # the newest result is live
 
 
 def test_stopping_the_server_stops_live_mode_mid_scan(proxy, publisher):
@@ -222,10 +225,11 @@ def test_the_live_address_property_starts_live_mode_with_the_device(proxy, publi
         assert device.restored_image.shape == (8, 8)
 
 
-def test_a_bad_live_address_property_is_alarm_and_the_device_still_restores():
+def test_a_bad_live_address_property_is_a_failure_and_the_device_still_restores():
     with nodb_server({**PROPERTIES, "LiveAddress": "no port here"}) as trl:
         device = tango.DeviceProxy(trl)
-        assert device.state() == ALARM
+        assert device.state() == ON  # the device works: the failure is its outcome
+        assert device.restoration_outcome == "failed"
         assert "live mode could not start from LiveAddress 'no port here'" in device.status()
         assert device.live_address == ""
         image = small_map((16, 16), seed=4)

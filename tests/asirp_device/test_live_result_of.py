@@ -143,7 +143,7 @@ def test_the_final_live_result_of_a_run_is_fetched_once_it_arrives(device, publi
 
 def test_a_failed_or_unmapped_run_has_no_result_and_the_device_goes_on(device, publisher):
     bad = run_scan(3, 12, publisher=publisher)  # 3 rows: too few to restore
-    wait_until(lambda: device.state() == tango.DevState.ALARM, what="the failure")
+    wait_until(lambda: device.restoration_outcome == "failed", what="the failure")
     error = refusal(device, bad.uid)
     assert error.reason == "ASIRP_LiveFailed"
     assert f"run {bad.uid} has no live result: its final live restoration failed" in error.desc
