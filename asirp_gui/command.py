@@ -1,4 +1,4 @@
-"""The ``asirp gui`` sub-command (to be written), via ``asirp.commands``.
+"""The ``asirp gui`` sub-command, via ``asirp.commands``.
 
 Loaded whenever ``asirp`` builds its parser, so it imports nothing heavy: Qt is imported by the
 handler.
@@ -7,14 +7,58 @@ handler.
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 from typing import Any
 
 
 def register(subcommands: Any) -> None:
     """Add ``gui`` to the ``asirp`` sub-commands."""
-    parser = subcommands.add_parser("gui", help="the operator panel (Qt)")
+    parser = subcommands.add_parser(
+        "gui",
+        help="the operator panel (Qt): live device maps and the offline map tool",
+        description="The ASIRP operator panel: a Live tab on an ASIRP Tango device and an "
+        "Offline tab that makes, restores and exports element maps from raw scan files.",
+    )
+    parser.add_argument("--device", help="Tango device to connect to at start")
+    parser.add_argument(
+        "--settings", help="settings file (INI; default $ASIRP_GUI_SETTINGS or per-user)"
+    )
+    parser.add_argument(
+        "--screenshot",
+        metavar="FILE.png",
+        help="render each tab with example data to FILE_offline.png and FILE_live.png, then exit",
+    )
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace existing screenshot files"
+    )
     parser.set_defaults(handler=_command)
 
 
 def _command(args: argparse.Namespace) -> None:
-    raise NotImplementedError("asirp gui is not written yet")
+    if args.screenshot:
+        from asirp_gui.screenshot import screenshot_paths
+
+        screenshot_paths(args.screenshot)  # a bad name fails before Qt starts
+        # no display is needed to render images
+        os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    from qtpy.QtWidgets import QApplication
+
+    from asirp_gui.app import MainWindow
+    from asirp_gui.settings import open_settings
+
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    window = MainWindow(open_settings(args.settings))
+    if args.screenshot:
+        from asirp_gui.screenshot import render_screenshots
+
+        try:
+            for path in render_screenshots(window, args.screenshot, overwrite=args.overwrite):
+                print(path)
+        finally:
+            window.close()
+        return
+    window.show()
+    if args.device:
+        window.live.connect_device(args.device)
+    app.exec_()
