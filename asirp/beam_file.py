@@ -42,12 +42,11 @@ from asirp.beam_edge import (
 from asirp.io import (
     HDF5_SUFFIXES,
     InputFileError,
-    InputTooLargeError,
-    max_input_bytes,
     read_array,
+    read_input_bytes,
     split_hdf5_path,
 )
-from asirp.safe_files import FileIdentity, atomic_write, open_input
+from asirp.safe_files import FileIdentity, atomic_write
 
 TEXT_SUFFIXES = (".csv", ".txt", ".dat", ".tsv")
 """Suffixes read as text columns."""
@@ -85,25 +84,7 @@ def _parse_text(text: str, where: str) -> np.ndarray:
 
 
 def _read_text(path: Path, max_bytes: int | None) -> np.ndarray:
-    limit = max_input_bytes() if max_bytes is None else int(max_bytes)
-    try:
-        stream = open_input(path)
-    except FileNotFoundError:
-        raise InputFileError(f"input file not found: {path}") from None
-    except IsADirectoryError:
-        raise InputFileError(f"{path} is a folder, not a file") from None
-    except ValueError as error:
-        raise InputFileError(str(error)) from None
-    except OSError as error:
-        raise InputFileError(f"cannot open {path}: {error.strerror or error}") from None
-    with stream:
-        size = os.fstat(stream.fileno()).st_size
-        if size > limit:
-            raise InputTooLargeError(
-                f"{path} is {size / 2**20:.1f} MiB, more than the input limit of "
-                f"{limit / 2**20:.1f} MiB; nothing was read"
-            )
-        data = stream.read(limit + 1)
+    data = read_input_bytes(path, "input file", max_bytes)
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
@@ -338,24 +319,7 @@ def _positive(value: Any, what: str, where: str) -> float:
 
 
 def _read_beam_bytes(path: Path) -> bytes:
-    try:
-        stream = open_input(path)
-    except FileNotFoundError:
-        raise InputFileError(f"beam file not found: {path}") from None
-    except IsADirectoryError:
-        raise InputFileError(f"{path} is a folder, not a beam file") from None
-    except ValueError as error:
-        raise InputFileError(str(error)) from None
-    except OSError as error:
-        raise InputFileError(f"cannot open {path}: {error.strerror or error}") from None
-    with stream:
-        size = os.fstat(stream.fileno()).st_size
-        if size > MAX_BEAM_FILE_BYTES:
-            raise InputTooLargeError(
-                f"{path} is {size} bytes, more than a beam file's limit of "
-                f"{MAX_BEAM_FILE_BYTES} bytes; nothing was read"
-            )
-        return stream.read(MAX_BEAM_FILE_BYTES + 1)
+    return read_input_bytes(path, "beam file", MAX_BEAM_FILE_BYTES)
 
 
 def read_beam_json(path: str | os.PathLike) -> dict[str, Any]:

@@ -98,6 +98,65 @@ def max_input_bytes() -> int:
     return value
 
 
+def open_input_file(path: str | os.PathLike, what: str = "input file") -> BinaryIO:
+    """Open an existing regular file for reading, or raise one :class:`InputFileError`.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file.
+    what : str
+        What the file is, for the messages (``"MDA file"``, ``"beam file"``).
+
+    Returns
+    -------
+    BinaryIO
+        The open file (close it, e.g. with ``with``).
+    """
+    try:
+        return open_input(path)
+    except FileNotFoundError:
+        raise InputFileError(f"{what} not found: {path}") from None
+    except IsADirectoryError:
+        raise InputFileError(f"{path} is a folder, not a file") from None
+    except ValueError as error:  # not a regular file (a FIFO, a device)
+        raise InputFileError(str(error)) from None
+    except OSError as error:
+        raise InputFileError(f"cannot open {path}: {error.strerror or error}") from None
+
+
+def read_input_bytes(
+    path: str | os.PathLike, what: str = "input file", max_bytes: int | None = None
+) -> bytes:
+    """A small input file's bytes, its size checked before any is read.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file.
+    what : str
+        What the file is, for the messages.
+    max_bytes : int, optional
+        Largest size read, bytes (default :func:`max_input_bytes`).
+
+    Raises
+    ------
+    InputTooLargeError
+        If the file is larger than ``max_bytes``.
+    InputFileError
+        If it is missing, a folder or not a regular file (:func:`open_input_file`).
+    """
+    limit = max_input_bytes() if max_bytes is None else int(max_bytes)
+    with open_input_file(path, what) as stream:
+        size = os.fstat(stream.fileno()).st_size
+        if size > limit:
+            raise InputTooLargeError(
+                f"{what} {path} is {size} bytes; at most {limit} bytes are read, so nothing "
+                "was read"
+            )
+        return stream.read(limit + 1)  # a file that grows meanwhile is still capped
+
+
 def check_declared_size(
     shape: tuple[int, ...], dtype: np.dtype, where: str, max_bytes: int | None = None
 ) -> None:

@@ -28,8 +28,7 @@ from pathlib import Path
 
 import h5py
 
-from asirp.io import InputFileError, check_declared_size
-from asirp.safe_files import open_input
+from asirp.io import InputFileError, check_declared_size, open_input_file
 from asirp.xrf.aps_fly import GROUP as FLY_GROUP
 from asirp.xrf.aps_fly import SPECTRA_PREFIX, read_aps_fly
 from asirp.xrf.lines import EnergyCalibration
@@ -129,17 +128,8 @@ def detect_format(path: str | os.PathLike) -> str:
         formats).
     """
     file_path = Path(path)
-    try:
-        with open_input(file_path) as stream:
-            head = stream.read(16)
-    except FileNotFoundError:
-        raise InputFileError(f"raw scan file not found: {file_path}") from None
-    except IsADirectoryError:
-        raise InputFileError(f"{file_path} is a folder, not a scan file") from None
-    except ValueError as error:
-        raise InputFileError(str(error)) from None
-    except OSError as error:
-        raise InputFileError(f"cannot open {file_path}: {error.strerror or error}") from None
+    with open_input_file(file_path, "raw scan file") as stream:
+        head = stream.read(16)
     if _is_hdf5(file_path, head):
         return _hdf5_format(file_path)
     if looks_like_mda(head):

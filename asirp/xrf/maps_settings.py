@@ -23,8 +23,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from asirp.io import InputFileError
-from asirp.safe_files import open_input
+from asirp.io import InputFileError, read_input_bytes
 from asirp.xrf.lines import EnergyCalibration, line_energy_kev
 
 MAX_SETTINGS_BYTES = 1 << 20
@@ -93,19 +92,7 @@ class StandardInfo:
 def _key_values(path: str | os.PathLike) -> tuple[str, dict[str, str]]:
     """``KEY: value`` pairs of a MAPS settings file (first occurrence wins), checked for size."""
     where = os.fspath(path)
-    try:
-        with open_input(path) as stream:
-            size = os.fstat(stream.fileno()).st_size
-            if size > MAX_SETTINGS_BYTES:
-                raise InputFileError(
-                    f"{where} is {size} bytes; a MAPS settings file is at most "
-                    f"{MAX_SETTINGS_BYTES} bytes"
-                )
-            data = stream.read(MAX_SETTINGS_BYTES + 1)
-    except FileNotFoundError:
-        raise InputFileError(f"MAPS settings file not found: {where}") from None
-    except (OSError, ValueError) as error:
-        raise InputFileError(f"cannot read {where}: {error}") from None
+    data = read_input_bytes(path, "MAPS settings file", MAX_SETTINGS_BYTES)
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:

@@ -44,8 +44,7 @@ from typing import Any
 
 import numpy as np
 
-from asirp.io import InputFileError, check_declared_size, max_input_bytes
-from asirp.safe_files import open_input
+from asirp.io import InputFileError, check_declared_size, max_input_bytes, read_input_bytes
 
 MDA_VERSION = 1.3
 """The MDA version read (the one in APS's files and APS's ``mda.py``); others are refused."""
@@ -460,20 +459,7 @@ def _read_extra_pvs(reader: _XDRReader, offset: int) -> dict[str, MDAExtraPV]:
 
 def _read_bytes(path: Path, max_bytes: int | None) -> bytes:
     """The file's bytes, after checking that it exists, is a file and fits the input limit."""
-    try:
-        stream = open_input(path)
-    except FileNotFoundError:
-        raise InputFileError(f"MDA file not found: {path}") from None
-    except IsADirectoryError:
-        raise InputFileError(f"{path} is a folder, not an MDA file") from None
-    except ValueError as error:
-        raise InputFileError(str(error)) from None
-    except OSError as error:
-        raise InputFileError(f"cannot open {path}: {error.strerror or error}") from None
-    with stream:
-        size = os.fstat(stream.fileno()).st_size
-        check_declared_size((size,), np.dtype(np.uint8), f"MDA file {path}", max_bytes)
-        return stream.read()
+    return read_input_bytes(path, "MDA file", max_bytes)
 
 
 def looks_like_mda(head: bytes) -> bool:
