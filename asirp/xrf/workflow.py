@@ -131,13 +131,24 @@ def make_map(config: XRFMapConfig, raw: str | os.PathLike) -> XRFMap:
     return xrf_map
 
 
+def with_measured_beam(config: XRFMapConfig) -> tuple[XRFMapConfig, dict[str, Any] | None]:
+    """The settings with ``beam_file``'s FWHM as ``beam_fwhm_um``, and the file's provenance.
+
+    The beam file (``asirp psf-from-edge``) is read once; settings without one come back as
+    they are, with ``None``.
+    """
+    if config.beam_file is None:
+        return config, None
+    if config.beam_fwhm_um is not None or config.psf_sigma_px is not None:
+        raise ValueError("give one of beam_fwhm_um, beam_file and psf_sigma_px, not several")
+    fwhm, source = beam_from_json(config.beam_file)
+    return dataclasses.replace(config, beam_fwhm_um=fwhm, beam_file=None), source
+
+
 def psf_arguments(config: XRFMapConfig, xrf_map: XRFMap) -> dict[str, Any]:
     """The PSF keywords for :func:`asirp.restore` from the settings and the map's steps."""
+    config, _ = with_measured_beam(config)
     beam = config.beam_fwhm_um
-    if config.beam_file is not None:
-        if beam is not None or config.psf_sigma_px is not None:
-            raise ValueError("give one of beam_fwhm_um, beam_file and psf_sigma_px, not several")
-        beam, _ = beam_from_json(config.beam_file)
     if beam is None and config.psf_sigma_px is None:
         beam = xrf_map.metadata.get("beam_fwhm_um")
         if beam is None:
@@ -248,13 +259,14 @@ def run_xrf_map(
         params = dict(config.restore_params)
         if config.iterations is not None:
             params["iterations"] = config.iterations
-        psf = psf_arguments(config, xrf_map)
+        measured, beam_source = with_measured_beam(config)
+        psf = psf_arguments(measured, xrf_map)
         start = time.perf_counter()
         restoration = restore(
             xrf_map.data, config.restore_method, device=config.device, **psf, **params
         )
-        if config.beam_file is not None:  # the measured beam goes into the provenance
-            restoration.psf_description["beam_source"] = beam_from_json(config.beam_file)[1]
+        if beam_source is not None:  # the measured beam goes into the provenance
+            restoration.psf_description["beam_source"] = beam_source
         timings["restore_s"] = time.perf_counter() - start
 
     start = time.perf_counter()
