@@ -101,6 +101,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import platform
 import queue
 import sys
@@ -142,6 +143,8 @@ from asirp_device.temporal_live import (
     TemporalOptions,
 )
 from asirp_device.values import (
+    MAX_CAUTIONS,
+    METRIC_ATTRIBUTES,
     RESULT_ATTRIBUTES,
     fetch_reply,
     input_value,
@@ -179,6 +182,23 @@ _TEXT_SETTINGS = frozenset({"method", "parameters_json", "live_field", "live_nor
 
 LIVE_COUNTER_ATTRIBUTES = ("live_runs_restored", "live_documents")
 """Live mode's counters (change and archive events, with abs_change criteria)."""
+
+ALARM_CHECKED_RESULTS = (*METRIC_ATTRIBUTES, "iterations_run", "last_duration_ms")
+"""Result scalars checked against their alarm limits after every result (State follows)."""
+
+_NO_LIMIT = frozenset({"", "not specified", "nan"})
+
+
+def _alarm_limit(limit: Any) -> float | None:
+    """An alarm limit as Tango's configuration gives it (text or number), or None when unset."""
+    text = str(limit).strip().lower()
+    if text in _NO_LIMIT:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
 
 LONG_COMMAND_ATTRIBUTES = (
     "longRunningCommandStatus",
@@ -382,6 +402,7 @@ class ASIRP(Device):
         self._live: LiveMode | None = None
         self._temporal: TemporalLiveMode | None = None
         self._pushed_change = ChangeValues()  # what the events last said (event thread only)
+        self._pushed_state = DevState.UNKNOWN  # the State the events last said (event thread)
         self._fault = ""
         self._publisher = _EventPublisher()
         self._commands = LongCommands()
@@ -526,10 +547,63 @@ class ASIRP(Device):
         value = self._setting_values()[name]
         self.info_stream(f"{name} set to {value!r}")
         self._publisher.submit(self._push_value, name, value)
+        self._publisher.submit(self._push_alarm_state)
 
     def _push_value(self, name: str, value: Any) -> None:
         self.push_change_event(name, value)
         self.push_archive_event(name, value)
+
+    def _alarm_scalars(self) -> dict[str, float]:
+        """The numeric scalars an operator may give alarm limits: results, settings, progress."""
+        component = self._require()
+        values = result_values(component.result)
+        scalars = {name: values[name] for name in ALARM_CHECKED_RESULTS}
+        settings = component.settings
+        scalars.update(
+            iterations=settings.iterations,
+            beam_fwhm_um=settings.beam_fwhm_um,
+            pixel_um=settings.pixel_um,
+            progress=component.progress,
+        )
+        return scalars
+
+    def attributes_in_alarm(self) -> list[str]:
+        """Names of the scalars outside the alarm limits set on them (Tango's ``<=``/``>=``).
+
+        The same check Tango makes when State is read, done here so that the State *event*
+        follows a value crossing its limits (Tango only checks on a read).
+        """
+        if self._component is None:
+            return []
+        attributes = self.get_device_attr()
+        names = []
+        for name, value in self._alarm_scalars().items():
+            if not math.isfinite(value):
+                continue
+            limits = attributes.get_attr_by_name(name).get_properties()  # MultiAttrProp
+            low, high = _alarm_limit(limits.min_alarm), _alarm_limit(limits.max_alarm)
+            if (low is not None and value <= low) or (high is not None and value >= high):
+                names.append(name)
+        return names
+
+    def _push_alarm_state(self) -> None:
+        """Event thread: push State (and Status) when a value entered or left its alarm limits."""
+        component = self._component
+        if component is None or _STATES[component.state] is DevState.RUNNING:
+            return  # RUNNING wins; the state is pushed again when the restoration ends
+        in_alarm = self.attributes_in_alarm()
+        state = DevState.ALARM if in_alarm else _STATES[component.state]
+        if state is self._pushed_state:
+            return
+        self._pushed_state = state
+        self.set_state(state)
+        self.push_change_event("State", state)
+        self.push_archive_event("State", state)
+        status = self._compose(component.status)
+        self.push_change_event("Status", status)
+        self.push_archive_event("Status", status)
+        if in_alarm:
+            self.warn_stream(f"attributes outside their alarm limits: {', '.join(in_alarm)}")
 
     def _start_live_from_property(self, address: str) -> None:
         """Start live mode from the LiveAddress property; a failure is an outcome, not FAULT."""
@@ -597,6 +671,9 @@ class ASIRP(Device):
     def _compose(self, status: str) -> str:
         """``status``, followed by the status lines of the live modes that run."""
         lines = [status]
+        in_alarm = self.attributes_in_alarm()
+        if in_alarm:
+            lines.append(f"ALARM: {', '.join(in_alarm)} outside the alarm limits set on them")
         for mode in (self._live, self._temporal):
             line = mode.status if mode is not None else ""
             if line:
@@ -637,6 +714,9 @@ class ASIRP(Device):
 
     def _push_state(self, state: DevState, status: str) -> None:
         status = self._compose(status)
+        if state is DevState.ON and self.attributes_in_alarm():
+            state = DevState.ALARM
+        self._pushed_state = state
         self.set_state(state)
         self.set_status(status)
         self.push_change_event("State", state)
@@ -652,6 +732,7 @@ class ASIRP(Device):
 
     def _push_progress(self, percent: int) -> None:
         self._push_value("progress", percent)
+        self._push_alarm_state()
         if self._commands.progress(percent):
             self._push_value("longRunningCommandProgress", self._commands.progress_pair)
 
@@ -717,6 +798,7 @@ class ASIRP(Device):
         self.push_data_ready_event("restored_image", record.sequence)
         self._push_value("result_source", record.source)
         self._push_live_counters()
+        self._push_alarm_state()
         self.info_stream(
             f"result {record.sequence} published: request {record.request_id}, "
             f"method {record.restoration.method}, source {record.source}"
@@ -977,6 +1059,18 @@ class ASIRP(Device):
         return self.TiledUri
 
     # ------------------------------------------------------------------ results
+    @attribute(
+        dtype=(str,),
+        max_dim_x=MAX_CAUTIONS,
+        label="Result cautions",
+        doc="What to be careful about in the latest result, one caution per line (for example "
+        "'nothing to restore', 'structure_to_noise'); empty when there is none, or before a "
+        "result. The first line of Status repeats them.",
+    )
+    def result_cautions(self) -> list[str]:
+        """The engine's cautions on the latest result (empty when there is none)."""
+        return self._result_value("result_cautions")
+
     @attribute(
         dtype=str,
         label="Method used",

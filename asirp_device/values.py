@@ -27,11 +27,15 @@ EMPTY_IMAGE.flags.writeable = False
 METRIC_ATTRIBUTES = ("contrast_std", "sharpness", "noise_sigma", "residual")
 """Metrics that also have their own scalar attribute (all are in ``metrics_json``)."""
 
+MAX_CAUTIONS = 32
+"""Most cautions the ``result_cautions`` attribute carries (the engine gives a handful)."""
+
 RESULT_ATTRIBUTES = (
     "result_id",
     "restored_image",
     "psf",
     "method_used",
+    "result_cautions",
     "metrics_json",
     *METRIC_ATTRIBUTES,
     "iterations_run",
@@ -54,7 +58,8 @@ def result_values(record: ResultRecord | None) -> dict[str, Any]:
     dict
         One value per name of :data:`RESULT_ATTRIBUTES`: ``result_id`` (int),
         ``restored_image`` and ``psf`` (float32 2-D, empty before a result or without a PSF),
-        ``method_used`` (str), ``metrics_json`` (JSON object text with ``request_id``), the
+        ``method_used`` (str), ``result_cautions`` (list of str, the engine's cautions),
+        ``metrics_json`` (JSON object text with ``request_id``), the
         :data:`METRIC_ATTRIBUTES` (float, NaN when missing), ``iterations_run`` (int, 0 when
         not an int) and ``last_duration_ms`` (float).
     """
@@ -65,6 +70,7 @@ def result_values(record: ResultRecord | None) -> dict[str, Any]:
             restored_image=EMPTY_IMAGE,
             psf=EMPTY_IMAGE,
             method_used="",
+            result_cautions=[],
             metrics_json="{}",
             iterations_run=0,
             last_duration_ms=math.nan,
@@ -80,6 +86,7 @@ def result_values(record: ResultRecord | None) -> dict[str, Any]:
         restored_image=restoration.image,
         psf=EMPTY_IMAGE if psf is None else np.asarray(psf, dtype=np.float32),
         method_used=restoration.method,
+        result_cautions=list(restoration.cautions())[:MAX_CAUTIONS],
         metrics_json=json.dumps({**metrics, "request_id": record.request_id}, sort_keys=True),
         iterations_run=int(iterations) if isinstance(iterations, int) else 0,
         last_duration_ms=1000.0 * record.duration_s,

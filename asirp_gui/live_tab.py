@@ -45,8 +45,9 @@ SUBSCRIBED = (
     "progress",
     "method_used",
     "restoration_outcome",
+    "result_cautions",
 )
-"""Attributes whose change events the tab shows (the device's cautions are in its Status)."""
+"""Attributes whose change events the tab shows."""
 
 SETTINGS = ("method", "beam_fwhm_um", "pixel_um", "auto_select", "iterations")
 """Device settings the tab reads at connection and writes with "Write settings"."""
@@ -121,6 +122,8 @@ class LiveTab(QWidget):
         self.outcome = QLabel("—")
         self.status = QLabel("not connected")
         self.status.setWordWrap(True)
+        self.cautions = QLabel("—")
+        self.cautions.setWordWrap(True)
         self.progress = QProgressBar()
         self.progress.setRange(0, 100)
         self.method = QComboBox()
@@ -155,7 +158,8 @@ class LiveTab(QWidget):
         form.addRow("Timeout", row)
         form.addRow("State", self.state)
         form.addRow("Last restoration", self.outcome)
-        form.addRow("Status, cautions", self.status)
+        form.addRow("Status", self.status)
+        form.addRow("Cautions", self.cautions)
         form.addRow("Progress", self.progress)
         form.addRow("Method", self.method)
         form.addRow("Beam FWHM", self.beam_fwhm_um)
@@ -233,8 +237,11 @@ class LiveTab(QWidget):
 
         def connect() -> tuple[tango.DeviceProxy, dict[str, Any], list[int]]:
             proxy = tango.DeviceProxy(name)
-            proxy.set_timeout_millis(timeout_ms)
+            # ping before setting our timeout: on a device that does not answer,
+            # set_timeout_millis reconnects holding the GIL (the window froze for Tango's 3 s
+            # connect timeout); ping fails after it without holding the GIL
             proxy.ping()
+            proxy.set_timeout_millis(timeout_ms)
             values = {reply.name: reply.value for reply in proxy.read_attributes(list(SETTINGS))}
             ids = [
                 proxy.subscribe_event(attribute, tango.EventType.CHANGE_EVENT, self.events)
@@ -322,6 +329,9 @@ class LiveTab(QWidget):
             self.progress.setValue(int(value))
         elif name == "restoration_outcome":
             self.outcome.setText(str(value))
+        elif name == "result_cautions":
+            cautions = list(value or ())
+            self.cautions.setText("\n".join(cautions) if cautions else "none")
         elif name == "method_used":
             self.say(f"Result restored with {value}.")
 
@@ -346,7 +356,17 @@ class LiveTab(QWidget):
 
     # -- rescans --------------------------------------------------------------------------
     def send_roi(self) -> dict[str, Any] | None:
-        """Make the plan item of the drawn ROI and give it to the sender (or show it)."""
+        """Make the plan item of the drawn ROI and give it to the sender (or show it).
+
+        The sender runs in a worker (a queue server may be down or hung): its report, or
+        "Rescan not sent: ..." with the reason, reaches the message area when it ends, and
+        :attr:`last_item` is set once the item was sent.
+
+        Returns
+        -------
+        dict or None
+            The plan item handed to the sender; ``None`` when there is no ROI or no valid item.
+        """
         roi = self.restored_view.roi_um()
         if roi is None:
             self.say("Draw an ROI on the restored map first.")
@@ -358,12 +378,28 @@ class LiveTab(QWidget):
                 target_resolution_um=self.target_resolution_um.value(),
                 md={"asirp_device": self.device_name.text().strip()},
             )
-            report = self.sender(item) if self.sender else f"plan item (no queue server): {item}"
-        except (ValueError, OSError) as error:
+        except ValueError as error:
             self.say("Rescan not sent: " + one_line(error))
             return None
-        self.last_item = item
-        self.say(report)
+        sender = self.sender
+        if sender is None:
+            self.last_item = item
+            self.say(f"plan item (no queue server): {item}")
+            return item
+
+        def send() -> str:
+            try:
+                return sender(item)
+            except (ValueError, OSError) as error:
+                # _run shows a RuntimeError's message without its type
+                raise RuntimeError("Rescan not sent: " + one_line(error)) from None
+
+        def sent(report: str) -> None:
+            self.last_item = item
+            self.say(report)
+
+        self.say("Sending the rescan…")
+        self._run(send, sent)
         return item
 
     def shutdown(self) -> None:

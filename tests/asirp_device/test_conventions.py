@@ -142,6 +142,41 @@ def test_an_attribute_alarm_gives_state_alarm_and_a_failure_is_an_outcome(device
     # test_device_live.py and test_live_result_of.py
 
 
+def test_a_value_crossing_its_alarm_limit_pushes_state_alarm_and_back(device):
+    config = device.get_attribute_config("contrast_std")
+    config.alarms.max_alarm = "0"  # every contrast is at or above it: the next result alarms
+    device.set_attribute_config(config)
+    try:
+        with subscribed(device, [("State", CHANGE), ("Status", CHANGE)]) as events:
+            restore(device, seed=6)
+            events.wait_for(lambda seen: events.values("state")[-1:] == [ALARM])
+            events.wait_for(lambda seen: "ALARM: contrast_std" in events.values("status")[-1])
+            assert device.state() == ALARM
+    finally:
+        config.alarms.max_alarm = "Not specified"
+        device.set_attribute_config(config)
+    with subscribed(device, [("State", CHANGE)]) as events:
+        restore(device, seed=7)  # the new result is checked against no limit: ON is pushed
+        events.wait_for(lambda seen: events.values("state")[-1:] == [ON])
+    assert "ALARM" not in device.status()
+
+
+def test_result_cautions_are_an_attribute_with_events(device):
+    device.write_attribute("beam_fwhm_um", 1.0)  # a beam far narrower than the 6 µm pixels
+    try:
+        with subscribed(device, [("result_cautions", CHANGE)]) as events:
+            restore(device, seed=8)
+            events.wait_for(lambda seen: len(events.values("result_cautions")) >= 2)
+        cautions = list(device.result_cautions or ())
+        assert cautions, "a sub-pixel beam gives a caution"
+        assert list(events.values("result_cautions")[-1]) == cautions
+        assert all(caution in device.status() for caution in cautions)
+    finally:
+        device.write_attribute("beam_fwhm_um", 30.0)
+    restore(device, seed=8)
+    assert not list(device.result_cautions or ())  # the same map with its real beam: none
+
+
 def test_long_commands_report_progress_and_outcome_by_request_id(device):
     recorder = EventRecorder()
     names = ("longRunningCommandStatus", "longRunningCommandResult")
