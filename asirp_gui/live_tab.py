@@ -36,6 +36,7 @@ from qtpy.QtWidgets import (
 from asirp import available_methods
 from asirp_gui.image_view import MapView
 from asirp_gui.rescan import RescanSender, rescan_item
+from asirp_gui.taurus_panel import open_taurus_form
 from asirp_gui.workers import TaskWorker, one_line
 
 SUBSCRIBED = (
@@ -118,6 +119,12 @@ class LiveTab(QWidget):
         self.timeout_s.setValue(DEFAULT_TIMEOUT_S)
         self.timeout_s.setSuffix(" s")
         self.connect_button = QPushButton("Connect")
+        self.taurus_button = QPushButton("Taurus form")
+        self.taurus_button.setToolTip(
+            "The device's settings and figures in a Taurus form (quality colours, alarms); "
+            "needs a device in a Tango database"
+        )
+        self.taurus_form: Any = None
         self.state = QLabel("—")
         self.outcome = QLabel("—")
         self.status = QLabel("not connected")
@@ -155,6 +162,7 @@ class LiveTab(QWidget):
         row = QHBoxLayout()
         row.addWidget(self.timeout_s)
         row.addWidget(self.connect_button)
+        row.addWidget(self.taurus_button)
         form.addRow("Timeout", row)
         form.addRow("State", self.state)
         form.addRow("Last restoration", self.outcome)
@@ -190,6 +198,7 @@ class LiveTab(QWidget):
         layout.addLayout(views, 1)
 
         self.connect_button.clicked.connect(self.connect_device)
+        self.taurus_button.clicked.connect(self.open_taurus)
         self.apply_button.clicked.connect(self.write_settings)
         self.restore_button.clicked.connect(lambda: self.command("Restore"))
         self.abort_button.clicked.connect(lambda: self.command("Abort"))
@@ -262,6 +271,21 @@ class LiveTab(QWidget):
         self.settings.setValue("live/device", self.device_name.text().strip())
         self.settings.sync()
         self.say(f"Connected to {self.proxy.dev_name()}.")
+
+    def open_taurus(self) -> None:
+        """Open a Taurus form on the device named in the field (replacing an open one)."""
+        self.close_taurus()
+        try:
+            self.taurus_form = open_taurus_form(self.device_name.text())
+        except Exception as error:  # Taurus reports unresolvable models in many ways
+            self.say("Taurus form not opened: " + one_line(error))
+
+    def close_taurus(self) -> None:
+        """Close the Taurus form, if one is open."""
+        if self.taurus_form is not None:
+            self.taurus_form.setModel([])  # release Taurus's listeners on the device
+            self.taurus_form.close()
+            self.taurus_form = None
 
     def disconnect_device(self, wait: bool = False) -> None:
         """Forget the device and unsubscribe (best effort, each call within the timeout).
@@ -406,4 +430,5 @@ class LiveTab(QWidget):
         """Wait for running device calls (each ends within its timeout) and unsubscribe."""
         for worker in list(self.workers):
             worker.wait()
+        self.close_taurus()
         self.disconnect_device(wait=True)
