@@ -471,6 +471,7 @@ class ASIRP(Device):
         self._temporal = temporal
         self._align_write_values()
         self.set_state(DevState.ON)
+        self._pushed_state = DevState.ON  # what a subscriber reads first; alarms toggle it
         self.set_status(component.status)
         self.info_stream(
             f"ASIRP {asirp.__version__} ready: method {component.settings.method}, "
@@ -589,10 +590,12 @@ class ASIRP(Device):
     def _push_alarm_state(self) -> None:
         """Event thread: push State (and Status) when a value entered or left its alarm limits."""
         component = self._component
-        if component is None or _STATES[component.state] is DevState.RUNNING:
-            return  # RUNNING wins; the state is pushed again when the restoration ends
+        if component is None or self._pushed_state not in (DevState.ON, DevState.ALARM):
+            # RUNNING (or nothing pushed yet): the component's own transition is queued and
+            # _push_state checks the alarms when it pushes it
+            return
         in_alarm = self.attributes_in_alarm()
-        state = DevState.ALARM if in_alarm else _STATES[component.state]
+        state = DevState.ALARM if in_alarm else DevState.ON
         if state is self._pushed_state:
             return
         self._pushed_state = state

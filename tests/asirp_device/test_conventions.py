@@ -161,6 +161,22 @@ def test_a_value_crossing_its_alarm_limit_pushes_state_alarm_and_back(device):
     assert "ALARM" not in device.status()
 
 
+def test_a_setting_written_beyond_its_alarm_limit_pushes_state_alarm(device):
+    config = device.get_attribute_config("beam_fwhm_um")
+    config.alarms.max_alarm = "100"  # µm
+    device.set_attribute_config(config)
+    try:
+        with subscribed(device, [("State", CHANGE)]) as events:
+            device.write_attribute("beam_fwhm_um", 120.0)
+            events.wait_for(lambda seen: events.values("state")[-1:] == [ALARM])
+            device.write_attribute("beam_fwhm_um", 30.0)
+            events.wait_for(lambda seen: events.values("state")[-1:] == [ON])
+    finally:
+        config.alarms.max_alarm = "Not specified"
+        device.set_attribute_config(config)
+        device.write_attribute("beam_fwhm_um", 30.0)
+
+
 def test_result_cautions_are_an_attribute_with_events(device):
     device.write_attribute("beam_fwhm_um", 1.0)  # a beam far narrower than the 6 µm pixels
     try:
