@@ -1,4 +1,4 @@
-"""The operator panel's main window: the live and offline tabs over one settings store."""
+"""The operator panel's main window: the live, offline and results tabs over one settings store."""
 
 from __future__ import annotations
 
@@ -9,10 +9,11 @@ from qtpy.QtWidgets import QMainWindow, QTabWidget
 from asirp_gui.live_tab import LiveTab
 from asirp_gui.offline_tab import OfflineTab
 from asirp_gui.rescan import RescanSender
+from asirp_gui.results_browser import ResultsBrowser
 
 
 class MainWindow(QMainWindow):
-    """Tabs ``Live`` and ``Offline``; settings are saved when the window closes.
+    """Tabs ``Live``, ``Offline`` and ``Results``; settings are saved when the window closes.
 
     Parameters
     ----------
@@ -28,9 +29,11 @@ class MainWindow(QMainWindow):
         self.settings = settings
         self.live = LiveTab(settings, sender)
         self.offline = OfflineTab(settings)
+        self.results = ResultsBrowser(settings)
         self.tabs = QTabWidget()
         self.tabs.addTab(self.live, "Live")
         self.tabs.addTab(self.offline, "Offline")
+        self.tabs.addTab(self.results, "Results")
         self.setCentralWidget(self.tabs)
         self.resize(1400, 800)
 
@@ -41,4 +44,5 @@ class MainWindow(QMainWindow):
             self.offline.worker.cancel()
             self.offline.worker.wait()
         self.live.shutdown()
+        self.results.shutdown()
         super().closeEvent(event)

@@ -26,13 +26,21 @@ def pixel_statistics(path: Path) -> tuple[float, int]:
 
 def test_each_tab_is_rendered_with_example_data(window, tmp_path: Path):
     written = render_screenshots(window, tmp_path / "panel.png")
-    assert written == [tmp_path / "panel_offline.png", tmp_path / "panel_live.png"]
+    assert written == [
+        tmp_path / "panel_offline.png",
+        tmp_path / "panel_live.png",
+        tmp_path / "panel_results.png",
+    ]
     for path in written:
         grey_std, n_colours = pixel_statistics(path)
         assert grey_std > 20.0, path.name
         assert n_colours > 200, path.name
     assert window.offline.restoration is not None
     assert window.live.restored_view.roi_um() is not None
+    assert len(window.results.runs) == 2
+    assert window.results.restored is not None
+    assert window.results.table.item(0, 3).text() == "richardson_lucy"
+    assert '"method": "richardson_lucy"' in window.results.details.toPlainText()
     with pytest.raises(OSError, match="already exists"):
         render_screenshots(window, tmp_path / "panel.png")
 
@@ -46,4 +54,5 @@ def test_screenshot_paths_name_one_file_per_tab():
     assert screenshot_paths("docs/images/gui.png") == {
         "offline": Path("docs/images/gui_offline.png"),
         "live": Path("docs/images/gui_live.png"),
+        "results": Path("docs/images/gui_results.png"),
     }
