@@ -1,0 +1,43 @@
+r"""The RE Manager's startup module: the simulated beamline, a RunEngine, ``grid_scan``, ``count``.
+
+bluesky-queueserver imports this module when its worker environment opens::
+
+    start-re-manager --startup-module control_room.qserver_profile \\
+        --user-group-permissions "$(python -m control_room.qserver)" \\
+        --existing-plans-devices ~/asirp-qserver/existing_plans_and_devices.yaml ...
+
+(the whole command line is in ``docs/QUEUE_SERVER.md``). The worker's namespace is this module's:
+every plan (a generator function) and every device in it can be named by a queued item, within
+the user-group permissions of :mod:`control_room.qserver` (``user_group_permissions.yaml``).
+The devices get the names that the panel's rescans use (:data:`asirp_gui.rescan.RESCAN_NAMES`),
+so a plan item from :func:`asirp_gui.rescan.rescan_item` runs here unchanged.
+
+A facility swaps in its own devices with its own startup module (or directory) that binds its
+detectors and stage motors to the same names, or changes :data:`~asirp_gui.rescan.RESCAN_NAMES`
+and the permissions file together. The simulated stage moves on a simulated clock, so a scan
+takes only the time its readings cost.
+"""
+
+from __future__ import annotations
+
+from bluesky import RunEngine
+from bluesky.plans import count, grid_scan  # noqa: F401 (the worker finds plans in globals)
+
+import sim
+from asirp_gui.rescan import RESCAN_NAMES
+
+beamline = sim.make_beamline(sample="ag300", beam_fwhm_um=50.0, seed=0)
+"""The simulated µ-XRF beamline (stage travel ±500 µm in x and y, 50 µm beam)."""
+
+devices = {
+    **dict(zip(RESCAN_NAMES.detectors, beamline.detectors, strict=True)),
+    RESCAN_NAMES.x_motor: beamline.x,
+    RESCAN_NAMES.y_motor: beamline.y,
+}
+"""The queue's name of each device: ``xrf``, ``i0``, ``sample_x``, ``sample_y``."""
+
+# The worker finds devices among the module's globals, so each one is bound to its name.
+globals().update(devices)
+
+RE = RunEngine({})
+"""The RunEngine the worker runs plans with (the queue server requires the name ``RE``)."""

@@ -1,0 +1,99 @@
+"""The shipped RE Manager profile on a real redis and a real RE Manager (child processes).
+
+One manager serves the module: its worker environment imports
+:mod:`control_room.qserver_profile`, and the panel's rescan items run there.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import psutil
+import pytest
+import yaml
+from bluesky_queueserver_api.zmq import REManagerAPI
+
+from asirp_gui.rescan import RESCAN_NAMES, rescan_item
+from control_room.qserver import STARTUP_MODULE, permissions_path
+from tests.qserver_support import manager_api, open_environment, re_manager, redis_server
+
+SCAN_TIMEOUT_S = 60.0
+
+
+@pytest.fixture(scope="module")
+def manager(tmp_path_factory) -> Iterator[REManagerAPI]:
+    """A client of an RE Manager whose environment (the shipped profile) is open."""
+    before = {child.pid for child in psutil.Process().children(recursive=True)}
+    folder = tmp_path_factory.mktemp("qserver")
+    with (
+        redis_server(folder) as redis_addr,
+        re_manager(redis_addr, folder) as control,
+        manager_api(control) as api,
+    ):
+        open_environment(api)
+        yield api
+    after = {child.pid for child in psutil.Process().children(recursive=True)}
+    assert after <= before, "redis or the RE Manager was left running"
+
+
+def test_the_shipped_permissions_allow_the_rescan_plan_and_names_to_primary():
+    assert STARTUP_MODULE == "control_room.qserver_profile"
+    groups = yaml.safe_load(permissions_path().read_text())["user_groups"]
+    primary = groups["primary"]
+    assert set(primary["allowed_devices"]) == set(RESCAN_NAMES.devices)
+    assert {"grid_scan", "count"} <= set(primary["allowed_plans"])
+    assert primary["allowed_functions"] == []  # none: null would allow every function
+    printed = subprocess.run(
+        [sys.executable, "-m", "control_room.qserver"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout.strip()
+    assert printed == str(permissions_path())
+
+
+def test_the_environment_offers_grid_scan_and_the_beamline_devices(manager):
+    plans = manager.plans_allowed()["plans_allowed"]
+    assert {"grid_scan", "count"} <= set(plans)
+    devices = manager.devices_allowed()["devices_allowed"]
+    assert set(devices) == set(RESCAN_NAMES.devices)
+    for motor in (RESCAN_NAMES.x_motor, RESCAN_NAMES.y_motor):
+        assert devices[motor]["is_movable"]
+        assert devices[motor]["module"] == "sim.devices"
+    for detector in RESCAN_NAMES.detectors:
+        assert devices[detector]["is_readable"]
+        assert not devices[detector]["is_movable"]
+
+
+def test_a_plan_outside_the_permissions_is_refused(manager):
+    item = rescan_item((0, 40), (0, 40), beam_fwhm_um=50.0, target_resolution_um=40.0)
+    item["name"] = "rel_grid_scan"  # a bluesky plan, but not in the profile nor permitted
+    with pytest.raises(manager.RequestFailedError, match="rel_grid_scan"):
+        manager.item_add(item)
+    assert manager.queue_get()["items"] == []
+
+
+def test_a_rescan_item_from_the_panel_runs_to_completion(manager):
+    # a 40 µm ROI at a 20 µm step (50 µm beam, 40 µm target): 3 x 3 points
+    item = rescan_item(
+        (0.0, 40.0), (-40.0, 0.0), beam_fwhm_um=50.0, target_resolution_um=40.0, md={"test": 1}
+    )
+    assert item["args"] == [["xrf", "i0"], "sample_y", -40.0, 0.0, 3, "sample_x", 0.0, 40.0, 3]
+    added = manager.item_add(item)["item"]
+    manager.queue_start()
+    manager.wait_for_condition(
+        lambda status: (
+            status["items_in_queue"] == 0
+            and status["manager_state"] == "idle"
+            and status["items_in_history"] >= 1
+        ),
+        timeout=SCAN_TIMEOUT_S,
+    )
+    done = manager.history_get()["items"][-1]
+    assert done["item_uid"] == added["item_uid"]
+    assert done["name"] == "grid_scan"
+    assert done["result"]["exit_status"] == "completed", done["result"]["msg"]
+    assert len(done["result"]["run_uids"]) == 1
