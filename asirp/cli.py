@@ -35,6 +35,7 @@ from asirp.safe_files import atomic_write, file_identity
 from asirp.sr.consistency import ConsistencyWarning
 from asirp.sr.train import TrainSettings, train
 from asirp.threads import THREADS_VARIABLE, apply_thread_budget
+from asirp.tomo_cli import register as register_tomo
 
 # The commands that read or write HDF5 (restore, xrf-map, demo) import asirp.io, asirp.xrf and
 # asirp.demo when they run: those load h5py (about 0.2 s, measured with ``python -X
@@ -190,6 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_parser(commands)
     register_psf_from_edge(commands)
     register_replay(commands)
+    register_tomo(commands)
 
     for entry_point in sorted(
         entry_points(group=COMMAND_ENTRY_POINT_GROUP), key=lambda entry: entry.name
