@@ -2,8 +2,8 @@
 memorized settings whose write values equal their read values (also after ``Init``), State
 ALARM only for attribute alarms, long-running-command attributes, Tango logging, versionId.
 
-One device serves the module (``DeviceTestContext`` in a child process); the restart with a
-database is in ``test_restart.py``.
+One device serves the module (a child process without a database); the restart test starts its
+own server with the embedded database.
 """
 
 from __future__ import annotations
