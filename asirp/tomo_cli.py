@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Any
 
 
@@ -51,12 +52,34 @@ def register(commands: Any) -> None:
         "--centre", type=float, metavar="C", help="rotation axis, detector columns (default: found)"
     )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing OUTPUT")
+    engine = parser.add_argument_group(
+        "distributed restoration (dask)",
+        "restore the projections on dask workers into a resumable zarr store; run again with "
+        "the same options to resume an interrupted run (docs/DISTRIBUTED.md)",
+    )
+    engine.add_argument(
+        "--workers", type=int, metavar="N", help="a LocalCluster of N worker processes"
+    )
+    engine.add_argument(
+        "--scheduler", metavar="tcp://HOST:PORT", help="a running dask scheduler to use instead"
+    )
+    engine.add_argument(
+        "--store",
+        metavar="STORE.zarr",
+        help="the restored projections' store (default: OUTPUT with .projections.zarr)",
+    )
     parser.set_defaults(handler=_command)
 
 
 def _command(args: argparse.Namespace) -> int:
-    from asirp.tomo.pipeline import run_tomo  # lazy: h5py and scikit-image
+    from asirp.tomo.pipeline import StackEngine, run_tomo  # lazy: h5py and scikit-image
 
+    engine = None
+    if args.workers is not None or args.scheduler is not None or args.store is not None:
+        if args.workers is not None and args.scheduler is not None:
+            raise ValueError("give --workers (a local cluster) or --scheduler, not both")
+        store = args.store or str(Path(args.output).with_suffix(".projections.zarr"))
+        engine = StackEngine(store=store, scheduler=args.scheduler, workers=args.workers)
     try:
         result = run_tomo(
             args.input,
@@ -67,6 +90,7 @@ def _command(args: argparse.Namespace) -> int:
             pixel_um=args.pixel_um,
             centre=args.centre,
             overwrite=args.overwrite,
+            engine=engine,
         )
     except (KeyError, RuntimeError) as error:  # h5py's on a damaged file: bad input
         raise ValueError(f"cannot read {args.input}: {error}") from None

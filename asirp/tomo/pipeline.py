@@ -37,6 +37,7 @@ from asirp.tomo.restore_projections import (
     plan_restoration,
     psf_fwhm_in_px,
     restore_block,
+    restore_transmission_chunk,
 )
 from asirp.tomo.volume import RAW, RESTORED, write_volumes
 
@@ -124,6 +125,84 @@ def restore_stack(
     return restored, cautions
 
 
+@dataclass(frozen=True)
+class StackEngine:
+    """Where the projections are restored when not in this process: dask workers.
+
+    Attributes
+    ----------
+    store : str or os.PathLike
+        The zarr store of the restored transmission ``STORE.zarr`` (kept: a run that was
+        interrupted resumes from its finished chunks when run again with the same plan).
+    scheduler : str, optional
+        ``"tcp://HOST:PORT"`` of a running dask cluster; default a LocalCluster on 127.0.0.1.
+    workers : int, optional
+        Worker processes of the LocalCluster (default: :func:`asirp.stacks.process_stack`'s).
+    """
+
+    store: str | os.PathLike
+    scheduler: str | None = None
+    workers: int | None = None
+
+
+def restore_stack_distributed(
+    transmission: np.ndarray,
+    plan: ProjectionPlan,
+    engine: StackEngine,
+    *,
+    block_projections: int = BLOCK_PROJECTIONS,
+    seed: int = 0,
+    device: str = "cpu",
+    progress: Callable[[float], None] | None = None,
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Restore all projections on dask workers into ``engine.store``, then read them back.
+
+    The same blocks and the same per-projection restoration as :func:`restore_stack`, so the
+    result is the same bits (with the same thread count per worker). The flat/dark-corrected
+    stack is sent from this process (:class:`asirp.stacks.ArraySource`).
+
+    Returns
+    -------
+    restored : numpy.ndarray
+        ``(N, R, C)`` float32 transmission.
+    report : dict
+        The engine's report (chunks run and skipped, workers, wall time).
+    """
+    from asirp.stacks import ArraySource, ChunkStore, process_stack
+
+    def reported(done: int, total: int) -> None:
+        if progress is not None:
+            progress(done / max(total, 1))
+
+    outcome = process_stack(
+        restore_transmission_chunk,
+        ArraySource(np.ascontiguousarray(transmission, dtype=np.float32)),
+        engine.store,
+        chunk_len=int(block_projections),
+        function_kwargs={
+            "method": plan.method,
+            "psf_fwhm_px": plan.psf_fwhm_px,
+            "params": plan.params,
+            "seed": int(seed),
+            "device": device,
+        },
+        scheduler=engine.scheduler,
+        n_workers=engine.workers,
+        progress=reported,
+    )
+    restored = ChunkStore(engine.store, transmission.shape, int(block_projections)).read()
+    report = {
+        "store": os.fspath(engine.store),
+        "scheduler": engine.scheduler or "LocalCluster",
+        "chunks_run": outcome.chunks_run,
+        "chunks_skipped": outcome.chunks_skipped,
+        "total_chunks": outcome.total_chunks,
+        "workers": sorted(set(outcome.workers)),
+        "wall_s": outcome.wall_s,
+    }
+    return restored.astype(np.float32, copy=False), report
+
+
 def run_tomo(
     input_path: str | os.PathLike,
     output_path: str | os.PathLike,
@@ -139,6 +218,7 @@ def run_tomo(
     device: str = "cpu",
     overwrite: bool = False,
     progress: Callable[[float], None] | None = None,
+    engine: StackEngine | None = None,
 ) -> TomoResult:
     """Reconstruct a scan from measured and from restored projections, and write both.
 
@@ -169,6 +249,9 @@ def run_tomo(
         Replace an existing output (never the input).
     progress : callable, optional
         Called with the fraction done (0 to 1).
+    engine : StackEngine, optional
+        Restore the projections on dask workers into a resumable zarr store (same bits as
+        in this process); default: in this process.
 
     Returns
     -------
@@ -217,16 +300,28 @@ def run_tomo(
     report(0.4)
     volumes = {RAW: raw}
     restored_volume = None
+    distributed_run: dict[str, Any] = {}
     if plan.method != NO_RESTORATION:
-        restored, notes = restore_stack(
-            corrected.values,
-            plan,
-            block_projections=int(block_projections),
-            seed=seed,
-            device=device,
-            progress=lambda fraction: report(0.4 + 0.3 * fraction),
-        )
-        cautions.extend(note for note in notes if note not in cautions)
+        if engine is None:
+            restored, notes = restore_stack(
+                corrected.values,
+                plan,
+                block_projections=int(block_projections),
+                seed=seed,
+                device=device,
+                progress=lambda fraction: report(0.4 + 0.3 * fraction),
+            )
+            cautions.extend(note for note in notes if note not in cautions)
+        else:
+            restored, distributed_run = restore_stack_distributed(
+                corrected.values,
+                plan,
+                engine,
+                block_projections=int(block_projections),
+                seed=seed,
+                device=device,
+                progress=lambda fraction: report(0.4 + 0.3 * fraction),
+            )
         restored_volume = reconstruct(minus_log(restored), scan.angles_rad, centre_px)
         volumes[RESTORED] = restored_volume
     report(0.95)
@@ -265,6 +360,7 @@ def run_tomo(
                 "device": device,
                 "block_projections": int(block_projections),
                 "asirp": __version__,
+                "restored_on": distributed_run if engine is not None else "this process",
             },
             "versions": {**library_versions(), "scikit-image": skimage_version},
             "cautions": cautions,

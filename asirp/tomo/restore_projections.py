@@ -297,3 +297,28 @@ def restore_block(
         changed=bool(result.metrics.get("changed", True)),
     )
     return restored, report
+
+
+def restore_transmission_chunk(
+    block: np.ndarray,
+    *,
+    method: str,
+    psf_fwhm_px: float | None,
+    params: dict[str, Any],
+    seed: int = 0,
+    device: str = "cpu",
+) -> np.ndarray:
+    """:func:`restore_block` without its report: the per-chunk function of a stack engine.
+
+    :func:`asirp.stacks.process_stack` (dask workers) or a Prefect/EWOKS task calls it with a
+    frozen :class:`ProjectionPlan`'s ``method``, ``psf_fwhm_px`` and ``params`` (JSON-safe).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(n, R, C)`` float32 restored transmission.
+    """
+    restored, _ = restore_block(
+        block, method=method, psf_fwhm_px=psf_fwhm_px, params=params, seed=seed, device=device
+    )
+    return restored
