@@ -160,6 +160,10 @@ def _gain(data: torch.Tensor, problem: Problem, params: dict[str, Any]) -> float
     return estimate_counts_gain(data.detach().cpu().numpy())
 
 
+MIN_SEARCH_SIGMA_PX = 0.05
+"""Narrowest initial-guess width (either axis, px) the held-out width search can scale."""
+
+
 class BlindWidthWarning(UserWarning):
     """The held-out search did not determine the beam width.
 
@@ -182,6 +186,14 @@ def run(problem: Problem, params: dict[str, Any]) -> MethodOutput:
     info: dict[str, Any] = {}
 
     refine_problem = problem
+    if params["sigma_search"] == "heldout" and min(guess_sigma) < MIN_SEARCH_SIGMA_PX:
+        # the search scales a 2-D Gaussian; a blur along one axis only (a (1, w) detector-row
+        # PSF) has no width to scale on the other
+        raise ValueError(
+            "blind Richardson-Lucy's held-out width search needs a blur along both axes; this "
+            f"PSF's widths are {guess_sigma[0]:.3g} x {guess_sigma[1]:.3g} px (rows x columns): "
+            "use sigma_search='none' (the PSF is refined from the guess) or give a 2-D PSF"
+        )
     if params["sigma_search"] == "heldout":
         search_problem = dataclasses.replace(
             problem, progress=lambda fraction: problem.progress(SEARCH_SHARE * fraction)

@@ -238,3 +238,16 @@ def test_a_map_without_structure_warns_that_the_width_is_not_bounded():
     assert report["at_bound"]
     assert not report["identified"]
     assert any("did not determine the beam width" in note for note in result.cautions())
+
+
+def test_a_one_axis_psf_gets_a_clear_error_from_the_width_search():
+    from asirp.tomo.restore_projections import row_psf as detector_row_psf
+
+    row_psf = detector_row_psf(2.0)  # blur along the columns only, shape (1, w)
+    image = make_noisy_map(shape=(32, 32), seed=3).measured
+    with pytest.raises(ValueError, match="needs a blur along both axes"):
+        asirp.restore(image, "blind_richardson_lucy", psf=row_psf)
+    # without the search the method runs on such a PSF
+    kept = asirp.restore(image, "blind_richardson_lucy", psf=row_psf, sigma_search="none")
+    assert kept.image.shape == image.shape
+    assert np.isfinite(kept.image).all()
