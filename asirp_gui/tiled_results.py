@@ -37,6 +37,7 @@ from callbacks.address import (
     uri_secrets,
 )
 from callbacks.publish import DERIVED_PLAN_NAME, DERIVED_STREAM
+from callbacks.tiled_scan import plain_metadata
 
 API_KEY_ENV = "TILED_API_KEY"
 """Environment variable holding the tiled API key (as ``asirp live`` and tiled itself read it)."""
@@ -206,19 +207,6 @@ def close_client(client: Any) -> None:
 
 
 # -- summaries ---------------------------------------------------------------------------------
-def _plain(value: Any) -> Any:
-    """A JSON-ready copy of tiled metadata (its read-only mappings and lists included)."""
-    if isinstance(value, Mapping):
-        return {str(key): _plain(item) for key, item in value.items()}
-    if isinstance(value, Sequence) and not isinstance(value, str | bytes):
-        return [_plain(item) for item in value]
-    if isinstance(value, np.generic):
-        return value.item()
-    if value is None or isinstance(value, bool | int | float | str):
-        return value
-    return str(value)
-
-
 def _mapping(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
@@ -318,7 +306,7 @@ def summarise(uid: str, metadata: Mapping[str, Any]) -> ResultSummary:
     metadata : mapping
         ``run.metadata``: ``{"start": {...}, "stop": {...} or None, ...}``.
     """
-    plain = _mapping(_plain(metadata))
+    plain = _mapping(plain_metadata(metadata))
     start, stop = _mapping(plain.get("start")), _mapping(plain.get("stop"))
     geometry = _mapping(_mapping(start.get("map")).get("geometry"))
     shape = geometry.get("shape")
@@ -480,7 +468,7 @@ def read_result(client: Any, uid: str, max_pixels: int = MAX_MAP_PIXELS) -> Resu
     ResultMaps
     """
     run = client[uid]
-    plain = _mapping(_plain(run.metadata))
+    plain = _mapping(plain_metadata(run.metadata))
     start, stop = _mapping(plain.get("start")), _mapping(plain.get("stop"))
     provenance_keys = (
         "uid",
@@ -547,4 +535,4 @@ def read_result(client: Any, uid: str, max_pixels: int = MAX_MAP_PIXELS) -> Resu
 
 def details_text(details: Mapping[str, Any]) -> str:
     """Provenance and outcome as indented JSON (for a read-only text panel)."""
-    return json.dumps(_plain(details), indent=2, ensure_ascii=False, default=str)
+    return json.dumps(plain_metadata(details), indent=2, ensure_ascii=False, default=str)

@@ -96,12 +96,12 @@ class _XRFFields:
     dead_time: str | None
 
 
-def _plain(value: Any) -> Any:
+def plain_metadata(value: Any) -> Any:
     """A JSON-ready copy of tiled metadata (its read-only mapping and list views included)."""
     if isinstance(value, Mapping):
-        return {str(key): _plain(item) for key, item in value.items()}
+        return {str(key): plain_metadata(item) for key, item in value.items()}
     if isinstance(value, Sequence) and not isinstance(value, str | bytes):
-        return [_plain(item) for item in value]
+        return [plain_metadata(item) for item in value]
     if isinstance(value, np.generic):
         return value.item()
     if value is None or isinstance(value, bool | int | float | str):
@@ -115,7 +115,7 @@ def _start_document(run: Any) -> dict[str, Any]:
         raise TypeError(
             f"run must be a Bluesky run read from tiled (client[uid]), got {type(run).__name__}"
         )
-    return _plain(metadata["start"])
+    return plain_metadata(metadata["start"])
 
 
 def _not_a_map(uid: str, why: str) -> ValueError:
@@ -446,7 +446,7 @@ def scan_from_run(
         events = getattr(run, "base", run)[geometry.stream]
     except KeyError:
         raise _not_a_map(uid, f"it has no event stream {geometry.stream!r}") from None
-    descriptor = _plain(events.metadata)
+    descriptor = plain_metadata(events.metadata)
     data_keys: dict[str, dict[str, Any]] = descriptor.get("data_keys") or {}
     for key in (slow, fast, monitor):
         if key not in data_keys:
@@ -602,7 +602,7 @@ def _metadata(
                 "scan_id": start.get("scan_id"),
                 "plan_name": start.get("plan_name"),
                 "stream": geometry.stream,
-                "exit_status": _plain(stop.get("exit_status")) if stop else None,
+                "exit_status": plain_metadata(stop.get("exit_status")) if stop else None,
             },
             "run_start": start,
         }

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import subprocess
 import sys
 import sysconfig
@@ -23,39 +22,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.asirp_device.conftest import free_port
+from tests.child_processes import log_tail, stop_process
+
 REPOSITORY = Path(__file__).resolve().parent.parent
 START_TIMEOUT_S = 60.0
 """Scheduler and workers start within this (a worker imports distributed: seconds)."""
-
-
-STOP_TIMEOUT_S = 20.0
-LOG_TAIL_CHARS = 4000
-
-
-def log_tail(path: Path) -> str:
-    """The end of a child's log file (``""`` when it has none)."""
-    try:
-        return path.read_text(errors="replace")[-LOG_TAIL_CHARS:]
-    except FileNotFoundError:
-        return ""
-
-
-def stop_process(process: subprocess.Popen, timeout_s: float = STOP_TIMEOUT_S) -> int:
-    """Stop a child started with ``start_new_session=True``: terminate, wait, then kill.
-
-    Its process group (its PID) is killed afterwards as well, so nothing it started outlives it.
-    Returns the child's exit status.
-    """
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            process.kill()
-    status = process.wait()
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(process.pid, signal.SIGKILL)
-    return status
 
 
 def dask_script() -> str:
@@ -70,15 +42,6 @@ def child_environment() -> dict[str, str]:
     environment["PYTHONPATH"] = os.pathsep.join(paths)
     environment["ASIRP_NUM_THREADS"] = "1"
     return environment
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @dataclass

@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import os
-import signal
 import subprocess
 import sys
 import sysconfig
@@ -31,12 +30,11 @@ from bluesky_queueserver_api.zmq import REManagerAPI
 from asirp_gui.rescan import close_api
 from control_room.qserver import STARTUP_MODULE, permissions_path
 from tests.asirp_device.conftest import free_port
+from tests.child_processes import log_tail, stop_process
 
 REDIS_START_TIMEOUT_S = 20.0
 MANAGER_START_TIMEOUT_S = 60.0
-STOP_TIMEOUT_S = 20.0
 ENVIRONMENT_TIMEOUT_S = 90.0  # the worker imports the profile (bluesky, the simulator)
-LOG_TAIL_CHARS = 4000
 
 
 def redis_binary() -> Path:
@@ -59,37 +57,6 @@ def console_script(name: str) -> Path:
 def child_environment() -> dict[str, str]:
     """This environment without ``QSERVER_*`` variables (addresses, keys, config of the user)."""
     return {key: value for key, value in os.environ.items() if not key.startswith("QSERVER_")}
-
-
-def log_tail(path: Path) -> str:
-    """The end of a child's log file (``""`` when it has none)."""
-    try:
-        return path.read_text(errors="replace")[-LOG_TAIL_CHARS:]
-    except FileNotFoundError:
-        return ""
-
-
-def stop_process(process: subprocess.Popen, timeout_s: float = STOP_TIMEOUT_S) -> int:
-    """Stop a child started with ``start_new_session=True``: terminate, wait, then kill.
-
-    The child's process group (its PID) is killed afterwards as well, so helper processes it
-    started (the RE Manager's manager and worker) never outlive it.
-
-    Returns
-    -------
-    int
-        The child's exit status.
-    """
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            process.kill()
-    status = process.wait()
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(process.pid, signal.SIGKILL)
-    return status
 
 
 @contextlib.contextmanager
