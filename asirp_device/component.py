@@ -61,6 +61,7 @@ import numpy as np
 
 from asirp.registry import RestorationCancelled, available_methods
 from asirp.restore import Restoration, restore
+from asirp.safe_files import DataRoot
 from asirp_device.files import DataFiles
 from asirp_device.requests import RequestBook, ResultRecord, check_request_id
 from asirp_device.settings import (
@@ -105,9 +106,14 @@ ProgressCallback = Callable[[int], None]
 ResultCallback = Callable[[ResultRecord], None]
 
 
+Task = Callable[[int, Callable[[float], None], threading.Event], str]
+"""Work run in the worker slot by :meth:`RestorationComponent.start_task`:
+``task(request_id, progress, cancel) -> status line``."""
+
+
 @dataclass
 class _Job:
-    image: np.ndarray
+    image: np.ndarray | None
     source: str
     method: str
     kwargs: dict[str, Any]
@@ -115,6 +121,8 @@ class _Job:
     started: float
     progress: int = 0
     request_id: int = 0
+    task: Task | None = None
+    what: str = "restoration"
 
 
 class RestorationComponent:
@@ -235,6 +243,16 @@ class RestorationComponent:
     def data_root(self) -> Path | None:
         """The resolved data root, or ``None`` when file access is disabled."""
         return self._files.path
+
+    def require_data_root(self) -> DataRoot:
+        """The data root files are confined to.
+
+        Raises
+        ------
+        asirp.safe_files.DataRootError
+            When file access is disabled (no data root).
+        """
+        return self._files.require_root()
 
     @property
     def busy(self) -> bool:
@@ -431,11 +449,7 @@ class RestorationComponent:
         chosen = self.request_settings(settings) if settings else None
         with self._notify_lock:
             with self._lock:
-                if self._job is not None:
-                    raise RestorationBusy(
-                        f"a restoration is already running ({self._progress} % done); wait "
-                        "for the state to return to ON, or call Abort"
-                    )
+                self._refuse_if_busy()
                 if array is None and self._input is None:
                     raise NotReady("there is no input image: write input_image or call LoadImage")
                 request_settings = chosen if chosen is not None else self._settings
@@ -473,6 +487,105 @@ class RestorationComponent:
             self._set_progress(0)
         worker.start()
         return request_id
+
+    def _refuse_if_busy(self) -> None:
+        """Raise :class:`RestorationBusy` while a job runs (caller holds ``_lock``)."""
+        job = self._job
+        if job is not None:
+            raise RestorationBusy(
+                f"a {job.what} is already running ({self._progress} % done); wait for the "
+                "state to return to ON, or call Abort"
+            )
+
+    def start_task(self, task: Task, *, what: str, status: str) -> int:
+        """Run other long work (a tomography reconstruction) in the worker slot; return its id.
+
+        The task takes the place of a restoration: the state is ``RUNNING`` (status
+        ``status``) while it runs and a restoration (or another task) is refused meanwhile;
+        its progress is the component's. It is called in the worker thread as
+        ``task(request_id, progress, cancel)``: ``progress(fraction)`` (0 to 1) reports,
+        ``cancel`` is set by :meth:`abort` (the task then raises
+        :class:`asirp.registry.RestorationCancelled` at its next step). When it returns its
+        status line, the state is ``ON`` with that status; an exception ends it in ``ALARM``
+        with the reason in the status (a cancellation: ``ON``). The request id comes from the
+        same book as restorations'; :meth:`fetch_result` of it says there is no map.
+
+        Parameters
+        ----------
+        task : callable
+            ``task(request_id, progress, cancel) -> str``.
+        what : str
+            What it is, for status lines (``"tomography reconstruction"``).
+        status : str
+            The status line while it runs.
+
+        Returns
+        -------
+        int
+            The request id (also passed to ``task``).
+
+        Raises
+        ------
+        RestorationBusy
+            If a restoration or task is already running.
+        """
+        with self._notify_lock:
+            with self._lock:
+                self._refuse_if_busy()
+                request_id = self._requests.new_id()
+                job = _Job(
+                    image=None,
+                    source=what,
+                    method="",
+                    kwargs={},
+                    cancel=threading.Event(),
+                    started=time.perf_counter(),
+                    request_id=request_id,
+                    task=task,
+                    what=what,
+                )
+                worker = threading.Thread(
+                    target=self._run_task, args=(job,), name="asirp-task", daemon=True
+                )
+                self._job, self._worker = job, worker
+            self._transition(ComponentState.RUNNING, status)
+            self._set_progress(0)
+        worker.start()
+        return request_id
+
+    def _run_task(self, job: _Job) -> None:
+        """Worker thread: run a :meth:`start_task` task, then settle the state."""
+        assert job.task is not None
+        try:
+            status = job.task(
+                job.request_id, lambda fraction: self._report(job, fraction), job.cancel
+            )
+        except RestorationCancelled:
+            elapsed = time.perf_counter() - job.started
+            outcome = (
+                ComponentState.ON,
+                f"{job.what} aborted at {job.progress} % after {elapsed:.2f} s; nothing written",
+            )
+            failure = outcome[1]
+        except Exception as error:  # every failure is reported, none kills the thread
+            _LOG.warning("%s failed", job.what, exc_info=True)
+            message = " ".join(str(error).split())
+            outcome = (
+                ComponentState.ALARM,
+                f"{job.what} failed: {type(error).__name__}: {message}; the device is ready "
+                "(fix the request and try again, or Reset)",
+            )
+            failure = outcome[1]
+        else:
+            self._set_progress(100)
+            outcome = (ComponentState.ON, " ".join(str(status).split()))
+            failure = f"it was a {job.what}, which makes no restored map: {outcome[1]}"
+        with self._notify_lock:
+            with self._lock:
+                self._requests.fail(job.request_id, failure)
+                self._job = None
+                self._worker = None
+            self._transition(*outcome)
 
     def _report(self, job: _Job, fraction: float) -> None:
         percent = min(99, max(0, int(100 * fraction)))

@@ -1,11 +1,11 @@
 """Long-running commands and their outcome, by request id (no Tango import).
 
-``Restore`` and ``Submit`` return at once with a request id; the restoration runs in the
-component's worker. Following ska-tango-base's long-running-command attributes, the device shows
-each command as ``(id, status)`` pairs (``longRunningCommandStatus``), the progress of the running
-one as ``(id, percent)`` (``longRunningCommandProgress``) and the outcome of the latest finished
-one as ``(id, JSON)`` (``longRunningCommandResult``). This module keeps that book; the device
-pushes the three attributes as change events when it changes.
+``Restore``, ``Submit`` and ``ReconstructTomo`` return at once with a request id; the work runs
+in the component's worker. Following ska-tango-base's long-running-command attributes, the
+device shows each command as ``(id, status)`` pairs (``longRunningCommandStatus``), the
+progress of the running one as ``(id, percent)`` (``longRunningCommandProgress``) and the
+outcome of the latest finished one as ``(id, JSON)`` (``longRunningCommandResult``). This module
+keeps that book; the device pushes the three attributes as change events when it changes.
 
 Statuses: ``IN_PROGRESS``, ``COMPLETED``, ``FAILED``, ``ABORTED`` (ska-tango-base's names).
 """
@@ -15,7 +15,8 @@ from __future__ import annotations
 import json
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from asirp_device.requests import RequestFailed, ResultRecord, UnknownRequest
 
@@ -50,11 +51,14 @@ class LongCommands:
             self._progress = (running[-1], int(percent))
             return True
 
-    def settle(self, fetch: Callable[[int], ResultRecord]) -> bool:
+    def settle(self, fetch: Callable[[int], ResultRecord | Mapping[str, Any]]) -> bool:
         """Ask ``fetch`` (the component's ``fetch_result``) how running commands ended.
 
         Returns whether any command's status changed. ``fetch`` raises the component's
-        ``NotReady`` while a command runs (it stays ``IN_PROGRESS``).
+        ``NotReady`` while a command runs (it stays ``IN_PROGRESS``). It returns a
+        :class:`ResultRecord` for a restoration, or, for other commands (``ReconstructTomo``),
+        their outcome itself: a JSON-serialisable mapping whose ``status`` is ``COMPLETED``,
+        ``FAILED`` or ``ABORTED``.
         """
         changed = False
         with self._lock:
@@ -71,6 +75,14 @@ class LongCommands:
             except Exception:  # not finished yet (NotReady): ask again at the next change
                 continue
             else:
+                if isinstance(record, Mapping):
+                    outcome = dict(record)
+                    status = str(outcome.get("status", FAILED))
+                    if status not in (COMPLETED, FAILED, ABORTED):
+                        status = outcome["status"] = FAILED
+                    self._store(request_id, status, outcome)
+                    changed = True
+                    continue
                 status = COMPLETED
                 outcome = {
                     "status": COMPLETED,
@@ -78,13 +90,16 @@ class LongCommands:
                     "sequence": record.sequence,
                     "duration_ms": round(record.duration_s * 1000.0, 3),
                 }
-            with self._lock:
-                self._status[request_id] = status
-                self._result = (request_id, json.dumps(outcome, sort_keys=True))
-                if status == COMPLETED:
-                    self._progress = (request_id, 100)
+            self._store(request_id, status, outcome)
             changed = True
         return changed
+
+    def _store(self, request_id: int, status: str, outcome: Mapping[str, Any]) -> None:
+        with self._lock:
+            self._status[request_id] = status
+            self._result = (request_id, json.dumps(outcome, sort_keys=True))
+            if status == COMPLETED:
+                self._progress = (request_id, 100)
 
     @property
     def status_pairs(self) -> list[str]:

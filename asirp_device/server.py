@@ -10,7 +10,8 @@ Conventions: commands are PascalCase, attributes snake_case. Input and setting e
 ``ASIRP_InvalidInput``
     A wrong-shaped or non-finite image, an unknown method, iterations <= 0, bad parameters.
 ``ASIRP_Busy``
-    ``Restore`` or ``Reset`` while a restoration is running.
+    ``Restore``, ``Submit``, ``ReconstructTomo`` or ``Reset`` while a restoration or a
+    tomography reconstruction is running.
 ``ASIRP_NotReady``
     ``Restore`` without an input image, ``SaveResult`` without a result.
 ``ASIRP_DataRoot``
@@ -78,6 +79,12 @@ request id of a run's final live result: ``FetchResult`` of it returns the resto
 mode made (and stored in tiled as the derived run ``derived_uid`` of its header), so a client
 never restores that map again.
 
+Tomography: ``ReconstructTomo(json)`` reconstructs a Data Exchange or NXtomo scan in the data
+root into a NeXus volume there (:mod:`asirp_device.tomo_jobs`, over
+:func:`asirp.tomo.pipeline.run_tomo`): checked at once, then run in the worker like a
+restoration (``RUNNING``, ``progress``, the long-command attributes, ``Abort``); the latest file
+written is ``tomo_last_output``.
+
 Temporal live mode (``StartTemporalLive(address)`` / ``StopTemporalLive``, see
 :mod:`asirp_device.temporal_live`) follows the powder-diffraction frames of temperature ramps
 (runs with ``asirp_temporal`` metadata) from a bluesky 0MQ proxy: each frame is integrated,
@@ -142,6 +149,7 @@ from asirp_device.temporal_live import (
     TemporalLiveMode,
     TemporalOptions,
 )
+from asirp_device.tomo_jobs import TomoJobs, outcome_or_result
 from asirp_device.values import (
     MAX_CAUTIONS,
     METRIC_ATTRIBUTES,
@@ -401,6 +409,7 @@ class ASIRP(Device):
         self._component: RestorationComponent | None = None
         self._live: LiveMode | None = None
         self._temporal: TemporalLiveMode | None = None
+        self._tomo: TomoJobs | None = None
         self._pushed_change = ChangeValues()  # what the events last said (event thread only)
         self._pushed_state = DevState.UNKNOWN  # the State the events last said (event thread)
         self._fault = ""
@@ -460,6 +469,8 @@ class ASIRP(Device):
             self.set_state(DevState.FAULT)
             self.set_status(self._fault)
             return
+        tomo = TomoJobs(component, allow_overwrite=bool(self.OverwriteResults))
+        tomo.add_output_callback(self._on_tomo_output)
         component.add_state_callback(self._on_state)
         component.add_progress_callback(self._on_progress)
         component.add_result_callback(self._on_result)
@@ -469,6 +480,7 @@ class ASIRP(Device):
         self._component = component
         self._live = live
         self._temporal = temporal
+        self._tomo = tomo
         self._align_write_values()
         self.set_state(DevState.ON)
         self._pushed_state = DevState.ON  # what a subscriber reads first; alarms toggle it
@@ -508,7 +520,7 @@ class ASIRP(Device):
             detect = name not in _TEXT_SETTINGS
             self.set_change_event(name, True, detect)
             self.set_archive_event(name, True, detect)
-        for name in ("restoration_outcome", "result_source"):
+        for name in ("restoration_outcome", "result_source", "tomo_last_output"):
             self.set_change_event(name, True, False)
             self.set_archive_event(name, True, False)
         for name in CHANGE_ATTRIBUTES.values():
@@ -694,6 +706,11 @@ class ASIRP(Device):
         assert self._live is not None  # built with the component
         return self._live
 
+    def _require_tomo(self) -> TomoJobs:
+        self._require()
+        assert self._tomo is not None  # built with the component
+        return self._tomo
+
     def _require_temporal(self) -> TemporalLiveMode:
         self._require()
         assert self._temporal is not None  # built with the component
@@ -711,6 +728,9 @@ class ASIRP(Device):
 
     def _on_live_status(self, _status: str) -> None:
         self._publisher.submit(self._push_status)
+
+    def _on_tomo_output(self, path: str) -> None:
+        self._publisher.submit(self._push_value, "tomo_last_output", path)
 
     def _on_change_values(self, values: ChangeValues) -> None:
         self._publisher.submit(self._push_change, values)
@@ -742,7 +762,9 @@ class ASIRP(Device):
     def _settle_commands(self) -> None:
         """Event thread: find how running commands ended; push the long-command attributes."""
         component = self._component
-        if component is None or not self._commands.settle(component.fetch_result):
+        if component is None:
+            return
+        if not self._commands.settle(outcome_or_result(self._tomo, component.fetch_result)):
             return
         self._push_value("longRunningCommandStatus", self._commands.status_pairs)
         self._push_value("longRunningCommandProgress", self._commands.progress_pair)
@@ -1224,7 +1246,8 @@ class ASIRP(Device):
         dtype=(str,),
         max_dim_x=2 * 16,
         label="Long command status",
-        doc="Status of the latest long commands (Restore, Submit) as [id, status, ...]: "
+        doc="Status of the latest long commands (Restore, Submit, ReconstructTomo) as "
+        "[id, status, ...]: "
         "IN_PROGRESS, COMPLETED, FAILED or ABORTED, oldest first (ska-tango-base convention; "
         "id = the request id the command returned). Change events on every change.",
     )
@@ -1248,7 +1271,9 @@ class ASIRP(Device):
         max_dim_x=2,
         label="Long command result",
         doc='(id, JSON outcome) of the latest finished long command: {"status": ...} with '
-        "method, sequence and duration_ms when COMPLETED, reason when FAILED or ABORTED; "
+        "method, sequence and duration_ms when a restoration is COMPLETED (output, input, "
+        "method, method_requested, centre_px, centre_source, cautions, elapsed_s, "
+        "volume_shape for ReconstructTomo), reason when FAILED or ABORTED; "
         '("", "") before one. Change events when a command ends.',
     )
     def longRunningCommandResult(self) -> tuple[str, str]:
@@ -1338,9 +1363,43 @@ class ASIRP(Device):
             record = self._require().fetch_result(int(request_id))
             return fetch_reply(record)
 
+    @command(
+        dtype_in=str,
+        doc_in='JSON object: {"input": "scan.h5", "output": "volume.nxs"} (paths inside the '
+        'data root; input Data Exchange or NXtomo HDF5, output NeXus/HDF5), optionally "method" '
+        '("auto", "none" or a method name), "psf_fwhm_px" or "psf_fwhm_um", "pixel_um" (um), '
+        '"centre" (detector columns), "overwrite" (true only with OverwriteResults).',
+        dtype_out="DevLong64",
+        doc_out="Request id: follow it in longRunningCommandStatus/Progress/Result.",
+    )
+    def ReconstructTomo(self, argument: str) -> int:
+        """Reconstruct a tomography scan in the data root into a NeXus volume; return at once.
+
+        Flat/dark correction, restoration of the projections, centre, filtered back-projection
+        of measured and restored projections (asirp.tomo.pipeline.run_tomo), in the worker:
+        RUNNING until the volume file is written (tomo_last_output), then ON. Refused at once
+        (DevFailed): a malformed argument, unknown key or method, out-of-range number
+        (ASIRP_InvalidInput), a path outside the data root or through a link (ASIRP_DataRoot),
+        a missing input (ASIRP_FileError), an existing output or the input as output
+        (ASIRP_Exists), a restoration or reconstruction running (ASIRP_Busy). A failure while
+        it runs ends it FAILED (longRunningCommandResult, Status); Abort stops it.
+        """
+        with _tango_errors("ASIRP.ReconstructTomo"):
+            return self._begin_command("ReconstructTomo", self._require_tomo().start(argument))
+
+    @attribute(
+        dtype=str,
+        label="Latest tomography volume",
+        doc="The latest volume file ReconstructTomo wrote (resolved path in the data root); "
+        "empty before one. Change events when a new one is written.",
+    )
+    def tomo_last_output(self) -> str:
+        """The latest volume file ReconstructTomo wrote, or empty."""
+        return self._require_tomo().last_output
+
     @command
     def Abort(self) -> None:
-        """Stop the running restoration at its next iteration (no-op when idle)."""
+        """Stop the running restoration or ReconstructTomo at its next step (no-op when idle)."""
         self._require().abort()
 
     @command

@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, BinaryIO, cast
 
 import h5py
 import numpy as np
@@ -63,13 +63,18 @@ class TomoScan:
     metadata: dict[str, Any] = field(default_factory=dict)
 
 
-def read_scan(path: str | os.PathLike) -> TomoScan:
+def read_scan(path_or_stream: str | os.PathLike | BinaryIO, *, name: str | None = None) -> TomoScan:
     """Read a Data Exchange or NXtomo HDF5 file.
 
     Parameters
     ----------
-    path : str or os.PathLike
-        The HDF5 file.
+    path_or_stream : str, os.PathLike or binary file object
+        The HDF5 file, or a file already open for reading in binary mode and seekable (for
+        example one opened by descriptor through :class:`asirp.safe_files.DataRoot`, so that
+        the file checked is the file read). An open stream is read from where HDF5 needs and
+        left open: the caller closes it.
+    name : str, optional
+        What to call the file in messages (default: the path, or ``"tomography stream"``).
 
     Returns
     -------
@@ -82,22 +87,29 @@ def read_scan(path: str | os.PathLike) -> TomoScan:
         dataset (flats, darks, angles), inconsistent shapes, NaN/Inf, or data over the size
         limit.
     """
-    where = str(path)
-    with open_input_file(path, "tomography file") as stream:
-        try:
-            handle = h5py.File(stream, "r")
-        except OSError:
-            raise InputFileError(f"{where} is not an HDF5 file") from None
-        with handle:
-            if any(group.name == "/exchange" for group in _hard_groups(handle)):
-                return _read_exchange(handle, where)
-            entry = _find_nxtomo(handle)
-            if entry is not None:
-                return _read_nxtomo(handle, entry, where)
-            raise InputFileError(
-                f"{where} is neither Data Exchange (exchange/data) nor NXtomo "
-                "(an NXentry with definition NXtomo)"
-            )
+    if hasattr(path_or_stream, "read"):
+        stream = cast(BinaryIO, path_or_stream)
+        return _read_stream(stream, name if name is not None else "tomography stream")
+    where = name if name is not None else str(path_or_stream)
+    with open_input_file(cast("str | os.PathLike", path_or_stream), "tomography file") as stream:
+        return _read_stream(stream, where)
+
+
+def _read_stream(stream: BinaryIO, where: str) -> TomoScan:
+    try:
+        handle = h5py.File(stream, "r")
+    except OSError:
+        raise InputFileError(f"{where} is not an HDF5 file") from None
+    with handle:
+        if any(group.name == "/exchange" for group in _hard_groups(handle)):
+            return _read_exchange(handle, where)
+        entry = _find_nxtomo(handle)
+        if entry is not None:
+            return _read_nxtomo(handle, entry, where)
+        raise InputFileError(
+            f"{where} is neither Data Exchange (exchange/data) nor NXtomo "
+            "(an NXentry with definition NXtomo)"
+        )
 
 
 def _dataset(handle: h5py.File, name: str, where: str, what: str) -> h5py.Dataset:

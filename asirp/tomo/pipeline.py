@@ -11,22 +11,29 @@ judged; the centre is found once, on the measured projections, and used for both
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.metadata
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
 from asirp._version import __version__
-from asirp.io import open_input_file
+from asirp.io import InputFileError, open_input_file
 from asirp.provenance import library_versions
-from asirp.safe_files import OutputExistsError, ProtectedFileError, file_identity
+from asirp.safe_files import (
+    DataRoot,
+    DataRootError,
+    OutputExistsError,
+    ProtectedFileError,
+    file_identity,
+)
 from asirp.tomo.centre import find_centre
 from asirp.tomo.exchange import read_scan
 from asirp.tomo.normalise import flat_dark_correct, minus_log
@@ -79,13 +86,41 @@ class TomoResult:
     elapsed_s: float = 0.0
 
 
-def file_sha256(path: str | os.PathLike) -> str:
-    """SHA-256 of a file's bytes (hex), read in 1 MiB pieces."""
+def _stream_sha256(stream: BinaryIO) -> str:
+    """SHA-256 of an open file's bytes from its start (hex), read in 1 MiB pieces."""
     digest = hashlib.sha256()
-    with open_input_file(path, "tomography file") as stream:
-        for piece in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(piece)
+    stream.seek(0)
+    for piece in iter(lambda: stream.read(1 << 20), b""):
+        digest.update(piece)
     return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def _open_input(
+    input_path: str | os.PathLike, data_root: DataRoot | None
+) -> Iterator[tuple[BinaryIO, str]]:
+    """The input file open for reading, and its name for messages (resolved in a root).
+
+    Raises
+    ------
+    asirp.io.InputFileError
+        A missing file, a folder or not a regular file (one sentence).
+    asirp.safe_files.DataRootError
+        With a root: the path leaves it or goes through a symbolic link.
+    """
+    if data_root is None:
+        name = os.fspath(input_path)
+        stream = open_input_file(input_path, "tomography file")
+    else:
+        name = str(data_root.resolve(input_path))
+        try:
+            stream = data_root.open_stream(input_path)
+        except DataRootError:
+            raise
+        except (OSError, ValueError) as error:  # missing, a folder, a FIFO: one sentence
+            raise InputFileError(f"tomography file: {error}") from None
+    with stream:
+        yield stream, name
 
 
 def restore_stack(
@@ -219,6 +254,7 @@ def run_tomo(
     overwrite: bool = False,
     progress: Callable[[float], None] | None = None,
     engine: StackEngine | None = None,
+    data_root: DataRoot | None = None,
 ) -> TomoResult:
     """Reconstruct a scan from measured and from restored projections, and write both.
 
@@ -252,6 +288,11 @@ def run_tomo(
     engine : StackEngine, optional
         Restore the projections on dask workers into a resumable zarr store (same bits as
         in this process); default: in this process.
+    data_root : asirp.safe_files.DataRoot, optional
+        Confine both files to this folder (the Tango device's): ``input_path`` and
+        ``output_path`` are then relative to it (or absolute inside it), the input is opened
+        by descriptor through the root and the output written by the root's atomic write;
+        ``..`` above the root and symbolic links inside it are refused.
 
     Returns
     -------
@@ -260,21 +301,30 @@ def run_tomo(
     Raises
     ------
     ValueError
-        Bad input file, bad options, an existing output without ``overwrite``
-        (:class:`asirp.safe_files.OutputExistsError` is a ``FileExistsError``).
+        Bad input file, bad options (:class:`asirp.safe_files.DataRootError`: a path outside
+        ``data_root`` or through a link in it).
+    asirp.safe_files.OutputExistsError
+        An existing output without ``overwrite``, or the output is the input
+        (:class:`~asirp.safe_files.ProtectedFileError`); a ``FileExistsError``.
     """
+    hint = "use --overwrite to replace it" if data_root is None else "pass overwrite=True"
     started = time.perf_counter()
     report = progress if progress is not None else (lambda fraction: None)
     if isinstance(block_projections, bool) or int(block_projections) < 1:
         raise ValueError(f"block_projections must be >= 1, got {block_projections!r}")
-    output = Path(output_path)
-    source, target = file_identity(input_path), file_identity(output)
-    if target is not None and target == source:
-        raise ProtectedFileError(f"output {output} is the input; choose another path")
-    if target is not None and not overwrite:  # refuse before the work
-        raise OutputExistsError(f"output {output} already exists; use --overwrite to replace it")
-    digest = file_sha256(input_path)
-    scan = read_scan(input_path)
+    output = Path(output_path) if data_root is None else data_root.resolve(output_path)
+    # the input is opened once, by descriptor: its identity, digest and data are of one file
+    with _open_input(input_path, data_root) as (stream, input_name):
+        info = os.fstat(stream.fileno())
+        source = (info.st_dev, info.st_ino)
+        target = file_identity(output) if data_root is None else data_root.identity(output_path)
+        if target is not None and target == source:
+            raise ProtectedFileError(f"output {output} is the input; choose another path")
+        if target is not None and not overwrite:  # refuse before the work
+            raise OutputExistsError(f"output {output} already exists; {hint}")
+        digest = _stream_sha256(stream)
+        stream.seek(0)
+        scan = read_scan(stream, name=input_name)
     pixel = float(pixel_um) if pixel_um is not None else scan.pixel_um
     if pixel is not None and not (math.isfinite(pixel) and pixel > 0):
         raise ValueError(f"the pixel size must be > 0 µm, got {pixel_um!r}")
@@ -327,7 +377,7 @@ def run_tomo(
     report(0.95)
     skimage_version = importlib.metadata.version("scikit-image")
     fields = {
-        "input_path": os.fspath(input_path),
+        "input_path": input_name,
         "input_sha256": digest,
         "input_format": scan.metadata.get("format", ""),
         "method": plan.method,
@@ -366,7 +416,9 @@ def run_tomo(
             "cautions": cautions,
         },
         overwrite=overwrite,
-        protect=[input_path],
+        protect=[source],
+        root=data_root,
+        hint=hint,
     )
     report(1.0)
     return TomoResult(

@@ -9,8 +9,9 @@ Layout (``/entry``, the root's default)::
                                   centre_px, and JSON notes (parameters, plan, versions, ...)
 
 Axes are µm when the pixel size is known (the signal is then attenuation in 1/µm), else pixel
-indices (attenuation per pixel). The file is written through :func:`asirp.safe_files.atomic_write`:
-an existing file is kept unless ``overwrite``, and the input is never replaced.
+indices (attenuation per pixel). The file is written through :func:`asirp.safe_files.atomic_write`
+(or a :class:`~asirp.safe_files.DataRoot`'s, confined to that root): an existing file is kept
+unless ``overwrite``, and the input is never replaced.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import h5py
 import numpy as np
 
 from asirp import nexus
-from asirp.safe_files import atomic_write
+from asirp.safe_files import DataRoot, atomic_write
 
 RAW = "reconstruction_raw"
 RESTORED = "reconstruction_restored"
@@ -49,6 +50,8 @@ def write_volumes(
     overwrite: bool = False,
     protect: Iterable[Any] = (),
     title: str = "asirp tomography reconstruction",
+    root: DataRoot | None = None,
+    hint: str = "use --overwrite",
 ) -> None:
     """Write reconstructions and their provenance to a NeXus file.
 
@@ -71,17 +74,26 @@ def write_volumes(
         Files never replaced (the input).
     title : str
         The entry's title.
+    root : asirp.safe_files.DataRoot, optional
+        Write inside this data root only: ``path`` is relative to it (or absolute inside it),
+        no symbolic link is followed, and ``protect`` must then be ``(st_dev, st_ino)``
+        identities (a path would be looked up outside the root).
+    hint : str
+        How the caller asks for a replacement, for the error message.
 
     Raises
     ------
     asirp.safe_files.OutputExistsError
         When ``path`` exists and ``overwrite`` is false (or it is a protected file).
+    asirp.safe_files.DataRootError
+        With ``root``: ``path`` leaves the root or goes through a symbolic link.
     """
     units = "1/um" if pixel_um is not None else "1/pixel"
-    with (
-        atomic_write(path, overwrite=overwrite, protect=protect, hint="use --overwrite") as out,
-        h5py.File(out.file, "w") as handle,
-    ):
+    if root is not None:
+        writer = root.atomic_write(path, overwrite=overwrite, protect=protect, hint=hint)
+    else:
+        writer = atomic_write(path, overwrite=overwrite, protect=protect, hint=hint)
+    with writer as out, h5py.File(out.file, "w") as handle:
         entry = nexus.create_entry(handle, title=title)
         for name, volume in volumes.items():
             values = np.asarray(volume, dtype=np.float32)
