@@ -34,6 +34,9 @@
   - :mod:`callbacks.temporal_publish`: the temporal derived-run schema.
   - :mod:`callbacks.change_signals`: :class:`~callbacks.change_signals.ChangeSignals`, ophyd
     signals of the latest state, which in-process plans read.
+- :class:`~callbacks.tomo.LiveTomoReconstruction`: live tomography. At the stop document of a
+  :func:`bluesky_plans.tomo.tomo_scan` run it writes the raw scan as Data Exchange HDF5 and
+  reconstructs it with :func:`asirp.tomo.pipeline.run_tomo`, in a worker thread.
 
 This package imports bluesky, event-model and tiled lazily: importing it (as the ``asirp``
 command does to register ``asirp live``) stays cheap.
@@ -69,6 +72,7 @@ _EXPORTS = {
     "frame_filler": "callbacks.frames",
     "TemporalDerivedRun": "callbacks.temporal_publish",
     "temporal_runs": "callbacks.temporal_publish",
+    "LiveTomoReconstruction": "callbacks.tomo",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -4,7 +4,8 @@ The physics is pure numpy with an explicit, seeded ``rng`` (:mod:`sim.samples`,
 :mod:`sim.beam`, :mod:`sim.ring`, :mod:`sim.spectra`, :mod:`sim.model`, :mod:`sim.tomo`);
 the ophyd devices (:mod:`sim.devices`) are thin shells over it that run on a simulated clock.
 The powder-diffraction beamline (a temperature ramp with a hidden structural event) has its
-physics in :mod:`sim.diffraction` and its devices in :mod:`sim.xrd_devices`.
+physics in :mod:`sim.diffraction` and its devices in :mod:`sim.xrd_devices`. The tomography
+beamline (rotation stage, shutter, sample in/out, camera) is in :mod:`sim.tomo_devices`.
 
 Examples
 --------
@@ -31,6 +32,7 @@ from sim.plans import fly_map
 from sim.ring import RingCurrent
 from sim.samples import Hotspot, Sample, make_sample
 from sim.spectra import DetectorModel, SpectralModel, simulate_spectrum
+from sim.tomo_devices import TomoBeamline, make_tomo_beamline
 from sim.xrd_devices import (
     SimDiffractionDetector,
     SimTemperatureController,
@@ -54,6 +56,7 @@ __all__ = [
     "SimTemperatureController",
     "SimulatedBeamline",
     "SpectralModel",
+    "TomoBeamline",
     "TransitionEvent",
     "XRDBeamline",
     "XRFForwardModel",
@@ -62,6 +65,7 @@ __all__ = [
     "make_beamline",
     "make_sample",
     "make_sequence",
+    "make_tomo_beamline",
     "make_xrd_beamline",
     "random_sequence",
     "save_raw_scan",

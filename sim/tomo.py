@@ -16,6 +16,10 @@ with flat-field beam profile ``F`` (counts), pixel gains ``g``, detector PSF ``h
 and optics blur), dark level ``D`` and Gaussian read noise ``epsilon``. Flats are the same
 without sample; darks are ``D + epsilon``. ``-log((d - dark) / (flat - dark))`` recovers the
 blurred line integrals.
+
+:class:`ProjectionDetector` (:func:`make_projection_detector`) is the same detector physics one
+frame at a time, for the simulated camera of :mod:`sim.tomo_devices`; :func:`simulate_tomo` uses
+it for whole scans.
 """
 
 from __future__ import annotations
@@ -275,6 +279,168 @@ class TomoData:
         return Path(path)
 
 
+@dataclass
+class ProjectionDetector:
+    """The physics of one tomography detector looking at one object, frame by frame.
+
+    What :func:`simulate_tomo` does to a whole scan, for one frame at a time (the simulated
+    area detector of :mod:`sim.tomo_devices` renders each frame at the stage's current angle):
+    ``Poisson(g * (h * (F e^{-P}))) + D + epsilon``, with the symbols of this module's
+    docstring. Use :func:`make_projection_detector`.
+
+    Attributes
+    ----------
+    phantom : list of Ellipsoid
+        The object.
+    shape : (int, int)
+        Detector ``(rows, columns)``.
+    pixel_um : float
+        Detector pixel, µm.
+    psf_fwhm_um : (float, float)
+        Detector blur FWHM (vertical, horizontal), µm.
+    psf : numpy.ndarray
+        Detector PSF ``(h, w)``, float32, sum 1.
+    profile : numpy.ndarray
+        Open-beam profile ``F`` ``(rows, columns)``, float64 counts.
+    gains : numpy.ndarray
+        Pixel gains ``g`` ``(rows, columns)``, float64, about 1.
+    dark_level : float
+        Mean dark counts ``D``.
+    read_noise : float
+        Standard deviation of the Gaussian read noise, counts.
+    """
+
+    phantom: list[Ellipsoid]
+    shape: tuple[int, int]
+    pixel_um: float
+    psf_fwhm_um: tuple[float, float]
+    psf: np.ndarray
+    profile: np.ndarray
+    gains: np.ndarray
+    dark_level: float
+    read_noise: float
+
+    def line_integrals(self, theta_deg: np.ndarray) -> np.ndarray:
+        """Unblurred ``mu * length`` at ``theta_deg`` (degrees): ``(n, rows, columns)`` float64."""
+        return line_integrals(self.phantom, np.atleast_1d(theta_deg), self.shape, self.pixel_um)
+
+    def transmitted(self, theta_deg: np.ndarray) -> np.ndarray:
+        """Noise-free open beam through the object ``F e^{-P}``, ``(n, rows, columns)`` counts."""
+        return self.profile[None] * np.exp(-self.line_integrals(theta_deg))
+
+    def detect(self, intensity: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Blur, gains, Poisson counts, dark level and read noise of ``intensity``.
+
+        Parameters
+        ----------
+        intensity : numpy.ndarray
+            ``(rows, columns)`` or ``(n, rows, columns)`` counts reaching the scintillator.
+        rng : numpy.random.Generator
+            Random generator of the counts and the read noise.
+
+        Returns
+        -------
+        numpy.ndarray
+            Same shape, float32 counts.
+        """
+        kernel = self.psf.astype(np.float64)
+        if intensity.ndim == 3:
+            kernel = kernel[None]
+        blurred = np.clip(convolve(intensity, kernel, mode="reflect"), 0, None)
+        counts = rng.poisson(self.gains * blurred).astype(np.float64)
+        noise = self.read_noise * rng.standard_normal(counts.shape)
+        return (counts + self.dark_level + noise).astype(np.float32)
+
+    def darks(self, count: int, rng: np.random.Generator) -> np.ndarray:
+        """``count`` dark frames (shutter closed): ``(count, rows, columns)`` float32 counts."""
+        noise = self.read_noise * rng.standard_normal((count, *self.shape))
+        return (self.dark_level + noise).astype(np.float32)
+
+    def projection(self, theta_deg: float, rng: np.random.Generator) -> np.ndarray:
+        """One projection at ``theta_deg`` degrees: ``(rows, columns)`` float32 counts."""
+        return self.detect(self.transmitted(np.array([float(theta_deg)]))[0], rng)
+
+    def flat(self, rng: np.random.Generator) -> np.ndarray:
+        """One open-beam frame (no sample): ``(rows, columns)`` float32 counts."""
+        return self.detect(self.profile, rng)
+
+    def dark(self, rng: np.random.Generator) -> np.ndarray:
+        """One dark frame (shutter closed): ``(rows, columns)`` float32 counts."""
+        return self.darks(1, rng)[0]
+
+
+def make_projection_detector(
+    *,
+    shape: tuple[int, int] = (16, 64),
+    pixel_um: float = 10.0,
+    psf_fwhm_um: float | Sequence[float] = 25.0,
+    flat_counts: float = 5000.0,
+    dark_level: float = 100.0,
+    read_noise: float = 3.0,
+    gain_spread: float = 0.02,
+    phantom: Sequence[Ellipsoid] | None = None,
+    rng: np.random.Generator | int | None = 0,
+) -> ProjectionDetector:
+    """The detector physics of :func:`simulate_tomo`, to render frames one at a time.
+
+    The random draws (the phantom, when none is given, then the pixel gains) are the ones
+    :func:`simulate_tomo` makes first: with the same ``rng`` the object and gains are the same.
+
+    Parameters
+    ----------
+    shape : (int, int)
+        Detector ``(rows, columns)`` (rows >= 1, columns >= 8).
+    pixel_um : float
+        Detector pixel, µm.
+    psf_fwhm_um : float or (float, float)
+        Detector blur FWHM, µm (Gaussian), isotropic or (vertical, horizontal).
+    flat_counts : float
+        Mean counts of the open beam per pixel.
+    dark_level : float
+        Mean dark counts.
+    read_noise : float
+        Gaussian read-noise standard deviation, counts.
+    gain_spread : float
+        Relative standard deviation of the per-pixel gains.
+    phantom : sequence of Ellipsoid, optional
+        The object (default :func:`phantom_3d` for the detector field).
+    rng : numpy.random.Generator or int or None
+        Random generator or seed of the phantom and the gains.
+
+    Returns
+    -------
+    ProjectionDetector
+    """
+    generator = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+    rows, cols = (int(v) for v in shape)
+    if rows < 1 or cols < 8:
+        raise ValueError(f"shape must be (rows >= 1, columns >= 8), got {shape!r}")
+    if not (flat_counts > 0 and dark_level >= 0 and read_noise >= 0 and gain_spread >= 0):
+        raise ValueError("flat_counts must be > 0; dark_level, read_noise, gain_spread >= 0")
+    parts = (
+        list(phantom)
+        if phantom is not None
+        else phantom_3d(width_um=cols * pixel_um, height_um=rows * pixel_um, rng=generator)
+    )
+    sigma = beam_sigma_px(psf_fwhm_um, pixel_um)
+    psf = gaussian_psf(sigma, max_shape=(rows, cols))
+    u = np.linspace(-1.0, 1.0, cols)
+    profile = flat_counts * (1.0 - 0.15 * u**2)[None, :] * np.ones((rows, 1))
+    gains = 1.0 + gain_spread * generator.standard_normal((rows, cols))
+    fwhm = np.broadcast_to(np.asarray(psf_fwhm_um, float), (2,))
+    return ProjectionDetector(
+        phantom=parts,
+        shape=(rows, cols),
+        pixel_um=float(pixel_um),
+        psf_fwhm_um=(float(fwhm[0]), float(fwhm[1])),
+        psf=psf,
+        profile=profile,
+        gains=gains,
+        dark_level=float(dark_level),
+        read_noise=float(read_noise),
+    )
+
+
 def simulate_tomo(
     *,
     shape: tuple[int, int] = (16, 64),
@@ -334,31 +500,23 @@ def simulate_tomo(
     if not (flat_counts > 0 and dark_level >= 0 and read_noise >= 0 and gain_spread >= 0):
         raise ValueError("flat_counts must be > 0; dark_level, read_noise, gain_spread >= 0")
     theta = np.linspace(theta_range_deg[0], theta_range_deg[1], n_angles, endpoint=False)
-    parts = (
-        list(phantom)
-        if phantom is not None
-        else phantom_3d(width_um=cols * pixel_um, height_um=rows * pixel_um, rng=generator)
+    detector = make_projection_detector(
+        shape=(rows, cols),
+        pixel_um=pixel_um,
+        psf_fwhm_um=psf_fwhm_um,
+        flat_counts=flat_counts,
+        dark_level=dark_level,
+        read_noise=read_noise,
+        gain_spread=gain_spread,
+        phantom=phantom,
+        rng=generator,
     )
-    integrals = line_integrals(parts, theta, (rows, cols), pixel_um)
-    sigma = beam_sigma_px(psf_fwhm_um, pixel_um)
-    psf = gaussian_psf(sigma, max_shape=(rows, cols))
-    u = np.linspace(-1.0, 1.0, cols)
-    profile = flat_counts * (1.0 - 0.15 * u**2)[None, :] * np.ones((rows, 1))
-    gains = 1.0 + gain_spread * generator.standard_normal((rows, cols))
-
-    def detect(intensity: np.ndarray) -> np.ndarray:
-        kernel = psf[None].astype(np.float64)
-        blurred = np.clip(convolve(intensity, kernel, mode="reflect"), 0, None)
-        counts = generator.poisson(gains * blurred).astype(np.float64)
-        noise = read_noise * generator.standard_normal(counts.shape)
-        return (counts + dark_level + noise).astype(np.float32)
-
+    parts, psf, profile, gains = detector.phantom, detector.psf, detector.profile, detector.gains
+    integrals = detector.line_integrals(theta)
     transmitted = profile[None] * np.exp(-integrals)
-    data = detect(transmitted)
-    white = detect(np.broadcast_to(profile, (n_flats, rows, cols)))
-    dark = (dark_level + read_noise * generator.standard_normal((n_darks, rows, cols))).astype(
-        np.float32
-    )
+    data = detector.detect(transmitted, generator)
+    white = detector.detect(np.broadcast_to(profile, (n_flats, rows, cols)), generator)
+    dark = detector.darks(n_darks, generator)
     return TomoData(
         data=data,
         data_white=white,
