@@ -19,6 +19,7 @@ from asirp.registry import get_method
 from asirp.selection.candidates import IDENTITY
 from asirp.selection.policy import MODALITIES
 from asirp.selection.prior import NEGATIVE_FRACTION_LIMIT
+from asirp.selection.score import ALPHA_RANGE
 from asirp.validation import as_image_stack
 
 MODES = ("cheap", "thorough")
@@ -160,6 +161,52 @@ def make_context(
         psf=resolved_psf.array if resolved_psf is not None else None,
         psf_description=resolved_psf.description if resolved_psf is not None else {},
     )
+
+
+TOMO_ALPHA_FLOOR = 1e-2
+r"""Lowest band floor :math:`\alpha` for tomography projections (see :func:`alpha_floor`)."""
+
+
+def alpha_floor(context: SelectionContext) -> float:
+    r"""The lowest band floor :math:`\alpha` the score may use for this context.
+
+    :func:`asirp.selection.score.band_alpha` sets :math:`\alpha` from the data's noise over
+    their whole variance. A flat-fielded sinogram's variance is the slowly varying attenuation
+    of the object, which says nothing of the signal near the band edge, where deconvolution
+    acts: the ratio came out about 100 times too small, and a band that wide let noise
+    amplified by up to :math:`1/4\alpha` decide the ranking (``auto`` chose Wiener or Van
+    Cittert, which made reconstructions worse). For ``"tomo_projection"`` the floor is
+    :data:`TOMO_ALPHA_FLOOR`, fixed on tuning seeds 0-8 of the simulator's tomography phantom
+    (1000, 5000 and 30000 open-beam counts); ``bench/bench_tomo_quality.py`` evaluates it on
+    other seeds and the real tooth.
+    """
+    return TOMO_ALPHA_FLOOR if context.modality == "tomo_projection" else ALPHA_RANGE[0]
+
+
+TOMO_MARGIN_DB = 0.5
+"""Estimated gain a restoration needs over the input for ``"tomo_projection"`` (dB)."""
+
+
+def identity_margin_db(context: SelectionContext) -> float:
+    """The estimated gain over the input (dB) that a restoration must reach to be chosen.
+
+    For ``"tomo_projection"`` :data:`TOMO_MARGIN_DB`: a near-tie with doing nothing is decided
+    by the score's noise, and filtered back-projection amplifies what a restoration got wrong,
+    so the input is kept unless a restoration is clearly better (on the tuning phantoms the
+    chosen methods' estimated gains were 1.2 to 2.3 dB; near-ties had been within 0.1 dB).
+    0 otherwise: the best score wins, as measured for maps (``bench/eval_selector.py``).
+    """
+    return TOMO_MARGIN_DB if context.modality == "tomo_projection" else 0.0
+
+
+def emphasis_for(context: SelectionContext) -> str:
+    """How the score weights errors over frequency (:func:`asirp.selection.score.band_weights`).
+
+    ``"ramp"`` for tomography projections: the selector scores a sinogram, and what counts is the
+    error of its filtered back-projection, which weights the detector axis by ``|f|``; ``"flat"``
+    for maps and images, which are the result themselves.
+    """
+    return "ramp" if context.modality == "tomo_projection" else "flat"
 
 
 def how_to_split(stack: np.ndarray, context: SelectionContext) -> tuple[str, str]:

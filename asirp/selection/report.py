@@ -149,8 +149,14 @@ def explain_choice(
     budget: float | None,
     seed: int,
     n_splits: int,
+    below_margin: list[Candidate] | None = None,
+    margin_db: float = 0.0,
 ) -> str:
-    """The plain-words account of a scored selection."""
+    """The plain-words account of a scored selection.
+
+    ``below_margin`` are better-scored candidates passed over because their estimated gain
+    over the input is below ``margin_db`` (dB), best first.
+    """
     winner = entries[chosen]
     words = [
         f"Scored {len(scored)} of {len(entries)} candidates on a {region[0]}x{region[1]} px "
@@ -158,7 +164,24 @@ def explain_choice(
         f"one part of the data and predicted the other. Split: {split_description}, since "
         f"{split_why}."
     ]
-    if chosen.method == IDENTITY and winner.score is not None and scored[0] == chosen:
+    if below_margin:
+        best = entries[below_margin[0]]
+        others = len(below_margin) - 1
+        words.append(
+            f"{best.label} predicted best, but its estimated gain over the input "
+            f"({best.gain_db:+.2f} dB) is below the {margin_db:g} dB margin this modality "
+            "requires"
+            + (f" (as for {others} other candidate{'s' if others > 1 else ''})" if others else "")
+            + "."
+        )
+        if chosen.method == IDENTITY:
+            words.append("The data are left as they are.")
+        elif winner.gain_db is not None:
+            words.append(
+                f"{winner.label} is the best-scored candidate above it (estimated error "
+                f"{winner.gain_db:.1f} dB below the input's)."
+            )
+    elif chosen.method == IDENTITY and winner.score is not None and scored[0] == chosen:
         words.append("No candidate predicted the held-out data better than the input itself.")
     elif winner.score is not None:
         words.append(f"{winner.label} predicted best")

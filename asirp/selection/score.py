@@ -90,6 +90,8 @@ ALPHA = 1e-3
 r"""Default :math:`\alpha` of :func:`band_weights` (dimensionless)."""
 EXTRAPOLATION = 0.25
 """Share ``c`` of the split difference's energy removed to go from a part to the data."""
+EMPHASES = ("flat", "ramp")
+"""Frequency weightings of the object-domain error (:func:`band_weights`)."""
 
 
 def transfer_power(
@@ -186,12 +188,36 @@ class BandWeights:
     noise_gain: float
 
 
+def ramp_emphasis(grid_shape: tuple[int, int]) -> np.ndarray:
+    r"""FBP's weight :math:`|f_x|` along the rows of a sinogram, mean 1 over the FFT grid.
+
+    Filtered back-projection multiplies each projection's spectrum by the ramp :math:`|f|`
+    along the detector, and by Parseval in polar coordinates the reconstruction's squared error
+    is the projections' error spectrum weighted by :math:`|f|`, summed over the angles (the
+    rows). Normalised so that white noise keeps its energy.
+
+    Parameters
+    ----------
+    grid_shape : (int, int)
+        ``(angles, columns)`` of the (mirrored) grid.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(1, columns // 2 + 1)`` float64, on the real-FFT grid.
+    """
+    ramp = np.abs(np.fft.rfftfreq(grid_shape[1]))
+    mean = float(np.mean(np.abs(np.fft.fftfreq(grid_shape[1]))))
+    return (ramp / mean)[None, :]
+
+
 def band_weights(
     psf: np.ndarray | None,
     interior: tuple[int, int],
     scale: int,
     device: torch.device,
     alpha: float = ALPHA,
+    emphasis: str = "flat",
 ) -> BandWeights:
     """Weights for residuals on an ``interior`` (input px) and differences on ``scale`` times it.
 
@@ -207,12 +233,20 @@ def band_weights(
         Where the weights live.
     alpha : float
         Band floor (> 0).
+    emphasis : {"flat", "ramp"}
+        How the object-domain error is weighted over frequency: evenly (a map is the result),
+        or by FBP's ramp along the rows (:func:`ramp_emphasis`: the maps are sinograms, angles
+        x detector columns, and the reconstruction is the result).
     """
+    if emphasis not in EMPHASES:
+        raise ValueError(f"unknown emphasis {emphasis!r}; allowed: {', '.join(EMPHASES)}")
     grid = (2 * interior[0], 2 * interior[1])
     power = transfer_power(psf, grid, 1)
     g2 = power / (power + alpha) ** 2
     n = grid[0] * grid[1]
     multiplicity = _real_fft_multiplicity(grid)
+    if emphasis == "ramp":
+        multiplicity = multiplicity * ramp_emphasis(grid)
     residual = g2 * multiplicity / n**2
     noise_gain = float((g2 * multiplicity).sum() / n)
 
@@ -220,7 +254,10 @@ def band_weights(
     out_power = transfer_power(psf, out_grid, scale)
     passed = out_power / (out_power + alpha)
     out_n = out_grid[0] * out_grid[1]
-    flat = np.broadcast_to(_real_fft_multiplicity(out_grid) / out_n**2, passed.shape)
+    out_multiplicity = _real_fft_multiplicity(out_grid)
+    if emphasis == "ramp":
+        out_multiplicity = out_multiplicity * ramp_emphasis(out_grid)
+    flat = np.broadcast_to(out_multiplicity / out_n**2, passed.shape)
     variance = (1.0 - passed**2) * flat
 
     def tensor(array: np.ndarray) -> torch.Tensor:

@@ -20,7 +20,10 @@ from asirp.selection.context import (
     CHEAP_REGION_PX,
     THOROUGH_REGION_PX,
     SelectionContext,
+    alpha_floor,
+    emphasis_for,
     how_to_split,
+    identity_margin_db,
     make_context,
     scan_kind,
 )
@@ -218,6 +221,7 @@ class _Scoring:
     entries: dict[Candidate, CandidateScore]
     trials: dict[Candidate, Trial] = field(default_factory=dict)
     reserve: float = 0.0
+    below_margin: list[Candidate] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         for candidate in self.entries:
@@ -332,7 +336,12 @@ class _Scoring:
                 entries[candidate].gain_db = gain_over_input_db(score, input_score, noise)
         elapsed = self.elapsed_ms()
         chosen, passed_over = identity, []
+        margin_db = identity_margin_db(self.context)
         for candidate in scored:
+            gain = entries[candidate].gain_db
+            if candidate.method != IDENTITY and gain is not None and gain < margin_db:
+                self.below_margin.append(candidate)
+                continue
             cost = entries[candidate].cost_ms or 0.0
             if (
                 budget is None
@@ -382,6 +391,7 @@ def select_stack(
         mode=context.mode,
         fixed=fixed,
         names=context.names,
+        modality=context.modality,
     )
     if len(candidates) == 1 and context.psf is None and context.scale == 1:
         raise ValueError(
@@ -428,12 +438,14 @@ def select_stack(
     rng = np.random.default_rng(seed)
     n_splits = 1 if (context.mode == "cheap" or split_kind == "measurements") else THOROUGH_SPLITS
     splits = [_make_split(data, second, split_kind, rng) for _ in range(n_splits)]
-    alpha = band_alpha(data)
+    alpha = max(band_alpha(data), alpha_floor(context))
     scoring = _Scoring(
         context=context,
         splits=splits,
         psf=to_tensor(context.psf, device) if context.psf is not None else None,
-        weights=band_weights(context.psf, interior, context.scale, device, alpha),
+        weights=band_weights(
+            context.psf, interior, context.scale, device, alpha, emphasis_for(context)
+        ),
         margin=margin,
         device=device,
         seed=seed,
@@ -477,6 +489,8 @@ def select_stack(
         budget,
         seed,
         n_splits,
+        scoring.below_margin,
+        identity_margin_db(context),
     )
     ordered = [entries[c] for c in scored] + [entries[c] for c in candidates if c not in trials]
     selection = Selection(
