@@ -11,6 +11,7 @@ starts, so ``import asirp`` stays light. See ``docs/DISTRIBUTED.md``.
 from __future__ import annotations
 
 from asirp.stacks.chunks import restore_chunk
+from asirp.stacks.cluster import SharedLocalCluster
 from asirp.stacks.engine import StackReport, process_stack, process_stack_local
 from asirp.stacks.errors import StackError
 from asirp.stacks.source import ArraySource, StackSource
@@ -19,6 +20,7 @@ from asirp.stacks.store import ChunkStore
 __all__ = [
     "ArraySource",
     "ChunkStore",
+    "SharedLocalCluster",
     "StackError",
     "StackReport",
     "StackSource",

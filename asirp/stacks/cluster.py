@@ -103,6 +103,51 @@ def local_cluster(n_workers: int | None = None, threads_per_worker: int = 1) -> 
         cluster.close()
 
 
+class SharedLocalCluster:
+    """One :func:`local_cluster` for several :func:`asirp.stacks.process_stack` calls, lazily.
+
+    Pass :meth:`address` as their ``scheduler``: the cluster starts at the first call that has
+    chunks to run (a fully resumed job starts none) and serves the later ones; :meth:`close`
+    (or the ``with`` block's end) closes it.
+
+    Parameters
+    ----------
+    n_workers : int, optional
+        Worker processes (as :func:`local_cluster`).
+    threads_per_worker : int
+        Compute threads of each worker.
+    """
+
+    def __init__(self, n_workers: int | None = None, threads_per_worker: int = 1) -> None:
+        local_workers(n_workers, threads_per_worker)  # refuse a bad count now, not mid-run
+        self._arguments = (n_workers, threads_per_worker)
+        self._stack = contextlib.ExitStack()
+        self._address: str | None = None
+
+    def address(self) -> str:
+        """The scheduler's address, starting the cluster on the first call."""
+        if self._address is None:
+            cluster = self._stack.enter_context(local_cluster(*self._arguments))
+            self._address = str(cluster.scheduler_address)
+        return self._address
+
+    @property
+    def started(self) -> bool:
+        """Whether a cluster was started."""
+        return self._address is not None
+
+    def close(self) -> None:
+        """Close the cluster if one was started."""
+        self._stack.close()
+        self._address = None
+
+    def __enter__(self) -> SharedLocalCluster:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 @contextlib.contextmanager
 def connect(scheduler: str | None, n_workers: int | None, threads: int) -> Iterator[Any]:
     """A Client on the scheduler at ``scheduler``, or on a :func:`local_cluster` made here."""

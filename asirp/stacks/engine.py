@@ -171,6 +171,7 @@ def _plan(
     threads: int,
     resume: bool,
     overwrite: bool,
+    output_frame: tuple[int, int] | None = None,
 ) -> _Plan:
     """Check the arguments, create or reopen the store, list the chunks still to run."""
     from asirp.provenance import library_versions
@@ -184,6 +185,15 @@ def _plan(
     dtype = np.dtype(output_dtype)
     if dtype.kind not in "biuf":
         raise StackError(f"output_dtype must be a real numeric dtype, got {output_dtype!r}")
+    shape = tuple(source.shape)
+    if output_frame is not None:
+        try:
+            frame = tuple(int(size) for size in output_frame)
+        except (TypeError, ValueError):
+            raise StackError(f"output_frame must be 2 sizes, got {output_frame!r}") from None
+        if len(frame) != 2 or min(frame) < 1:
+            raise StackError(f"output_frame must be 2 positive sizes, got {output_frame!r}")
+        shape = (shape[0], *frame)
     described = source.describe()
     identity = {
         "function": name,
@@ -195,13 +205,15 @@ def _plan(
         "threads": threads,  # the thread count changes a result's last bits
         "source": described.get("identity"),
     }
+    if output_frame is not None:  # only then: stores made before keep their identity
+        identity["output_shape"] = list(shape)
     versions = dict(library_versions())
     for library in ("zarr", "dask", "distributed"):
         with contextlib.suppress(importlib.metadata.PackageNotFoundError):
             versions[library] = importlib.metadata.version(library)
     store = ChunkStore.prepare(
         output,
-        shape=source.shape,
+        shape=shape,  # type: ignore[arg-type]
         dtype=dtype.str,
         chunk_len=chunk_len,
         identity=identity,
@@ -238,6 +250,7 @@ def process_stack_local(
     overwrite: bool = False,
     progress: ProgressCallback | None = None,
     output_dtype: Any = "float32",
+    output_frame: tuple[int, int] | None = None,
 ) -> StackReport:
     """Run every chunk in this process, one after another (no dask): the reference.
 
@@ -252,6 +265,7 @@ def process_stack_local(
         chunk_len=chunk_len,
         function_kwargs=function_kwargs,
         output_dtype=output_dtype,
+        output_frame=output_frame,
         threads=threads_per_worker,
         resume=resume,
         overwrite=overwrite,
@@ -299,7 +313,7 @@ def process_stack(
     *,
     chunk_len: int,
     function_kwargs: dict[str, Any] | None = None,
-    scheduler: str | None = None,
+    scheduler: str | Callable[[], str] | None = None,
     n_workers: int | None = None,
     threads_per_worker: int = 1,
     resume: bool = True,
@@ -307,6 +321,7 @@ def process_stack(
     progress: ProgressCallback | None = None,
     output_dtype: Any = "float32",
     retries: int = DEFAULT_RETRIES,
+    output_frame: tuple[int, int] | None = None,
 ) -> StackReport:
     """Apply ``function`` to a stack chunk by chunk on dask.distributed, into a zarr store.
 
@@ -314,7 +329,8 @@ def process_stack(
     ----------
     function : callable
         ``function(block, **function_kwargs) -> array`` with ``block`` ``(k, R, C)`` and a
-        result of the same shape; a plain module-level function the workers can import.
+        result of the same shape (or ``(k, *output_frame)``); a plain module-level function
+        the workers can import.
     source : ArraySource or StackSource
         The input stack ``(n, R, C)``.
     output : str or os.PathLike
@@ -323,9 +339,11 @@ def process_stack(
         Images per chunk (and per task).
     function_kwargs : dict, optional
         JSON-safe keywords of ``function`` (recorded in the store).
-    scheduler : str, optional
-        ``"tcp://HOST:PORT"`` of a running cluster; default a LocalCluster on 127.0.0.1,
-        closed at the end.
+    scheduler : str or callable, optional
+        ``"tcp://HOST:PORT"`` of a running cluster, or a function giving that address called
+        only when there are chunks to run (:class:`asirp.stacks.cluster.SharedLocalCluster`'s
+        ``address``: one local cluster for several calls, started only if needed); default a
+        LocalCluster on 127.0.0.1, closed at the end.
     n_workers : int, optional
         Worker processes of the LocalCluster (default 2, fewer on a smaller machine); with
         ``threads_per_worker`` at most the cores.
@@ -342,6 +360,10 @@ def process_stack(
         The store's dtype (the function's results must cast to it safely).
     retries : int
         Reruns of a task that raised.
+    output_frame : (int, int), optional
+        The shape of one result image when it differs from the input's ``(R, C)`` (e.g. a
+        reconstructed slice ``(C, C)`` from a sinogram ``(N, C)``); the store is then
+        ``(n, *output_frame)`` and the function returns ``(k, *output_frame)``.
 
     Returns
     -------
@@ -354,7 +376,8 @@ def process_stack(
         task kept failing (the first such error; the other tasks are cancelled).
     """
     began = time.perf_counter()
-    check_scheduler(scheduler)  # before the store is made: a wrong call leaves nothing behind
+    if not callable(scheduler):  # before the store is made: a wrong call leaves nothing behind
+        check_scheduler(scheduler)
     if scheduler is None:
         local_workers(n_workers, threads_per_worker)
     plan = _plan(
@@ -364,6 +387,7 @@ def process_stack(
         chunk_len=chunk_len,
         function_kwargs=function_kwargs,
         output_dtype=output_dtype,
+        output_frame=output_frame,
         threads=threads_per_worker,
         resume=resume,
         overwrite=overwrite,
@@ -377,7 +401,8 @@ def process_stack(
     from distributed import as_completed
 
     run = uuid.uuid4().hex[:12]  # keys unique per run: a dead client's tasks never collide
-    with connect(scheduler, n_workers, threads_per_worker) as client:
+    address = scheduler() if callable(scheduler) else scheduler
+    with connect(address, n_workers, threads_per_worker) as client:
         futures = []
         for index in plan.todo:
             start, stop = plan.store.bounds()[index]

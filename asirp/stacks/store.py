@@ -221,6 +221,24 @@ class ChunkStore:
 
         return np.asarray(zarr.open_array(_zarr_store(self.path), mode="r")[...])
 
+    def read_rows(self, start: int, stop: int) -> np.ndarray:
+        """Rows ``start:stop`` of every image, ``(n, stop - start, C)`` (a band across chunks)."""
+        import zarr
+
+        array = zarr.open_array(_zarr_store(self.path), mode="r")
+        return np.asarray(array[:, int(start) : int(stop), :])
+
+    def marker_digests(self) -> list[str]:
+        """The sha256 of every chunk from its marker, in order; StackError if one is missing."""
+        digests = []
+        for index in range(len(self.bounds())):
+            try:
+                marker = json.loads(self.marker_path(index).read_text(encoding="utf-8"))
+                digests.append(str(marker["sha256"]))
+            except (OSError, ValueError, KeyError, TypeError):
+                raise StackError(f"chunk {index} of {self.path.name} is not done") from None
+        return digests
+
     def provenance(self) -> dict[str, Any]:
         """The stored provenance (``attrs["asirp_stack"]``)."""
         return self.read_provenance(self.path) or {}

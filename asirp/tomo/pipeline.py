@@ -4,9 +4,10 @@
 :mod:`~asirp.tomo.restore_projections`, :mod:`~asirp.tomo.centre`,
 :mod:`~asirp.tomo.reconstruct` and :mod:`~asirp.tomo.volume`. The projections are restored in
 blocks through :func:`~asirp.tomo.restore_projections.restore_block` with one plan for the
-whole scan (the later dask scale-out maps the same call over blocks). Both reconstructions,
-from the measured and from the restored projections, are written, so the improvement can be
-judged; the centre is found once, on the measured projections, and used for both.
+whole scan, in this process or on dask workers (:mod:`~asirp.tomo.distributed`). Both
+reconstructions, from the measured and from the restored projections, are written, so the
+improvement can be judged; the centre is found once, on the measured projections, and used for
+both.
 """
 
 from __future__ import annotations
@@ -35,6 +36,21 @@ from asirp.safe_files import (
     file_identity,
 )
 from asirp.tomo.centre import find_centre
+from asirp.tomo.distributed import (
+    BLOCK_PROJECTIONS,
+    CorrectedProjectionSource,
+    ProjectionLayout,
+    StackEngine,
+    median_references,
+    projection_layout,
+    restore_stack_distributed,
+    shared_cluster,
+)
+from asirp.tomo.distributed_volume import (
+    measured_sinograms,
+    reconstruct_distributed,
+    stored_sinograms,
+)
 from asirp.tomo.exchange import read_scan
 from asirp.tomo.normalise import flat_dark_correct, minus_log
 from asirp.tomo.reconstruct import FILTER, reconstruct
@@ -44,12 +60,8 @@ from asirp.tomo.restore_projections import (
     plan_restoration,
     psf_fwhm_in_px,
     restore_block,
-    restore_transmission_chunk,
 )
 from asirp.tomo.volume import RAW, RESTORED, write_volumes
-
-BLOCK_PROJECTIONS = 32
-"""Projections restored per block (the unit of work a scale-out would distribute)."""
 
 
 @dataclass
@@ -160,82 +172,14 @@ def restore_stack(
     return restored, cautions
 
 
-@dataclass(frozen=True)
-class StackEngine:
-    """Where the projections are restored when not in this process: dask workers.
-
-    Attributes
-    ----------
-    store : str or os.PathLike
-        The zarr store of the restored transmission ``STORE.zarr`` (kept: a run that was
-        interrupted resumes from its finished chunks when run again with the same plan).
-    scheduler : str, optional
-        ``"tcp://HOST:PORT"`` of a running dask cluster; default a LocalCluster on 127.0.0.1.
-    workers : int, optional
-        Worker processes of the LocalCluster (default: :func:`asirp.stacks.process_stack`'s).
-    """
-
-    store: str | os.PathLike
-    scheduler: str | None = None
-    workers: int | None = None
-
-
-def restore_stack_distributed(
-    transmission: np.ndarray,
-    plan: ProjectionPlan,
-    engine: StackEngine,
-    *,
-    block_projections: int = BLOCK_PROJECTIONS,
-    seed: int = 0,
-    device: str = "cpu",
-    progress: Callable[[float], None] | None = None,
-) -> tuple[np.ndarray, dict[str, Any]]:
-    """Restore all projections on dask workers into ``engine.store``, then read them back.
-
-    The same blocks and the same per-projection restoration as :func:`restore_stack`, so the
-    result is the same bits (with the same thread count per worker). The flat/dark-corrected
-    stack is sent from this process (:class:`asirp.stacks.ArraySource`).
-
-    Returns
-    -------
-    restored : numpy.ndarray
-        ``(N, R, C)`` float32 transmission.
-    report : dict
-        The engine's report (chunks run and skipped, workers, wall time).
-    """
-    from asirp.stacks import ArraySource, ChunkStore, process_stack
-
-    def reported(done: int, total: int) -> None:
-        if progress is not None:
-            progress(done / max(total, 1))
-
-    outcome = process_stack(
-        restore_transmission_chunk,
-        ArraySource(np.ascontiguousarray(transmission, dtype=np.float32)),
-        engine.store,
-        chunk_len=int(block_projections),
-        function_kwargs={
-            "method": plan.method,
-            "psf_fwhm_px": plan.psf_fwhm_px,
-            "params": plan.params,
-            "seed": int(seed),
-            "device": device,
-        },
-        scheduler=engine.scheduler,
-        n_workers=engine.workers,
-        progress=reported,
-    )
-    restored = ChunkStore(engine.store, transmission.shape, int(block_projections)).read()
-    report = {
-        "store": os.fspath(engine.store),
-        "scheduler": engine.scheduler or "LocalCluster",
-        "chunks_run": outcome.chunks_run,
-        "chunks_skipped": outcome.chunks_skipped,
-        "total_chunks": outcome.total_chunks,
-        "workers": sorted(set(outcome.workers)),
-        "wall_s": outcome.wall_s,
-    }
-    return restored.astype(np.float32, copy=False), report
+def _projection_layout(
+    stream: BinaryIO, metadata: dict[str, Any], count: int
+) -> ProjectionLayout | None:
+    """Where the workers find the projections; ``None`` (send them instead) if not found."""
+    try:
+        return projection_layout(stream, metadata, count)
+    except InputFileError:  # e.g. NXtomo keys behind a soft link: the client's copy still works
+        return None
 
 
 def run_tomo(
@@ -287,7 +231,12 @@ def run_tomo(
         Called with the fraction done (0 to 1).
     engine : StackEngine, optional
         Restore the projections on dask workers into a resumable zarr store (same bits as
-        in this process); default: in this process.
+        in this process); default: in this process. Without ``data_root`` the workers read
+        the raw projections from ``input_path`` themselves and flat/dark-correct them
+        (:class:`asirp.tomo.distributed.CorrectedProjectionSource`; the path must be one the
+        workers see). With ``data_root`` the corrected stack is sent from this process with
+        the tasks instead: the input is opened by descriptor here, which a worker (possibly
+        on another machine) cannot use. The output's ``restored_on`` record says which.
     data_root : asirp.safe_files.DataRoot, optional
         Confine both files to this folder (the Tango device's): ``input_path`` and
         ``output_path`` are then relative to it (or absolute inside it), the input is opened
@@ -325,6 +274,9 @@ def run_tomo(
         digest = _stream_sha256(stream)
         stream.seek(0)
         scan = read_scan(stream, name=input_name)
+        layout = None
+        if engine is not None and data_root is None:  # the workers read this very file
+            layout = _projection_layout(stream, scan.metadata, scan.projections.shape[0])
     pixel = float(pixel_um) if pixel_um is not None else scan.pixel_um
     if pixel is not None and not (math.isfinite(pixel) and pixel > 0):
         raise ValueError(f"the pixel size must be > 0 µm, got {pixel_um!r}")
@@ -346,34 +298,68 @@ def run_tomo(
     )
     cautions.extend(plan.cautions)
     report(0.15)
-    raw = reconstruct(measured, scan.angles_rad, centre_px)
-    report(0.4)
-    volumes = {RAW: raw}
+    workers_read = None  # the workers read the projections from the file (no data root)
+    if engine is not None and layout is not None:
+        flat, dark = median_references(scan.flats, scan.darks)
+        stamp = (info.st_size, info.st_mtime_ns)
+        workers_read = CorrectedProjectionSource(input_name, layout, flat, dark, stamp)
+    reconstructed_on: dict[str, Any] = {}
+    volumes: dict[str, np.ndarray] = {}
     restored_volume = None
     distributed_run: dict[str, Any] = {}
-    if plan.method != NO_RESTORATION:
+    # without a scheduler, one LocalCluster serves the restoration and both volumes
+    with shared_cluster(engine) as engine:
         if engine is None:
-            restored, notes = restore_stack(
-                corrected.values,
-                plan,
-                block_projections=int(block_projections),
-                seed=seed,
-                device=device,
-                progress=lambda fraction: report(0.4 + 0.3 * fraction),
-            )
-            cautions.extend(note for note in notes if note not in cautions)
+            raw = reconstruct(measured, scan.angles_rad, centre_px)
         else:
-            restored, distributed_run = restore_stack_distributed(
-                corrected.values,
-                plan,
+            raw, reconstructed_on["raw"] = reconstruct_distributed(
+                measured_sinograms(measured, workers_read),
+                scan.angles_rad,
+                centre_px,
                 engine,
-                block_projections=int(block_projections),
-                seed=seed,
-                device=device,
-                progress=lambda fraction: report(0.4 + 0.3 * fraction),
+                "raw",
+                progress=lambda fraction: report(0.15 + 0.25 * fraction),
             )
-        restored_volume = reconstruct(minus_log(restored), scan.angles_rad, centre_px)
-        volumes[RESTORED] = restored_volume
+        report(0.4)
+        volumes[RAW] = raw
+        if plan.method != NO_RESTORATION:
+            if engine is None:
+                restored, notes = restore_stack(
+                    corrected.values,
+                    plan,
+                    block_projections=int(block_projections),
+                    seed=seed,
+                    device=device,
+                    progress=lambda fraction: report(0.4 + 0.3 * fraction),
+                )
+                cautions.extend(note for note in notes if note not in cautions)
+                restored_volume = reconstruct(minus_log(restored), scan.angles_rad, centre_px)
+            else:
+                restored, distributed_run = restore_stack_distributed(
+                    corrected.values,
+                    plan,
+                    engine,
+                    source=workers_read,
+                    block_projections=int(block_projections),
+                    seed=seed,
+                    device=device,
+                    progress=lambda fraction: report(0.4 + 0.3 * fraction),
+                )
+                if workers_read is None:
+                    distributed_run["projections_why"] = (
+                        "the input is confined to a data root and opened by descriptor here"
+                        if data_root is not None
+                        else "the projections' frames could not be located for the workers"
+                    )
+                restored_volume, reconstructed_on["restored"] = reconstruct_distributed(
+                    stored_sinograms(engine, restored.shape, int(block_projections)),
+                    scan.angles_rad,
+                    centre_px,
+                    engine,
+                    "restored",
+                    progress=lambda fraction: report(0.7 + 0.25 * fraction),
+                )
+            volumes[RESTORED] = restored_volume
     report(0.95)
     skimage_version = importlib.metadata.version("scikit-image")
     fields = {
@@ -411,6 +397,7 @@ def run_tomo(
                 "block_projections": int(block_projections),
                 "asirp": __version__,
                 "restored_on": distributed_run if engine is not None else "this process",
+                "reconstructed_on": reconstructed_on if engine is not None else "this process",
             },
             "versions": {**library_versions(), "scikit-image": skimage_version},
             "cautions": cautions,

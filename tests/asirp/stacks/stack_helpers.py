@@ -52,3 +52,9 @@ def cropped_chunk(block: np.ndarray) -> np.ndarray:
 def float64_chunk(block: np.ndarray) -> np.ndarray:
     """A float64 result (does not cast safely to a float32 store)."""
     return np.asarray(block, dtype=np.float64)
+
+
+def gram_chunk(block: np.ndarray) -> np.ndarray:
+    """Each image's column Gram matrix ``image.T @ image``: ``(k, R, C)`` into ``(k, C, C)``."""
+    images = np.asarray(block, dtype=np.float32)
+    return np.einsum("krc,krd->kcd", images, images).astype(np.float32)

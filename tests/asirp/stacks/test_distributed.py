@@ -20,6 +20,7 @@ from asirp.stacks import (
     process_stack_local,
     restore_chunk,
 )
+from asirp.stacks.cluster import SharedLocalCluster
 from tests.asirp.stacks.stack_helpers import (
     RESTORE_KWARGS,
     SLOW_KWARGS,
@@ -183,3 +184,42 @@ def test_a_local_cluster_gives_the_local_result(tmp_path):
     assert report.chunks_run == 2
     assert seen == [(0, 2), (1, 2), (2, 2)]
     np.testing.assert_array_equal(read(tmp_path / "out.zarr", stack, 3), expected)
+
+
+def test_a_shared_local_cluster_starts_only_when_there_is_work(tmp_path):
+    stack = make_stack(n=4)
+    expected = reference(tmp_path, stack, restore_chunk, RESTORE_KWARGS, 2)
+    with SharedLocalCluster(n_workers=1) as cluster:
+        # a job whose chunks are all done: nothing to run, so no cluster is started
+        resumed = process_stack(
+            restore_chunk,
+            ArraySource(stack),
+            tmp_path / "reference.zarr",
+            chunk_len=2,
+            function_kwargs=RESTORE_KWARGS,
+            scheduler=cluster.address,
+        )
+        assert (resumed.chunks_run, resumed.chunks_skipped) == (0, 2)
+        assert not cluster.started
+        first = process_stack(
+            restore_chunk,
+            ArraySource(stack),
+            tmp_path / "first.zarr",
+            chunk_len=2,
+            function_kwargs=RESTORE_KWARGS,
+            scheduler=cluster.address,
+        )
+        address = cluster.address()
+        second = process_stack(
+            restore_chunk,
+            ArraySource(stack[::-1].copy()),
+            tmp_path / "second.zarr",
+            chunk_len=2,
+            function_kwargs=RESTORE_KWARGS,
+            scheduler=cluster.address,
+        )
+        assert cluster.address() == address  # one cluster served both jobs
+        assert first.chunks_run == second.chunks_run == 2
+    assert not cluster.started  # closed with the block
+    np.testing.assert_array_equal(read(tmp_path / "first.zarr", stack, 2), expected)
+    np.testing.assert_array_equal(read(tmp_path / "second.zarr", stack, 2), expected[::-1])

@@ -23,6 +23,7 @@ from tests.asirp.stacks.stack_helpers import (
     RESTORE_KWARGS,
     cropped_chunk,
     float64_chunk,
+    gram_chunk,
     make_stack,
     nan_chunk,
     scale_chunk,
@@ -239,3 +240,32 @@ def test_hdf5_links_outside_the_folder_are_refused(tmp_path):
         StackSource(path, "virtual", stack.shape, stack.dtype).slab(0, 1).read()
     near = StackSource(path, "near", stack.shape, stack.dtype).slab(0, 2).read()
     np.testing.assert_array_equal(near, stack)  # a link inside the folder is fine
+
+
+def test_output_frame_gives_a_store_of_other_images(tmp_path):
+    stack = make_stack(n=5, rows=6, columns=4)
+    report = process_stack_local(
+        gram_chunk, ArraySource(stack), tmp_path / "out.zarr", chunk_len=2, output_frame=(4, 4)
+    )
+    assert report.total_chunks == 3
+    expected = np.stack([image.T @ image for image in stack])
+    result = ChunkStore(tmp_path / "out.zarr", (5, 4, 4), 2).read()
+    np.testing.assert_allclose(result, expected, rtol=1e-6)
+    identity = ChunkStore.read_provenance(tmp_path / "out.zarr")["identity"]
+    assert identity["output_shape"] == [5, 4, 4]
+    assert identity["shape"] == [5, 6, 4]
+
+    # a function whose images are not the frame asked for is one clear error
+    with pytest.raises(StackError, match=r"returned shape \(2, 6, 4\), not \(2, 4, 4\)"):
+        process_stack_local(
+            scale_chunk,
+            ArraySource(stack),
+            tmp_path / "wrong.zarr",
+            chunk_len=2,
+            function_kwargs={"factor": 2.0},
+            output_frame=(4, 4),
+        )
+    with pytest.raises(StackError, match="output_frame must be 2 positive sizes"):
+        process_stack_local(
+            gram_chunk, ArraySource(stack), tmp_path / "bad.zarr", chunk_len=2, output_frame=(4,)
+        )
