@@ -53,9 +53,10 @@ def register(commands: Any) -> None:
     )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing OUTPUT")
     engine = parser.add_argument_group(
-        "distributed restoration (dask)",
-        "restore the projections on dask workers into a resumable zarr store; run again with "
-        "the same options to resume an interrupted run (docs/DISTRIBUTED.md)",
+        "distributed restoration and reconstruction (dask)",
+        "the workers read and flat/dark-correct the projections from INPUT, restore them into a "
+        "resumable zarr store and reconstruct both volumes into stores beside it; run again "
+        "with the same options to resume an interrupted run (docs/DISTRIBUTED.md)",
     )
     engine.add_argument(
         "--workers", type=int, metavar="N", help="a LocalCluster of N worker processes"
