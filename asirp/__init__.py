@@ -26,6 +26,7 @@ from asirp.methods.blind_richardson_lucy import blind_richardson_lucy
 from asirp.methods.fca_sr import fca_sr
 from asirp.methods.landweber import landweber
 from asirp.methods.richardson_lucy import richardson_lucy
+from asirp.methods.rl_sr import rl_sr
 from asirp.methods.rrdb_sr import rrdb_sr
 from asirp.methods.tikhonov import tikhonov
 from asirp.methods.van_cittert import van_cittert
@@ -64,6 +65,7 @@ __all__ = [
     "register_method",
     "restore",
     "richardson_lucy",
+    "rl_sr",
     "rrdb_sr",
     "select",
     "tikhonov",

@@ -39,6 +39,7 @@ SETTINGS = {
     },
     "fca_sr": {"psf_sigma_px": 0.8, **LENIENT},  # the shipped weights
     "rrdb_sr": {"psf_sigma_px": 0.8, **LENIENT},
+    "rl_sr": {"psf_sigma_px": 0.8, "iterations": 4, "stop": "fixed", **LENIENT},
     "zssr": {"psf_sigma_px": 0.8, **TINY_ZSSR, **LENIENT},
 }
 """A tiny run of every built-in method (24 x 24 maps, a few iterations)."""
