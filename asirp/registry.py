@@ -187,10 +187,15 @@ class SelectorGrid:
     cheap : tuple of dict, optional
         Settings tried in the cheap mode (live updates); ``()`` leaves a slow method out of it,
         ``None`` (the default) tries the thorough settings.
+    max_splits : int, optional
+        Splits a candidate of this method is scored on at most (``None``: as many as the
+        mode uses). A method that trains on each map (zssr) declares 1, so the thorough mode's
+        cost stays bounded by a rule that never depends on the clock.
     """
 
     thorough: tuple[dict[str, Any], ...] = ({},)
     cheap: tuple[dict[str, Any], ...] | None = None
+    max_splits: int | None = None
 
     def settings(self, mode: str) -> tuple[dict[str, Any], ...]:
         """The settings of ``mode`` (``"cheap"`` or ``"thorough"``)."""

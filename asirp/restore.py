@@ -106,7 +106,9 @@ class Restoration:
         :data:`SUBPIXEL_SIGMA_PX`), an ``auto`` choice that was not scored
         (``params["auto_unscored"]``), parameters that the method which ran did not honour
         (``params["ignored_parameters"]``), a super-resolved map whose structure is not above
-        its noise (``metrics["structure_above_noise"]``).
+        its noise (``metrics["structure_above_noise"]``), and what the method itself found
+        (``params["method_cautions"]``: one sentence or a list, such as super-resolution's
+        split-data guard, :mod:`asirp.sr.guard`).
 
         Returns
         -------
@@ -149,6 +151,10 @@ class Restoration:
                 "the data did not determine the beam width (blind search): the estimated PSF "
                 "may be far off; give a measured beam size"
             )
+        own = self.params.get("method_cautions")  # the method's own sentences, once each
+        for note in [own] if isinstance(own, str) else own if isinstance(own, list) else []:
+            if isinstance(note, str) and note not in notes:
+                notes.append(note)
         return notes
 
     def _narrow_psf_caution(self) -> str | None:

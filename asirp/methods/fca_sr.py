@@ -22,7 +22,7 @@ from asirp.methods._public import Device
 from asirp.registry import MethodOutput, MethodSpec, Parameter, Problem, register_method
 from asirp.restore import restore
 from asirp.sr.models import count_parameters
-from asirp.sr.runner import COMMON_PARAMETERS, LoadedNetwork, run_with_weights
+from asirp.sr.runner import COMMON_PARAMETERS, SPLIT_GUARD, LoadedNetwork, run_with_weights
 from asirp.sr.weights import build_from_weights, load_weights
 
 WEIGHTS = Parameter(
@@ -54,7 +54,7 @@ SPEC = register_method(
         needs_psf=False,
         scale=2,
         summary="DFCAN-style CNN (Fourier channel attention) trained on synthetic X-ray maps",
-        parameters=(*COMMON_PARAMETERS, WEIGHTS),
+        parameters=(*COMMON_PARAMETERS, WEIGHTS, SPLIT_GUARD),
         run=run,
     )
 )
@@ -69,6 +69,7 @@ def fca_sr(
     half: bool = True,
     consistency_tolerance: float = 1.5,
     weights: str | None = None,
+    split_guard: bool = True,
     device: Device = "auto",
 ) -> np.ndarray:
     """Super-resolution by a Fourier channel attention CNN (see the module notes).
@@ -89,6 +90,9 @@ def fca_sr(
         Largest consistency residual accepted, in noise sigmas (see asirp.sr.consistency).
     weights : str, optional
         Weights file (.safetensors from 'asirp train fca_sr'; None = the shipped ones).
+    split_guard : bool
+        Super-resolve two independent halves of each map too and flag detail they agree on
+        past the data (asirp.sr.guard; maps over 262144 px are skipped).
     device : str or torch.device
         ``"auto"`` (CUDA when present), ``"cpu"`` or ``"cuda"``.
 
@@ -111,4 +115,5 @@ def fca_sr(
         half=half,
         consistency_tolerance=consistency_tolerance,
         weights=weights,
+        split_guard=split_guard,
     ).image

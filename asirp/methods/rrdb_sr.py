@@ -26,7 +26,7 @@ from asirp.registry import MethodOutput, MethodSpec, Parameter, Problem, registe
 from asirp.restore import restore
 from asirp.sr.esrgan import load_with_spandrel, rrdb_from_state
 from asirp.sr.models import count_parameters
-from asirp.sr.runner import COMMON_PARAMETERS, LoadedNetwork, run_with_weights
+from asirp.sr.runner import COMMON_PARAMETERS, SPLIT_GUARD, LoadedNetwork, run_with_weights
 from asirp.sr.weights import (
     FORMAT,
     WeightsArchitectureError,
@@ -84,7 +84,7 @@ SPEC = register_method(
         needs_psf=False,
         scale=2,
         summary="ESRGAN-style RRDBNet (ASIRP-trained; loads Real-ESRGAN/ESRGAN weights too)",
-        parameters=(*COMMON_PARAMETERS, WEIGHTS),
+        parameters=(*COMMON_PARAMETERS, WEIGHTS, SPLIT_GUARD),
         run=run,
     )
 )
@@ -99,6 +99,7 @@ def rrdb_sr(
     half: bool = True,
     consistency_tolerance: float = 1.5,
     weights: str | None = None,
+    split_guard: bool = True,
     device: Device = "auto",
 ) -> np.ndarray:
     """Super-resolution by an ESRGAN-style RRDBNet (see the module notes).
@@ -120,6 +121,9 @@ def rrdb_sr(
     weights : str, optional
         Weights file: ASIRP's, or Real-ESRGAN/ESRGAN .pth/.safetensors (None = the shipped
         ones).
+    split_guard : bool
+        Super-resolve two independent halves of each map too and flag detail they agree on
+        past the data (asirp.sr.guard; maps over 262144 px are skipped).
     device : str or torch.device
         ``"auto"`` (CUDA when present), ``"cpu"`` or ``"cuda"``.
 
@@ -142,4 +146,5 @@ def rrdb_sr(
         half=half,
         consistency_tolerance=consistency_tolerance,
         weights=weights,
+        split_guard=split_guard,
     ).image

@@ -13,7 +13,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from asirp.methods._public import Device
-from asirp.registry import MethodSpec, register_method
+from asirp.registry import MethodSpec, SelectorGrid, register_method
 from asirp.restore import restore
 from asirp.sr.zssr import PARAMETERS, run
 
@@ -27,6 +27,8 @@ SPEC = register_method(
         parameters=PARAMETERS,
         run=run,
         batchable=True,
+        # trains a network per map: out of live updates, one split in the thorough mode
+        selector_grid=SelectorGrid(thorough=({},), cheap=(), max_splits=1),
     )
 )
 
@@ -48,6 +50,7 @@ def zssr(
     eval_every: int = 25,
     patience: int = 4,
     noise: bool = True,
+    split_guard: bool = True,
     seed: int = 0,
     device: Device = "auto",
 ) -> np.ndarray:
@@ -85,6 +88,9 @@ def zssr(
         Scores without improvement before the rate drops.
     noise : bool
         Add noise matching the input's to the training inputs.
+    split_guard : bool
+        Super-resolve two independent halves of each map too and flag detail they agree on
+        past the data (asirp.sr.guard; maps over 262144 px are skipped).
     seed : int
         Seed of the method's randomness (the same seed gives the same result).
     device : str or torch.device
@@ -118,4 +124,5 @@ def zssr(
         eval_every=eval_every,
         patience=patience,
         noise=noise,
+        split_guard=split_guard,
     ).image

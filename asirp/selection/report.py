@@ -151,11 +151,16 @@ def explain_choice(
     n_splits: int,
     below_margin: list[Candidate] | None = None,
     margin_db: float = 0.0,
+    invented: list[Candidate] | None = None,
 ) -> str:
     """The plain-words account of a scored selection.
 
     ``below_margin`` are better-scored candidates passed over because their estimated gain
-    over the input is below ``margin_db`` (dB), best first.
+    over the input is below ``margin_db`` (dB), best first. ``invented`` are better-scored
+    super-resolution candidates passed over because the split-data guard flagged them
+    (:data:`asirp.sr.guard.INVENTED_NOTE` in their note): the score judges predictions of the
+    measured data, which detail invented finer than the data resolve does not change, so it
+    cannot see it.
     """
     winner = entries[chosen]
     words = [
@@ -164,6 +169,14 @@ def explain_choice(
         f"one part of the data and predicted the other. Split: {split_description}, since "
         f"{split_why}."
     ]
+    if invented:
+        names = ", ".join(entries[c].label for c in invented)
+        words.append(
+            f"Passed over for invented detail: {names}, though better scored (split-data guard: "
+            "the restorations of the two parts agree on detail finer than the parts themselves "
+            "agree on, which comes from the method's prior, not the data; the score cannot see "
+            "it)."
+        )
     if below_margin:
         best = entries[below_margin[0]]
         others = len(below_margin) - 1
@@ -183,13 +196,18 @@ def explain_choice(
             )
     elif chosen.method == IDENTITY and winner.score is not None and scored[0] == chosen:
         words.append("No candidate predicted the held-out data better than the input itself.")
+    elif chosen.method == IDENTITY and winner.score is not None and invented:
+        words.append("No other candidate predicted the held-out data better than the input.")
     elif winner.score is not None:
-        words.append(f"{winner.label} predicted best")
+        best = "predicted best of the rest" if invented else "predicted best"
+        words.append(f"{winner.label} {best} (score {winner.score:.4g})")
         runner_up = next((entries[c] for c in scored if c != chosen), None)
         if runner_up is not None and runner_up.score:
             below = 100 * (1 - winner.score / runner_up.score)
             digits = 1 if abs(below) < 10 else 0
-            words[-1] += f" (score {below:.{digits}f} % below the runner-up {runner_up.label})"
+            words[-1] = words[-1][:-1] + (
+                f", {below:.{digits}f} % below the runner-up {runner_up.label})"
+            )
         if winner.gain_db is not None and chosen.method != IDENTITY:
             words[-1] += f"; its estimated error is {winner.gain_db:.1f} dB below the input's"
         words[-1] += "."

@@ -35,6 +35,7 @@ from asirp.selection.score import band_alpha, band_weights, frc_resolution_px, g
 from asirp.selection.shortcuts import as_policy, policy_fits, policy_selection, rule_selection
 from asirp.selection.splitting import DataSplit, binomial_split, fission_split, measurement_split
 from asirp.selection.trials import Trial, score_candidate
+from asirp.sr.guard import INVENTED_NOTE
 from asirp.validation import as_image_stack, check_seed
 
 MIN_INTERIOR_PX = 16
@@ -46,7 +47,8 @@ THOROUGH_SPLITS = 2
 
 
 SECOND_SPLIT_LIMIT_MS = 2000.0
-"""The thorough mode's second split is skipped for candidates that took longer than this, ms."""
+"""With a budget, the thorough mode's second split is skipped for candidates that took longer
+than this, ms (without one, only a method's ``SelectorGrid.max_splits`` limits the splits)."""
 
 
 BUDGET_RESERVE = 0.1
@@ -222,6 +224,7 @@ class _Scoring:
     trials: dict[Candidate, Trial] = field(default_factory=dict)
     reserve: float = 0.0
     below_margin: list[Candidate] = field(default_factory=list)
+    invented: list[Candidate] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         for candidate in self.entries:
@@ -282,10 +285,12 @@ class _Scoring:
         """Score ``candidate`` on the splits (a failure is recorded, not raised)."""
         entry = self.entries[candidate]
         start = time.perf_counter()
+        spec = candidate.spec()
+        limit = spec.selector_grid.max_splits if spec is not None else None
         try:
             trial = score_candidate(
                 candidate,
-                self.splits,
+                self.splits[:limit] if limit else self.splits,
                 psf=self.psf,
                 device=self.device,
                 seed=self.seed,
@@ -293,7 +298,11 @@ class _Scoring:
                 margin=self.margin,
                 weights=self.weights,
                 cancel=self.cancel,
-                second_split_limit_ms=SECOND_SPLIT_LIMIT_MS,
+                # only a budget may cut the second split by time: without one the choice
+                # must not depend on the clock (the same data and seed, the same choice)
+                second_split_limit_ms=(
+                    SECOND_SPLIT_LIMIT_MS if self.context.budget_ms is not None else math.inf
+                ),
             )
         except RestorationCancelled:
             raise
@@ -341,6 +350,9 @@ class _Scoring:
             gain = entries[candidate].gain_db
             if candidate.method != IDENTITY and gain is not None and gain < margin_db:
                 self.below_margin.append(candidate)
+                continue
+            if candidate.method != IDENTITY and INVENTED_NOTE in entries[candidate].note:
+                self.invented.append(candidate)
                 continue
             cost = entries[candidate].cost_ms or 0.0
             if (
@@ -491,6 +503,7 @@ def select_stack(
         n_splits,
         scoring.below_margin,
         identity_margin_db(context),
+        scoring.invented,
     )
     ordered = [entries[c] for c in scored] + [entries[c] for c in candidates if c not in trials]
     selection = Selection(

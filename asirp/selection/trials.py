@@ -4,7 +4,10 @@
 :func:`predicted_measurement` is the noise-free measurement a restoration predicts through the
 forward model (blur with the returned PSF at scale 1, :mod:`asirp.sr.degrade` above);
 :func:`score_candidate` does both on every split and scores the predictions
-(:mod:`asirp.selection.score`), timing each run for the cost cache.
+(:mod:`asirp.selection.score`), timing each run for the cost cache. For super-resolution it
+also asks the split-data guard (:mod:`asirp.sr.guard`) of the first split's two restorations,
+which are the guard's two halves already (the methods' own guard is off in trials: it would
+split the parts again).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from asirp.selection.costs import COSTS
 from asirp.selection.score import EXTRAPOLATION, PartScores, score_parts
 from asirp.selection.splitting import DataSplit
 from asirp.sr.degrade import degrade, sigma_from_psf
+from asirp.sr.guard import INVENTED_NOTE, guard_figures
 
 
 def upsample(images: torch.Tensor, scale: int) -> torch.Tensor:
@@ -60,6 +64,8 @@ def run_candidate(
     if "background" in params:
         params["background"] = float(params["background"]) * background_factor
     resolved = spec.resolve_params(params)
+    if "split_guard" in resolved:  # the trial's two parts are the guard's halves already
+        resolved["split_guard"] = False
     problem = Problem(
         data=data,
         psf=psf,
@@ -197,4 +203,14 @@ def score_candidate(
                 to_numpy(first[0]),
                 to_numpy(second[0]) / float(split.ratio[0]),
             )
+            if scale > 1 and candidate.method != IDENTITY:
+                verdict = guard_figures(
+                    *trial.pair, split.first[0], split.second[0], scale, split.kind
+                )
+                if verdict.invented_detail:
+                    trial.notes.append(
+                        f"{INVENTED_NOTE}: its restorations of the two parts agree down to "
+                        f"{verdict.split_agreement_resolution_px:.2g} px, the parts themselves "
+                        f"to {verdict.data_resolution_px:.2g} px"
+                    )
     return trial

@@ -9,10 +9,11 @@ measured map ``y``:
 
 where :math:`\hat\sigma_n` is the noise standard deviation of ``y`` (Immerkaer's estimate,
 :func:`asirp.metrics.noise_sigma`, floored at 0.1 % of the map's range so noise-free data give a
-finite figure). A result that explains the data up to the noise has :math:`\rho \approx 1`;
-detail that the data contradict, or missing structure, gives larger values. Results with
-:math:`\rho` above the tolerance are flagged: ``metrics["consistent"]`` is false and a
-:class:`ConsistencyWarning` is issued.
+finite figure, and at :data:`LEVEL_FLOOR` of its mean magnitude so a flat map's float32 rounding
+does not read as millions of sigmas). A result that explains the data up to the noise has
+:math:`\rho \approx 1`; detail that the data contradict, or missing structure, gives larger
+values. Results with :math:`\rho` above the tolerance are flagged: ``metrics["consistent"]``
+is false and a :class:`ConsistencyWarning` is issued.
 
 Reported in ``Restoration.metrics`` (averaged over a stack; ``consistent`` is true only if every
 map passed):
@@ -52,6 +53,10 @@ DEFAULT_TOLERANCE = 1.5
 
 NOISE_FLOOR = 1e-3
 """Smallest noise level assumed, as a fraction of the map's 0.5-99.5 percentile range."""
+
+LEVEL_FLOOR = 1e-5
+"""Smallest noise level assumed, as a fraction of the map's mean magnitude: some hundred float32
+roundings (a flat map has no range, and its super-resolution reproduces it to rounding)."""
 
 
 STRUCTURE_MIN = 1.0
@@ -126,7 +131,8 @@ def consistency_figures(
     figures: list[dict[str, float | bool]] = []
     for difference, image in zip(residual, data, strict=True):
         low, high = np.percentile(image, [0.5, 99.5])
-        noise = max(noise_sigma(image), NOISE_FLOOR * max(high - low, 1e-12))
+        level = LEVEL_FLOOR * float(np.mean(np.abs(image)))
+        noise = max(noise_sigma(image), NOISE_FLOOR * (high - low), level, 1e-12)
         rms = float(np.sqrt(np.mean(difference**2)))
         norm = float(np.linalg.norm(image))
         rho = rms / noise

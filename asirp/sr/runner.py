@@ -10,6 +10,10 @@ fine-grid Gaussian of the forward model, ``(h, w)`` or ``(B, h, w)``.
 Each result is checked against its input, and each input for structure above its noise
 (:mod:`asirp.sr.consistency`); the figures go to
 ``Restoration.metrics`` and the beam used, its source and the tiling to ``Restoration.params``.
+The networks (``fca_sr``, ``rrdb_sr``, ``zssr``) also take :data:`SPLIT_GUARD`: two independent
+halves of each map are super-resolved too, and detail on which they agree past the data's own
+agreement is flagged as invented (:mod:`asirp.sr.guard`; figures in ``Restoration.metrics``,
+what ran in ``params["split_guard_status"]``, sentences in ``params["method_cautions"]``).
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from asirp.sr.consistency import (
     warn_if_inconsistent,
 )
 from asirp.sr.degrade import estimate_blur_sigma, sigma_from_psf
+from asirp.sr.guard import MAX_GUARD_PIXELS, MIN_GUARD_SIDE, GuardFigures, guard_map
 from asirp.sr.inference import upscale
 from asirp.sr.weights import shipped_weights_path
 
@@ -61,6 +66,19 @@ TOLERANCE = Parameter(
 )
 COMMON_PARAMETERS = (SCALE, TILE, OVERLAP, HALF, TOLERANCE)
 """Parameters every super-resolution method takes."""
+
+SPLIT_GUARD = Parameter(
+    "split_guard",
+    bool,
+    True,
+    "super-resolve two independent halves of each map too and flag detail they agree on past "
+    f"the data (asirp.sr.guard; maps over {MAX_GUARD_PIXELS} px are skipped)",
+)
+"""The hallucination guard's switch, taken by the networks (it triples their inference)."""
+
+HalvesSuperResolver = Callable[[int, torch.Tensor], torch.Tensor]
+"""``super_resolve(index, halves (2, H, W)) -> (2, s H, s W)``: the method as it ran on map
+``index`` of the problem (for ``zssr``, that map's network)."""
 
 
 def check_scale(params: dict[str, Any], method: str) -> int:
@@ -156,6 +174,7 @@ def finish(
     fine: torch.Tensor,
     beam: Beam,
     info: dict[str, Any],
+    guard: HalvesSuperResolver | None = None,
 ) -> MethodOutput:
     """Check a super-resolved stack against its input and package the method's output.
 
@@ -173,6 +192,9 @@ def finish(
         Beam of the forward model.
     info : dict
         Method facts for ``Restoration.params``.
+    guard : callable, optional
+        How the method super-resolves two halves of a map, for the split-data guard
+        (:func:`run_guard`), which runs when ``params`` has ``split_guard``.
 
     Returns
     -------
@@ -190,14 +212,110 @@ def finish(
     # is there structure above the noise to super-resolve? (a caution, not a warning)
     for figure, structure in zip(figures, structure_figures(problem.data), strict=True):
         figure.update(structure)
+    guard_facts: dict[str, Any] = {}
+    if guard is not None and "split_guard" in params:
+        guarded, guard_facts = run_guard(method, problem, params, scale, guard)
+        for figure, verdict in zip(figures, guarded or [None] * len(figures), strict=True):
+            if verdict is not None:  # no figures when it did not run: every map alike
+                figure.update(verdict.metrics())
     metrics = {key: [figure[key] for figure in figures] for key in figures[0]}
+    notes = [*info.get("method_cautions", []), *guard_facts.pop("method_cautions", [])]
     facts = {
         **info,
+        **guard_facts,
+        **({"method_cautions": notes} if notes else {}),
         "beam_sigma_px": [round(s, 4) for s in beam.sigma_px],
         "beam_source": beam.source,
         "forward_model": "gaussian beam on the fine grid, then area sampling (asirp.sr.degrade)",
     }
     return MethodOutput(fine.float(), fine_psf(beam, scale, problem.device), facts, metrics=metrics)
+
+
+def run_guard(
+    method: str,
+    problem: Problem,
+    params: dict[str, Any],
+    scale: int,
+    super_resolve: HalvesSuperResolver,
+) -> tuple[list[GuardFigures], dict[str, Any]]:
+    """The split-data guard (:mod:`asirp.sr.guard`) on every map of a problem, when it applies.
+
+    Parameters
+    ----------
+    method : str
+        Method name (for the sentences).
+    problem : Problem
+        The measured maps ``(B, H, W)`` and the seed of the splits.
+    params : dict
+        Resolved parameters (``split_guard``).
+    scale : int
+        Upscaling factor.
+    super_resolve : callable
+        ``(index, halves (2, H, W)) -> (2, s H, s W)``.
+
+    Returns
+    -------
+    figures : list of GuardFigures
+        One per map; empty when the guard did not run.
+    facts : dict
+        ``split_guard_status`` (what ran, or why not) and ``method_cautions`` (sentences for
+        :meth:`asirp.Restoration.cautions`, when any).
+    """
+    batch, rows, cols = problem.data.shape
+    if not params["split_guard"]:
+        return [], {"split_guard_status": "disabled (split_guard=False)"}
+    if rows * cols > MAX_GUARD_PIXELS:
+        return [], {
+            "split_guard_status": f"skipped: {rows}x{cols} px maps exceed the guard's limit of "
+            f"{MAX_GUARD_PIXELS} px (it triples the inference; split_guard=False to say so)"
+        }
+    if min(rows, cols) < MIN_GUARD_SIDE:
+        return [], {
+            "split_guard_status": f"skipped: {rows}x{cols} px maps are too small for an FRC"
+        }
+    figures = []
+    for index in range(batch):
+        problem.check_cancel()
+        figures.append(
+            guard_map(
+                problem.data[index],
+                lambda halves, index=index: super_resolve(index, halves),
+                scale,
+                problem.seed,  # as zssr: a map gets the same split alone or in a stack
+            )
+        )
+    facts: dict[str, Any] = {"split_guard_status": f"ran ({figures[0].split} split)"}
+    notes = guard_cautions(method, figures)
+    if notes:
+        facts["method_cautions"] = notes
+    return figures, facts
+
+
+def guard_cautions(method: str, figures: list[GuardFigures]) -> list[str]:
+    """The guard's sentences for :meth:`asirp.Restoration.cautions` (none when all is well)."""
+    notes = []
+
+    def share(flagged: list[GuardFigures]) -> str:
+        return "" if len(figures) == 1 else f" on {len(flagged)} of {len(figures)} maps"
+
+    invented = [figure for figure in figures if figure.invented_detail]
+    if invented:
+        worst = min(invented, key=lambda f: f.split_agreement_resolution_px / f.data_resolution_px)
+        notes.append(
+            f"{method} invented detail{share(invented)}: its super-resolutions of two "
+            "independent halves of the data agree down to "
+            f"{worst.split_agreement_resolution_px:.2g} px, finer than the halves themselves "
+            f"({worst.data_resolution_px:.2g} px); that detail comes from the method's prior, "
+            "not from the data (split-data guard)"
+        )
+    noisy = [figure for figure in figures if figure.noise_dominated]
+    if noisy:
+        notes.append(
+            f"the input is noise-dominated{share(noisy)}: two independent halves of the data "
+            "agree at no spatial frequency beyond chance, so any detail in "
+            f"{method}'s finer map is the method's (split-data guard)"
+        )
+    return notes
 
 
 @dataclass
@@ -331,4 +449,20 @@ def run_pretrained(
         "network": loaded.description,
         "precision": "float16" if on_gpu and params["half"] else "float32",
     }
-    return finish(method, problem, params, fine, beam, info)
+
+    def halves(index: int, pair: torch.Tensor) -> torch.Tensor:
+        """The same network and tiling on two halves of a map (the guard)."""
+        return upscale(
+            loaded.network,
+            pair,
+            scale,
+            tile=tile,
+            overlap=overlap,
+            batch=16 if on_gpu else 1,
+            half=bool(params["half"]),
+            channels=loaded.channels,
+            multiple=loaded.multiple,
+            cancel=cancel or problem.cancel,
+        )
+
+    return finish(method, problem, params, fine, beam, info, guard=halves)

@@ -18,7 +18,9 @@ For each map ``y`` (Shocher et al. 2018):
    when the consistency residual rises 20 % above its lowest value (the **consistency guard**:
    what was learned between the coarser scales no longer carries over to the map's own scale,
    which happens on periodic meshes whose structure the sons no longer resolve), or at
-   ``iterations``. The weights with the best validation score before the stop are kept.
+   ``iterations``. The weights with the best validation score before the stop are kept. When
+   no score beat the untrained network's, that is bicubic interpolation, and the result says
+   so (``params["zssr_fell_back_to_bicubic"]`` and a caution), never silently.
    Every rule counts iterations or compares scores, never the clock, so the same map, seed,
    device and thread count give the same network and the same result, bit for bit (the
    wall-clock budget that this replaced stopped four runs of one map after 246 to 1125
@@ -69,6 +71,7 @@ from asirp.sr.inference import robust_normalisation, upscale
 from asirp.sr.models import ZSSRNet
 from asirp.sr.runner import (
     COMMON_PARAMETERS,
+    SPLIT_GUARD,
     check_scale,
     check_tiling,
     finish,
@@ -86,6 +89,7 @@ PARAMETERS = (
     Parameter("eval_every", int, 25, "iterations between validation scores", minimum=1),
     Parameter("patience", int, 4, "scores without improvement before the rate drops", minimum=1),
     Parameter("noise", bool, True, "add noise matching the input's to the training inputs"),
+    SPLIT_GUARD,
 )
 """Parameters of the ``zssr`` method."""
 
@@ -267,10 +271,15 @@ def train_zssr(
     facts : dict
         ``iterations_run``, ``stopped_by`` (``"early_stopping"``, ``"consistency_guard"``,
         ``"iterations"``), ``validation_l1`` (best score, normalised units),
-        ``bicubic_validation_l1`` (the untrained network's) and ``training_s`` (wall time,
-        reported only: it stops nothing).
+        ``bicubic_validation_l1`` (the untrained network's), ``fell_back_to_bicubic`` (no
+        validation score improved on the untrained network's, so the kept network is the
+        untrained one: bicubic interpolation) and ``training_s`` (wall time, reported only: it
+        stops nothing).
     """
-    with _deterministic_kernels(problem.device):
+    # Training needs gradients whatever the caller's mode: the selector runs every candidate
+    # under torch.no_grad() (asirp.selection.trials), which would otherwise make the loss a
+    # constant ("element 0 of tensors does not require grad").
+    with _deterministic_kernels(problem.device), torch.enable_grad():
         return _train(image, sigma, scale, params, problem, seed)
 
 
@@ -326,6 +335,7 @@ def _train(
     facts: dict[str, Any] = {"bicubic_validation_l1": best}
     best_state = copy.deepcopy(network.state_dict())
     stale, drops, iteration, stopped_by = 0, 0, 0, "iterations"
+    improved = False  # whether any score beat the untrained network (bicubic interpolation)
     started = time.perf_counter()
     while iteration < int(params["iterations"]):  # iterations and scores only: no clock
         problem.check_cancel()
@@ -347,7 +357,7 @@ def _train(
                 break
             lowest_rho = min(lowest_rho, rho)
             if value < best * (1.0 - 1e-3):
-                best, stale = value, 0
+                best, stale, improved = value, 0, True
                 best_state = copy.deepcopy(network.state_dict())
             else:
                 stale += 1
@@ -364,10 +374,19 @@ def _train(
             "iterations_run": iteration,
             "stopped_by": stopped_by,
             "validation_l1": best,
+            "fell_back_to_bicubic": not improved,
             "training_s": round(time.perf_counter() - started, 3),
         }
     )
     return network.eval(), facts
+
+
+FALLBACK_CAUTION = (
+    "zssr fell back to bicubic interpolation{maps}: its training never improved on the "
+    "untrained network (which is bicubic interpolation) on held-back crops, so the finer map is "
+    "an interpolation, not a super-resolution (params['zssr_fell_back_to_bicubic'])"
+)
+"""The caution of a map on which training found nothing (:meth:`asirp.Restoration.cautions`)."""
 
 
 def run(problem: Problem, params: dict[str, Any]) -> MethodOutput:
@@ -376,7 +395,7 @@ def run(problem: Problem, params: dict[str, Any]) -> MethodOutput:
     tile, overlap = check_tiling(params, problem.device, "zssr")
     beam = resolve_beam(problem)
     batch = problem.data.shape[0]
-    outputs, facts = [], []
+    outputs, facts, networks = [], [], []
     for index in range(batch):
         image = problem.data[index]
         network, found = train_zssr(
@@ -395,6 +414,27 @@ def run(problem: Problem, params: dict[str, Any]) -> MethodOutput:
         )
         outputs.append(fine[0])
         facts.append(found)
+        networks.append(network)
         problem.progress((index + 1) / batch)
     info = {key: [fact[key] for fact in facts] for key in facts[0]}
-    return finish("zssr", problem, params, torch.stack(outputs), beam, info)
+    # never a silent bicubic: say so in the facts and in the result's cautions
+    fell_back = info.pop("fell_back_to_bicubic")
+    info["zssr_fell_back_to_bicubic"] = fell_back
+    if any(fell_back):
+        maps = "" if batch == 1 else f" on {sum(fell_back)} of {batch} maps"
+        info["method_cautions"] = [FALLBACK_CAUTION.format(maps=maps)]
+
+    def halves(index: int, pair: torch.Tensor) -> torch.Tensor:
+        """Map ``index``'s network, trained once on the full map, on two halves of it."""
+        return upscale(
+            networks[index],
+            pair,
+            scale,
+            tile=tile,
+            overlap=overlap,
+            batch=1,
+            half=bool(params["half"]),
+            cancel=problem.cancel,
+        )
+
+    return finish("zssr", problem, params, torch.stack(outputs), beam, info, guard=halves)
