@@ -166,7 +166,7 @@ def timing(size: int, repeats: int) -> list[dict[str, Any]]:
     rows = []
     print(f"\nx2 of one {size} x {size} map (median of {repeats} after a warm-up)")
     for device in devices:
-        for method in ("fca_sr", "rrdb_sr", "zssr"):
+        for method in ("fca_sr", "rrdb_sr", "rl_sr", "zssr"):
             runs = 1 if method == "zssr" else repeats
             params = {"scale": 2, "device": device, "psf_sigma_px": 0.75}
             if method != "zssr":
