@@ -156,11 +156,12 @@ def explain_choice(
     """The plain-words account of a scored selection.
 
     ``below_margin`` are better-scored candidates passed over because their estimated gain
-    over the input is below ``margin_db`` (dB), best first. ``invented`` are better-scored
-    super-resolution candidates passed over because the split-data guard flagged them
-    (:data:`asirp.sr.guard.INVENTED_NOTE` in their note): the score judges predictions of the
-    measured data, which detail invented finer than the data resolve does not change, so it
-    cannot see it.
+    over the input is below ``margin_db`` (dB), best first. ``invented`` are the scored
+    super-resolution candidates the split-data guard flagged
+    (:data:`asirp.sr.guard.INVENTED_NOTE` in their note): when the winner is one of them, the
+    account cautions that its detail is the method's prior's, not the data's (the score judges
+    predictions of the measured data, which such detail does not change), and names the
+    best-scored candidate without the flag.
     """
     winner = entries[chosen]
     words = [
@@ -169,14 +170,6 @@ def explain_choice(
         f"one part of the data and predicted the other. Split: {split_description}, since "
         f"{split_why}."
     ]
-    if invented:
-        names = ", ".join(entries[c].label for c in invented)
-        words.append(
-            f"Passed over for invented detail: {names}, though better scored (split-data guard: "
-            "the restorations of the two parts agree on detail finer than the parts themselves "
-            "agree on, which comes from the method's prior, not the data; the score cannot see "
-            "it)."
-        )
     if below_margin:
         best = entries[below_margin[0]]
         others = len(below_margin) - 1
@@ -196,11 +189,8 @@ def explain_choice(
             )
     elif chosen.method == IDENTITY and winner.score is not None and scored[0] == chosen:
         words.append("No candidate predicted the held-out data better than the input itself.")
-    elif chosen.method == IDENTITY and winner.score is not None and invented:
-        words.append("No other candidate predicted the held-out data better than the input.")
     elif winner.score is not None:
-        best = "predicted best of the rest" if invented else "predicted best"
-        words.append(f"{winner.label} {best} (score {winner.score:.4g})")
+        words.append(f"{winner.label} predicted best (score {winner.score:.4g})")
         runner_up = next((entries[c] for c in scored if c != chosen), None)
         if runner_up is not None and runner_up.score:
             below = 100 * (1 - winner.score / runner_up.score)
@@ -211,6 +201,15 @@ def explain_choice(
         if winner.gain_db is not None and chosen.method != IDENTITY:
             words[-1] += f"; its estimated error is {winner.gain_db:.1f} dB below the input's"
         words[-1] += "."
+    if invented and chosen in invented:
+        clean = [entries[c].label for c in scored if c not in invented and c != chosen]
+        words.append(
+            f"Caution: the split-data guard found {winner.label}'s detail prior-driven (its "
+            "restorations of the two parts agree on detail finer than the parts themselves "
+            "agree on): real where the method's prior fits the sample, invented where it does "
+            "not; the score cannot tell"
+            + (f". Best-scored without that flag: {clean[0]}." if clean else ".")
+        )
     if passed_over:
         names = ", ".join(entries[c].label for c in passed_over)
         words.append(f"Better-scored {names} would not finish within the budget.")
