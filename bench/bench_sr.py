@@ -26,6 +26,7 @@ How to run, from the repository root::
 
     .venv/bin/python bench/bench_sr.py                       # all three parts
     .venv/bin/python bench/bench_sr.py --timing --repeats 5 --threads 2
+    .venv/bin/python bench/bench_sr.py --timing --methods fca_sr rrdb_sr rl_sr
     .venv/bin/python bench/bench_sr.py --table --scales 2 4 --json out/bench_sr.json
 
 The header prints the load average: other work on the same cores slows multi-threaded torch a
@@ -159,14 +160,19 @@ def tooth_report() -> list[dict[str, Any]]:
     return rows
 
 
-def timing(size: int, repeats: int) -> list[dict[str, Any]]:
+TIMED_METHODS = ("fca_sr", "rrdb_sr", "rl_sr", "zssr")
+
+
+def timing(
+    size: int, repeats: int, methods: tuple[str, ...] = TIMED_METHODS
+) -> list[dict[str, Any]]:
     rng = np.random.default_rng(0)
     image = rng.poisson(200.0 * np.clip(rng.random((size, size)), 0.1, 1.0)).astype(np.float32)
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     rows = []
     print(f"\nx2 of one {size} x {size} map (median of {repeats} after a warm-up)")
     for device in devices:
-        for method in ("fca_sr", "rrdb_sr", "rl_sr", "zssr"):
+        for method in methods:
             runs = 1 if method == "zssr" else repeats
             params = {"scale": 2, "device": device, "psf_sigma_px": 0.75}
             if method != "zssr":
@@ -203,6 +209,13 @@ def main() -> None:
     parser.add_argument("--scales", type=int, nargs="+", default=[2], help="table scales")
     parser.add_argument("--size", type=int, default=1024, help="timing map side, px")
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per method")
+    parser.add_argument(
+        "--methods",
+        nargs="+",
+        choices=TIMED_METHODS,
+        default=list(TIMED_METHODS),
+        help="methods to time (default: all; zssr trains on the 1024² map: minutes)",
+    )
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--json", type=Path, help="also write the figures as JSON")
     args = parser.parse_args()
@@ -223,7 +236,7 @@ def main() -> None:
     if args.tooth or every:
         report["tooth"] = tooth_report()
     if args.timing or every:
-        report["timing"] = timing(args.size, args.repeats)
+        report["timing"] = timing(args.size, args.repeats, tuple(args.methods))
     print(f"load average at the end {os.getloadavg()[0]:.2f}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
