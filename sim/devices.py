@@ -144,6 +144,11 @@ class SimMotor(Device):
     acceleration_time = Cpt(Signal, value=0.02, kind="config")
     settle_time = Cpt(Signal, value=0.005, kind="config")
 
+    units = LENGTH_UNITS
+    """Units of positions in data keys (a subclass for another axis sets its own)."""
+    unit_text = "µm"
+    """The units as messages spell them."""
+
     def __init__(
         self,
         *,
@@ -163,7 +168,7 @@ class SimMotor(Device):
         if not low < high:
             raise ValueError(f"limits must be (low, high) with low < high, got {limits!r}")
         self._limits = (low, high)
-        self.egu = "um"
+        self.egu = self.units
         if not velocity_um_s > 0:
             raise ValueError(f"velocity_um_s must be > 0, got {velocity_um_s!r}")
         if not (acceleration_time_s >= 0 and settle_time_s >= 0):
@@ -198,18 +203,22 @@ class SimMotor(Device):
         """Current position, µm."""
         return float(self.readback.get())
 
-    def _check(self, value: Any) -> float:
+    def check_value(self, value: Any) -> float:
+        """``value`` as a position; TypeError, ValueError (NaN/Inf) or LimitError."""
+        unit = self.unit_text
         if isinstance(value, bool) or not isinstance(value, int | float | np.number):
-            raise TypeError(f"{self.name}: position must be a number of µm, got {value!r}")
+            raise TypeError(f"{self.name}: position must be a number of {unit}, got {value!r}")
         target = float(value)
         if not math.isfinite(target):
             raise ValueError(f"{self.name}: position must be finite, got {value!r}")
         if not self._limits[0] <= target <= self._limits[1]:
             raise LimitError(
-                f"{self.name}: {target} µm is outside the limits {self._limits[0]}..."
-                f"{self._limits[1]} µm"
+                f"{self.name}: {target} {unit} is outside the limits {self._limits[0]}..."
+                f"{self._limits[1]} {unit}"
             )
         return target
+
+    _check = check_value
 
     def move_time(self, distance_um: float) -> float:
         """Time a move of ``distance_um`` takes (speed, acceleration, settling), s."""
@@ -242,8 +251,8 @@ class SimMotor(Device):
         self.readback.put(float(value), timestamp=timestamp)
 
     def describe(self) -> dict[str, dict[str, Any]]:
-        """Data keys of the readings: readback and setpoint in µm (``units`` ``"um"``)."""
-        units = {"units": LENGTH_UNITS}
+        """Data keys of the readings: readback and setpoint in :attr:`units` (``"um"``)."""
+        units = {"units": self.units}
         return _annotated(
             super().describe(), {self.readback.name: units, self.setpoint.name: units}
         )
@@ -253,7 +262,7 @@ class SimMotor(Device):
         return _annotated(
             super().describe_configuration(),
             {
-                self.velocity.name: {"units": f"{LENGTH_UNITS}/s"},
+                self.velocity.name: {"units": f"{self.units}/s"},
                 self.acceleration_time.name: {"units": "s"},
                 self.settle_time.name: {"units": "s"},
             },

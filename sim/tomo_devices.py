@@ -9,8 +9,9 @@ Status is returned finished.
 Devices
 -------
 :class:`SimRotationStage`
-    Rotation axis in degrees: reading ``<name>`` (hinted, units ``deg``), ``<name>_setpoint``,
-    configuration ``<name>_velocity`` (deg/s) and ``<name>_settle_time`` (s).
+    Rotation axis in degrees (a :class:`sim.devices.SimMotor`): reading ``<name>`` (hinted,
+    units ``deg``), ``<name>_setpoint``, configuration ``<name>_velocity`` (deg/s),
+    ``<name>_acceleration_time`` (0 s) and ``<name>_settle_time`` (s).
 :class:`SimSwitch`
     A two-state setting: the shutter (``"open"`` / ``"closed"``) and the sample translation
     (``"in"`` / ``"out"`` of the beam). Reading ``<name>`` (a string).
@@ -38,9 +39,8 @@ import numpy as np
 from ophyd import Component as Cpt
 from ophyd import Device, Signal
 from ophyd.status import DeviceStatus
-from ophyd.utils import LimitError
 
-from sim.devices import SimClock
+from sim.devices import SimClock, SimMotor, _annotated, _finished
 from sim.tomo import Ellipsoid, ProjectionDetector, make_projection_detector
 
 ANGLE_UNITS = "deg"
@@ -48,12 +48,6 @@ ANGLE_UNITS = "deg"
 
 SHUTTER_STATES = ("open", "closed")
 SAMPLE_STATES = ("in", "out")
-
-
-def _finished(device: Device) -> DeviceStatus:
-    status = DeviceStatus(device)
-    status.set_finished()
-    return status
 
 
 def _number(owner: str, what: str, value: Any, unit: str) -> float:
@@ -65,15 +59,11 @@ def _number(owner: str, what: str, value: Any, unit: str) -> float:
     return number
 
 
-def _with_units(described: dict[str, dict[str, Any]], units: dict[str, str]) -> dict:
-    for key, unit in units.items():
-        if key in described:
-            described[key]["units"] = unit
-    return described
-
-
-class SimRotationStage(Device):
+class SimRotationStage(SimMotor):
     """Sample rotation axis in degrees whose moves take simulated time.
+
+    A :class:`sim.devices.SimMotor` in degrees, without an acceleration time: a rotation
+    charges ``|Δθ| / velocity + settle_time``.
 
     Parameters
     ----------
@@ -91,10 +81,8 @@ class SimRotationStage(Device):
         Device name (also the name of its reading).
     """
 
-    readback = Cpt(Signal, value=0.0, kind="hinted")
-    setpoint = Cpt(Signal, value=0.0, kind="normal")
-    velocity = Cpt(Signal, value=30.0, kind="config")
-    settle_time = Cpt(Signal, value=0.01, kind="config")
+    units = ANGLE_UNITS
+    unit_text = "deg"
 
     def __init__(
         self,
@@ -107,86 +95,15 @@ class SimRotationStage(Device):
         name: str = "rotation",
         **kwargs: Any,
     ) -> None:
-        super().__init__(name=name, **kwargs)
-        self.readback.name = self.name
-        self._clock = clock
-        low, high = (float(v) for v in limits)
-        if not low < high:
-            raise ValueError(f"limits must be (low, high) with low < high, got {limits!r}")
-        self._limits = (low, high)
-        self.egu = ANGLE_UNITS
-        if not (_number(name, "velocity_deg_s", velocity_deg_s, "deg/s") > 0):
-            raise ValueError(f"velocity_deg_s must be > 0, got {velocity_deg_s!r}")
-        if not (_number(name, "settle_time_s", settle_time_s, "s") >= 0):
-            raise ValueError(f"settle_time_s must be >= 0, got {settle_time_s!r}")
-        self.velocity.put(float(velocity_deg_s), timestamp=clock.now)
-        self.settle_time.put(float(settle_time_s), timestamp=clock.now)
-        start = self.check_value(init_deg)
-        self.readback.put(start, timestamp=clock.now)
-        self.setpoint.put(start, timestamp=clock.now)
-
-    @property
-    def limits(self) -> tuple[float, float]:
-        """Travel limits, degrees."""
-        return self._limits
-
-    @property
-    def low_limit(self) -> float:
-        """Lower travel limit, degrees."""
-        return self._limits[0]
-
-    @property
-    def high_limit(self) -> float:
-        """Upper travel limit, degrees."""
-        return self._limits[1]
-
-    @property
-    def position(self) -> float:
-        """Current angle, degrees."""
-        return float(self.readback.get())
-
-    def check_value(self, value: Any) -> float:
-        """``value`` as an angle in degrees; TypeError, ValueError (NaN) or LimitError."""
-        angle = _number(self.name, "angle", value, "degrees")
-        if not self._limits[0] <= angle <= self._limits[1]:
-            raise LimitError(
-                f"{self.name}: {angle} deg is outside the limits {self._limits[0]}..."
-                f"{self._limits[1]} deg"
-            )
-        return angle
-
-    def move_time(self, delta_deg: float) -> float:
-        """Time a rotation of ``delta_deg`` takes (speed and settling), s."""
-        if delta_deg == 0:
-            return 0.0
-        return abs(delta_deg) / float(self.velocity.get()) + float(self.settle_time.get())
-
-    def set(self, value: float, **kwargs: Any) -> DeviceStatus:
-        """Rotate to ``value`` degrees; the clock is charged the move. Returns a done Status."""
-        target = self.check_value(value)
-        end = self._clock.schedule(self.move_time(target - self.position))
-        self.setpoint.put(target, timestamp=self._clock.now)
-        self.readback.put(target, timestamp=end)
-        return _finished(self)
-
-    def move(self, value: float, **kwargs: Any) -> DeviceStatus:
-        """Alias of :meth:`set`."""
-        return self.set(value)
-
-    def stop(self, *, success: bool = False) -> None:
-        """Stop (moves are instantaneous in simulated time; nothing to do)."""
-
-    def describe(self) -> dict[str, dict[str, Any]]:
-        """Data keys of the readings, with units (deg)."""
-        return _with_units(
-            super().describe(), {self.readback.name: ANGLE_UNITS, self.setpoint.name: ANGLE_UNITS}
-        )
-
-    def describe_configuration(self) -> dict[str, dict[str, Any]]:
-        """Data keys of the configuration, with units."""
-        return _with_units(
-            super().describe_configuration(),
-            {self.velocity.name: f"{ANGLE_UNITS}/s", self.settle_time.name: "s"},
+        super().__init__(
+            clock=clock,
+            limits=limits,
+            velocity_um_s=_number(name, "velocity_deg_s", velocity_deg_s, "deg/s"),
+            acceleration_time_s=0.0,
+            settle_time_s=_number(name, "settle_time_s", settle_time_s, "s"),
+            init_pos=init_deg,
+            name=name,
+            **kwargs,
         )
 
 
@@ -357,13 +274,18 @@ class SimTomoDetector(Device):
         described[self.image.name].update(
             shape=list(self.physics.shape), dtype="array", dtype_numpy="<f4"
         )
-        return _with_units(described, {self.image.name: "counts", self.mean_counts.name: "counts"})
+        counts = {"units": "counts"}
+        return _annotated(described, {self.image.name: counts, self.mean_counts.name: counts})
 
     def describe_configuration(self) -> dict[str, dict[str, Any]]:
         """Data keys of the configuration, with units (s, µm)."""
-        return _with_units(
+        return _annotated(
             super().describe_configuration(),
-            {self.exposure.name: "s", self.pixel_size.name: "um", self.psf_fwhm.name: "um"},
+            {
+                self.exposure.name: {"units": "s"},
+                self.pixel_size.name: {"units": "um"},
+                self.psf_fwhm.name: {"units": "um"},
+            },
         )
 
 
