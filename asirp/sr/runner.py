@@ -431,30 +431,12 @@ def run_pretrained(
     tile, overlap = check_tiling(params, problem.device, method)
     beam = resolve_beam(problem)
     on_gpu = problem.device.type == "cuda"
-    fine = upscale(
-        loaded.network,
-        problem.data,
-        scale,
-        tile=tile,
-        overlap=overlap,
-        batch=16 if on_gpu else 1,
-        half=bool(params["half"]),
-        channels=loaded.channels,
-        multiple=loaded.multiple,
-        progress=progress or problem.progress,
-        cancel=cancel or problem.cancel,
-    )
-    info = {
-        "weights": loaded.source,
-        "network": loaded.description,
-        "precision": "float16" if on_gpu and params["half"] else "float32",
-    }
 
-    def halves(index: int, pair: torch.Tensor) -> torch.Tensor:
-        """The same network and tiling on two halves of a map (the guard)."""
+    def network(maps: torch.Tensor, report: Callable[[float], None] | None = None) -> torch.Tensor:
+        """The network, tiled, on maps ``(B, H, W)``: the data, or a map's two halves."""
         return upscale(
             loaded.network,
-            pair,
+            maps,
             scale,
             tile=tile,
             overlap=overlap,
@@ -462,7 +444,16 @@ def run_pretrained(
             half=bool(params["half"]),
             channels=loaded.channels,
             multiple=loaded.multiple,
+            progress=report,
             cancel=cancel or problem.cancel,
         )
 
-    return finish(method, problem, params, fine, beam, info, guard=halves)
+    fine = network(problem.data, progress or problem.progress)
+    info = {
+        "weights": loaded.source,
+        "network": loaded.description,
+        "precision": "float16" if on_gpu and params["half"] else "float32",
+    }
+    return finish(
+        method, problem, params, fine, beam, info, guard=lambda _index, pair: network(pair)
+    )
