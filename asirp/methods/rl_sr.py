@@ -9,7 +9,11 @@ estimate is found by the Richardson-Lucy (EM) iteration for that operator,
 .. math:: x_{k+1} = \frac{x_k}{A^T 1 - \lambda\,\mathrm{div}(\nabla x_k / |\nabla x_k|) / s^2}
           \; A^T \frac{y}{A x_k + b},
 
-with :math:`A^T = G^T U_s / s^2` (the adjoint of the block mean is replicate-and-divide;
+with :math:`G` the beam on the fine grid as given, anisotropic included (its sigmas along the
+rows and the columns, :func:`asirp.sr.degrade.sigma_axes_from_psf`: focusing optics rarely make
+a round beam, and modelling a 1.2 x 0.6 px beam by its geometric mean cost 0.4-1.5 dB at
+1,000 counts on random structures, nothing at 150), :math:`A^T = G^T U_s / s^2` (the adjoint
+of the block mean is replicate-and-divide;
 :mod:`asirp.sr.physics_sr`), the optional total-variation term of
 :mod:`asirp.methods.richardson_lucy` (weight :math:`\lambda`, the same meaning as there) and
 Biggs-Andrews acceleration. It starts from the data replicated over each block and spread by the
@@ -36,6 +40,7 @@ map tried (mesh, star, seed), by 0.8 to 7 dB (``tv_weight=0.02`` on the sharp on
 
 from __future__ import annotations
 
+import math
 import threading
 from collections import OrderedDict
 from dataclasses import replace
@@ -67,8 +72,8 @@ from asirp.registry import (
     stopping_parameters,
 )
 from asirp.restore import restore
-from asirp.sr.degrade import sigma_from_psf
-from asirp.sr.physics_sr import SuperResolutionOperator, equivalent_psf
+from asirp.sr.degrade import sigma_axes_from_psf
+from asirp.sr.physics_sr import SuperResolutionOperator, axes_of, equivalent_psf
 from asirp.sr.runner import SCALE, TOLERANCE, Beam, check_scale, finish
 
 OPERATOR_CACHE_SIZE = 4
@@ -82,7 +87,10 @@ leaves a zero pixel."""
 
 
 def cached_operator(
-    sigma_px: float, scale: int, data_shape: tuple[int, int], device: torch.device
+    sigma_px: float | tuple[float, float],
+    scale: int,
+    data_shape: tuple[int, int],
+    device: torch.device,
 ) -> tuple[SuperResolutionOperator, torch.Tensor]:
     """The operator and its equivalent PSF, reused for the same beam, scale, shape and device.
 
@@ -94,7 +102,7 @@ def cached_operator(
     entries: OrderedDict | None = getattr(_cache, "entries", None)
     if entries is None:
         entries = _cache.entries = OrderedDict()
-    key = (float(sigma_px), int(scale), tuple(data_shape), str(device))
+    key = (axes_of(sigma_px), int(scale), tuple(data_shape), str(device))
     found = entries.get(key)
     if found is not None:
         entries.move_to_end(key)
@@ -163,9 +171,11 @@ def run(problem: Problem, params: dict[str, Any]) -> MethodOutput:
     assert problem.psf is not None  # guaranteed by needs_psf
     scale = check_scale(params, "rl_sr")
     data = non_negative(problem.data)
-    sigma = sigma_from_psf(problem.psf)
+    rows, cols = sigma_axes_from_psf(problem.psf)
+    # the beam as given, anisotropic included (KB optics focus the two axes differently)
+    beam_model = rows if rows == cols else (rows, cols)
     pool = work_arrays()
-    operator, stand_in_psf = cached_operator(sigma, scale, tuple(data.shape[-2:]), data.device)
+    operator, stand_in_psf = cached_operator(beam_model, scale, tuple(data.shape[-2:]), data.device)
     normaliser = operator.backproject_ones()  # s^2 A^T 1, about 1
     background = float(params["background"])
     tv_weight = float(params["tv_weight"])
@@ -223,7 +233,9 @@ def run(problem: Problem, params: dict[str, Any]) -> MethodOutput:
             alpha = alpha * control.active.view(-1, 1, 1)
     operator.release()
     pool.give([*buffers.issued, *buffers.free], keep_out=[estimate])
-    beam = Beam([sigma] * data.shape[0], "given")
+    count = data.shape[0]
+    axes = [(rows, cols)] * count if rows != cols else None
+    beam = Beam([math.sqrt(rows * cols)] * count, "given", axes_px=axes)
     info = {**control.info(), "initial": params["initial"]}
     return finish("rl_sr", problem, params, estimate, beam, info)
 

@@ -101,7 +101,7 @@ class ConsistencyWarning(UserWarning):
 def consistency_figures(
     measured: torch.Tensor,
     fine: torch.Tensor,
-    sigma_px: float,
+    sigma_px: float | tuple[float, float],
     scale: int,
     tolerance: float = DEFAULT_TOLERANCE,
 ) -> list[dict[str, float | bool]]:
@@ -113,8 +113,9 @@ def consistency_figures(
         ``(B, H, W)`` input maps.
     fine : torch.Tensor
         ``(B, s H, s W)`` super-resolved maps, same intensity scale.
-    sigma_px : float
-        Beam standard deviation in measured pixels used by the forward model.
+    sigma_px : float or (float, float)
+        Beam standard deviation in measured pixels used by the forward model, or
+        ``(sigma_rows, sigma_cols)`` for an anisotropic one.
     scale : int
         Upscaling factor ``s``.
     tolerance : float
@@ -125,7 +126,10 @@ def consistency_figures(
     list of dict
         Per map: ``consistency_residual``, ``consistency_relative``, ``consistent``.
     """
-    predicted = degrade(fine.float(), sigma_px, scale)
+    if isinstance(sigma_px, tuple):
+        predicted = degrade(fine.float(), sigma_px[0], scale, sigma_cols_px=sigma_px[1])
+    else:
+        predicted = degrade(fine.float(), sigma_px, scale)
     residual = (measured.float() - predicted).detach().cpu().numpy().astype(np.float64)
     data = measured.detach().cpu().numpy().astype(np.float64)
     figures: list[dict[str, float | bool]] = []

@@ -74,8 +74,19 @@ def _profiles(sigmas: Sequence[float], device: torch.device) -> torch.Tensor:
     return torch.from_numpy(np.stack(rows)).to(device)
 
 
+def _per_map(sigma_px: float | Sequence[float] | torch.Tensor, batch: int) -> list[float]:
+    sigmas = torch.as_tensor(sigma_px, dtype=torch.float64).flatten().tolist()
+    if len(sigmas) == 1:
+        sigmas = sigmas * batch
+    if len(sigmas) != batch:
+        raise ValueError(f"got {len(sigmas)} sigmas for {batch} maps")
+    return sigmas
+
+
 def gaussian_blur(
-    images: torch.Tensor, sigma_px: float | Sequence[float] | torch.Tensor
+    images: torch.Tensor,
+    sigma_px: float | Sequence[float] | torch.Tensor,
+    sigma_cols_px: float | Sequence[float] | torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Blur maps with pixel-integrated Gaussians, mirror boundaries, same shape.
 
@@ -84,7 +95,11 @@ def gaussian_blur(
     images : torch.Tensor
         ``(B, H, W)`` float maps.
     sigma_px : float or sequence of float or torch.Tensor
-        One sigma (pixels) for all maps, or one per map (``(B,)``); the blur is isotropic.
+        One sigma (pixels) for all maps, or one per map (``(B,)``); along both axes unless
+        ``sigma_cols_px`` is given, then along the rows (the vertical axis) only.
+    sigma_cols_px : float or sequence of float or torch.Tensor, optional
+        The sigma along the columns (the horizontal axis), for anisotropic beams; the same
+        forms as ``sigma_px``.
 
     Returns
     -------
@@ -92,12 +107,11 @@ def gaussian_blur(
         ``(B, H, W)``, the blurred maps (same dtype and device).
     """
     batch = images.shape[0]
-    sigmas = torch.as_tensor(sigma_px, dtype=torch.float64).flatten().tolist()
-    if len(sigmas) == 1:
-        sigmas = sigmas * batch
-    if len(sigmas) != batch:
-        raise ValueError(f"got {len(sigmas)} sigmas for {batch} maps")
-    kernels = _profiles(sigmas, images.device).to(images.dtype)  # (B, K)
+    sigmas = _per_map(sigma_px, batch)
+    across = sigmas if sigma_cols_px is None else _per_map(sigma_cols_px, batch)
+    # one common radius for both axes: the narrower profile is zero-padded
+    both = _profiles(sigmas + across, images.device).to(images.dtype)  # (2B, K)
+    kernels, kernels_cols = both[:batch], both[batch:]
     radius = kernels.shape[1] // 2
     rows, cols = images.shape[-2:]
     mode = "reflect" if radius < min(rows, cols) else "replicate"
@@ -105,7 +119,7 @@ def gaussian_blur(
         grouped = images.unsqueeze(0)  # (1, B, H, W): one group per map
         grouped = F.pad(grouped, (radius, radius, radius, radius), mode=mode)
         grouped = F.conv2d(grouped, kernels[:, None, :, None], groups=batch)
-        grouped = F.conv2d(grouped, kernels[:, None, None, :], groups=batch)
+        grouped = F.conv2d(grouped, kernels_cols[:, None, None, :], groups=batch)
         return grouped[0]
     # Large maps: sums of shifted copies, several times faster than a one-channel convolution
     # on CPUs; the same result up to float rounding.
@@ -114,6 +128,7 @@ def gaussian_blur(
     along_rows = weights[:, 0] * padded[:, :rows, :]
     for shift in range(1, 2 * radius + 1):
         along_rows = along_rows + weights[:, shift] * padded[:, shift : shift + rows, :]
+    weights = kernels_cols[:, :, None, None]
     blurred = weights[:, 0] * along_rows[:, :, :cols]
     for shift in range(1, 2 * radius + 1):
         blurred = blurred + weights[:, shift] * along_rows[:, :, shift : shift + cols]
@@ -129,7 +144,10 @@ def area_downsample(images: torch.Tensor, scale: int) -> torch.Tensor:
 
 
 def degrade(
-    fine: torch.Tensor, sigma_px: float | Sequence[float] | torch.Tensor, scale: int
+    fine: torch.Tensor,
+    sigma_px: float | Sequence[float] | torch.Tensor,
+    scale: int,
+    sigma_cols_px: float | Sequence[float] | torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Apply the forward model without noise: blur on the fine grid, then area sampling.
 
@@ -142,6 +160,9 @@ def degrade(
         blur is ``scale * sigma_px`` fine pixels.
     scale : int
         Upscaling factor ``s``.
+    sigma_cols_px : float or sequence of float or torch.Tensor, optional
+        For an anisotropic beam: its sigma along the columns (horizontal), measured pixels;
+        ``sigma_px`` is then the one along the rows (vertical).
 
     Returns
     -------
@@ -149,16 +170,17 @@ def degrade(
         ``(B, H, W)``, what a noise-free measurement of ``fine`` would be.
     """
     sigma_fine = torch.as_tensor(sigma_px, dtype=torch.float64).flatten() * scale
-    return area_downsample(gaussian_blur(fine, sigma_fine), scale)
+    cols_fine = None
+    if sigma_cols_px is not None:
+        cols_fine = torch.as_tensor(sigma_cols_px, dtype=torch.float64).flatten() * scale
+    return area_downsample(gaussian_blur(fine, sigma_fine, cols_fine), scale)
 
 
 def sigma_from_psf(psf: np.ndarray | torch.Tensor) -> float:
     """Sigma (measured pixels) of the pixel-integrated Gaussian with the same moments as a PSF.
 
-    The second moments of a sampled kernel include the pixel's own width, so the equivalent
-    Gaussian is found by matching the moments of :func:`gaussian_profile` (bisection), which is
-    exact for the PSFs that :func:`asirp.psf.gaussian_psf` makes. Anisotropic PSFs are described
-    by the geometric mean of the two axes.
+    Anisotropic PSFs are described by the geometric mean of the two axes of
+    :func:`sigma_axes_from_psf`.
 
     Parameters
     ----------
@@ -169,6 +191,28 @@ def sigma_from_psf(psf: np.ndarray | torch.Tensor) -> float:
     -------
     float
         Sigma in measured pixels, within :data:`SIGMA_RANGE_PX`.
+    """
+    rows, cols = sigma_axes_from_psf(psf)
+    return float(math.sqrt(rows * cols))
+
+
+def sigma_axes_from_psf(psf: np.ndarray | torch.Tensor) -> tuple[float, float]:
+    """Sigmas (measured pixels) along the rows and the columns of a PSF's equivalent Gaussian.
+
+    The second moments of a sampled kernel include the pixel's own width, so the equivalent
+    Gaussian is found by matching the moments of :func:`gaussian_profile` (bisection), which is
+    exact for the PSFs that :func:`asirp.psf.gaussian_psf` makes, anisotropic ones included.
+    A rotated (off-axis) beam is described by its moments along the grid's axes.
+
+    Parameters
+    ----------
+    psf : numpy.ndarray or torch.Tensor
+        ``(h, w)`` (or ``(B, h, w)``, averaged) non-negative kernel on the measured grid.
+
+    Returns
+    -------
+    (float, float)
+        ``(sigma_rows, sigma_cols)`` in measured pixels, each within :data:`SIGMA_RANGE_PX`.
     """
     array = psf.detach().cpu().numpy() if isinstance(psf, torch.Tensor) else np.asarray(psf)
     if array.ndim == 3:
@@ -194,7 +238,7 @@ def sigma_from_psf(psf: np.ndarray | torch.Tensor) -> float:
             middle = 0.5 * (low + high)
             low, high = (middle, high) if moment(middle) < target else (low, middle)
         matched.append(0.5 * (low + high))
-    return float(math.sqrt(matched[0] * matched[1]))
+    return float(matched[0]), float(matched[1])
 
 
 def estimate_blur_sigma(image: np.ndarray) -> float:

@@ -31,9 +31,10 @@ exactly :func:`asirp.sr.degrade.degrade`.
 
 How methods are told the beam: ``asirp.restore(measured, method, psf_sigma_px=case.psf_sigma_px)``
 where :attr:`EvalCase.psf_sigma_px` is a float for isotropic beams and ``(sigma_y, sigma_x)`` for
-anisotropic ones (:func:`asirp.psf.resolve_psf` accepts both). Deconvolution methods use the
-anisotropic kernel as given; the super-resolution methods describe any PSF by one isotropic
-Gaussian (:func:`asirp.sr.degrade.sigma_from_psf`: the geometric mean of the two axes, which
+anisotropic ones (:func:`asirp.psf.resolve_psf` accepts both). Deconvolution methods and
+``rl_sr`` use the anisotropic beam as given (:func:`asirp.sr.degrade.sigma_axes_from_psf`); the
+networks and zssr describe any PSF by one isotropic Gaussian
+(:func:`asirp.sr.degrade.sigma_from_psf`: the geometric mean of the two axes, which
 :attr:`EvalCase.beam_sigma_px` gives), so on the anisotropic cases they work with a model beam
 that is not the true one. That is part of what the set tests.
 

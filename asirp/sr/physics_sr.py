@@ -67,14 +67,24 @@ def _margin_sources(size: int, radius: int, mode: str) -> tuple[torch.Tensor, to
     return before, after
 
 
+def axes_of(sigma_px: float | tuple[float, float] | list[float]) -> tuple[float, float]:
+    """``(sigma_rows, sigma_cols)`` of a beam given as one sigma or as a pair, measured px."""
+    if isinstance(sigma_px, (tuple, list)):
+        if len(sigma_px) != 2:
+            raise ValueError(f"a beam is one sigma or (sigma_rows, sigma_cols), got {sigma_px!r}")
+        return float(sigma_px[0]), float(sigma_px[1])
+    return float(sigma_px), float(sigma_px)
+
+
 class SuperResolutionOperator:
     r"""Area-sampled Gaussian beam :math:`A = D_s G` between a fine and a measured grid.
 
     Parameters
     ----------
-    sigma_px : float
-        Beam standard deviation in **measured** pixels (> 0); the fine-grid blur is
-        ``scale * sigma_px`` fine pixels, as in :func:`asirp.sr.degrade.degrade`.
+    sigma_px : float or (float, float)
+        Beam standard deviation in **measured** pixels (> 0), or ``(sigma_rows, sigma_cols)``
+        for an anisotropic beam; the fine-grid blur is ``scale * sigma_px`` fine pixels, as in
+        :func:`asirp.sr.degrade.degrade`.
     scale : int
         Upscaling factor ``s`` (>= 1).
     data_shape : (int, int)
@@ -95,7 +105,7 @@ class SuperResolutionOperator:
 
     def __init__(
         self,
-        sigma_px: float,
+        sigma_px: float | tuple[float, float],
         scale: int,
         data_shape: tuple[int, int],
         device: torch.device | str,
@@ -103,17 +113,23 @@ class SuperResolutionOperator:
     ):
         self.pool = pool
         self._scratch: dict[str, torch.Tensor] = {}
-        self.sigma_px = float(sigma_px)
+        self.axes = axes_of(sigma_px)
+        self.sigma_px: float | tuple[float, float] = (
+            self.axes[0] if self.axes[0] == self.axes[1] else self.axes
+        )
         self.scale = int(scale)
         self.data_shape = (int(data_shape[0]), int(data_shape[1]))
         self.fine_shape = (self.scale * self.data_shape[0], self.scale * self.data_shape[1])
-        profile = gaussian_profile(float(sigma_px) * self.scale)
-        self.radius = profile.size // 2
+        # both axes at one radius (the narrower profile zero-padded): the margins, the padding
+        # and the compiled kernels keep one radius
+        own = [gaussian_profile(sigma * self.scale) for sigma in self.axes]
+        self.radius = max(profile.size // 2 for profile in own)
+        profiles = [gaussian_profile(sigma * self.scale, self.radius) for sigma in self.axes]
         self.device = torch.device(device)
-        self.taps = np.ascontiguousarray(profile, dtype=np.float32)
-        self.reversed = np.ascontiguousarray(profile[::-1], dtype=np.float32)
-        self._taps = torch.from_numpy(self.taps).to(self.device)
-        self._reversed = torch.from_numpy(self.reversed).to(self.device)
+        self.taps = tuple(np.ascontiguousarray(p, dtype=np.float32) for p in profiles)
+        self.reversed = tuple(np.ascontiguousarray(p[::-1], dtype=np.float32) for p in profiles)
+        self._taps = tuple(torch.from_numpy(t).to(self.device) for t in self.taps)
+        self._reversed = tuple(torch.from_numpy(t).to(self.device) for t in self.reversed)
         self.mode = "reflect" if self.radius < min(self.fine_shape) else "replicate"
         self._margins = [
             tuple(t.to(self.device) for t in _margin_sources(size, self.radius, self.mode))
@@ -153,16 +169,18 @@ class SuperResolutionOperator:
     def _correlate(
         self,
         src: torch.Tensor,
-        taps: np.ndarray,
+        flipped: bool,
         shift: int,
         shape: tuple[int, int],
         work: str | None = None,
     ) -> torch.Tensor:
-        """``out[b, i, j] = sum_ac taps[a] taps[c] src[b, i + a - shift, j + c - shift]``.
+        """``out[b, i, j] = sum_ac rows[a] cols[c] src[b, i + a - shift, j + c - shift]``.
 
-        ``src`` continues as zero past its edges; ``out`` has ``shape`` per map (the work array
+        ``rows, cols`` are the beam's taps along each axis, reversed when ``flipped``. ``src``
+        continues as zero past its edges; ``out`` has ``shape`` per map (the work array
         ``work`` when given, on the compiled path).
         """
+        along_rows, along_cols = self.reversed if flipped else self.taps
         batch = src.shape[0]
         if self.compiles(src):
             from asirp import _kernels  # lazy: numba, about 0.9 s to import (see asirp.metrics)
@@ -174,21 +192,22 @@ class SuperResolutionOperator:
                 out = self._work(work, (batch, *shape), src)
             array = out.numpy()
             _kernels.correlate_separable(
-                src.numpy(), taps, taps, shift, shift, _kernels.EDGE_ZERO, array,
+                src.numpy(), along_rows, along_cols, shift, shift, _kernels.EDGE_ZERO, array,
                 _kernels.PLAIN, array, array, np.float32(0.0),
             )  # fmt: skip
             return out
-        weights = self._taps if taps is self.taps else self._reversed
-        weights = weights.to(src.dtype)
-        size = weights.numel()
+        rows_weights, cols_weights = (
+            weights.to(src.dtype) for weights in (self._reversed if flipped else self._taps)
+        )
+        size = rows_weights.numel()
         # zero-extend so that a valid correlation gives ``shape`` at the requested shift
         rows, cols = src.shape[-2:]
         pad_before = shift
         pad_rows_after = shape[0] + size - 1 - rows - shift
         pad_cols_after = shape[1] + size - 1 - cols - shift
         grid = F.pad(src[:, None], (pad_before, pad_cols_after, pad_before, pad_rows_after))
-        grid = F.conv2d(grid, weights.view(1, 1, size, 1))
-        grid = F.conv2d(grid, weights.view(1, 1, 1, size))
+        grid = F.conv2d(grid, rows_weights.view(1, 1, size, 1))
+        grid = F.conv2d(grid, cols_weights.view(1, 1, 1, size))
         return grid[:, 0]
 
     def blur(self, fine: torch.Tensor, work: bool = False) -> torch.Tensor:
@@ -205,7 +224,7 @@ class SuperResolutionOperator:
             _physics_kernels.reflect_pad(fine.numpy(), self.radius, padded.numpy())
         else:
             padded = F.pad(fine[:, None], (self.radius,) * 4, mode=self.mode)[:, 0].contiguous()
-        return self._correlate(padded, self.taps, 0, self.fine_shape, "blurred" if work else None)
+        return self._correlate(padded, False, 0, self.fine_shape, "blurred" if work else None)
 
     def _folded(self, fine: torch.Tensor, work: bool = False) -> torch.Tensor:
         """:math:`C^T z` on the padded grid with the margins folded onto the inner part.
@@ -214,7 +233,7 @@ class SuperResolutionOperator:
         """
         full = self._correlate(
             fine.contiguous(),
-            self.reversed,
+            True,
             2 * self.radius,
             self.padded_shape,
             "full" if work else None,

@@ -140,13 +140,25 @@ class Beam:
     Attributes
     ----------
     sigma_px : list of float
-        Beam sigma of each map, measured pixels.
+        Beam sigma of each map, measured pixels (for an anisotropic beam, the geometric mean of
+        its two axes: what the networks and zssr model).
     source : str
         ``"given"`` (from the PSF passed to :func:`asirp.restore`) or ``"estimated"``.
+    axes_px : list of (float, float), optional
+        ``(sigma_rows, sigma_cols)`` of each map's beam, measured pixels, for methods whose
+        forward model is anisotropic (``rl_sr``); the consistency check then uses them too.
     """
 
     sigma_px: list[float]
     source: str
+    axes_px: list[tuple[float, float]] | None = None
+
+    def model(self, index: int) -> float | tuple[float, float]:
+        """Map ``index``'s beam as the forward model uses it: one sigma or the two axes."""
+        if self.axes_px is None:
+            return self.sigma_px[index]
+        rows, cols = self.axes_px[index]
+        return rows if rows == cols else (rows, cols)
 
 
 def resolve_beam(problem: Problem) -> Beam:
@@ -159,11 +171,18 @@ def resolve_beam(problem: Problem) -> Beam:
 
 def fine_psf(beam: Beam, scale: int, device: torch.device) -> torch.Tensor:
     """The forward model's fine-grid PSF: ``(h, w)`` when shared, else ``(B, h, w)``."""
-    if len(set(beam.sigma_px)) == 1:
-        return to_tensor(gaussian_psf(beam.sigma_px[0] * scale), device)
-    kernels = [gaussian_psf(sigma * scale) for sigma in beam.sigma_px]
-    size = max(kernel.shape[0] for kernel in kernels)
-    padded = [np.pad(k, (size - k.shape[0]) // 2) for k in kernels]
+    models = [beam.model(index) for index in range(len(beam.sigma_px))]
+    sigmas = [(m, m) if isinstance(m, float) else m for m in models]
+    if len(set(sigmas)) == 1:
+        rows, cols = sigmas[0]
+        return to_tensor(gaussian_psf((rows * scale, cols * scale)), device)
+    kernels = [gaussian_psf((rows * scale, cols * scale)) for rows, cols in sigmas]
+    height = max(kernel.shape[0] for kernel in kernels)
+    width = max(kernel.shape[1] for kernel in kernels)
+    padded = [
+        np.pad(k, (((height - k.shape[0]) // 2,) * 2, ((width - k.shape[1]) // 2,) * 2))
+        for k in kernels
+    ]
     return to_tensor(np.stack(padded), device)
 
 
@@ -204,9 +223,13 @@ def finish(
     scale = int(params["scale"])
     tolerance = float(params["consistency_tolerance"])
     figures = []
-    for index, sigma in enumerate(beam.sigma_px):
+    for index in range(len(beam.sigma_px)):
         figures += consistency_figures(
-            problem.data[index : index + 1], fine[index : index + 1], sigma, scale, tolerance
+            problem.data[index : index + 1],
+            fine[index : index + 1],
+            beam.model(index),
+            scale,
+            tolerance,
         )
     warn_if_inconsistent(method, figures, tolerance)
     # is there structure above the noise to super-resolve? (a caution, not a warning)
@@ -225,6 +248,11 @@ def finish(
         **guard_facts,
         **({"method_cautions": notes} if notes else {}),
         "beam_sigma_px": [round(s, 4) for s in beam.sigma_px],
+        **(
+            {"beam_axes_px": [[round(a, 4) for a in pair] for pair in beam.axes_px]}
+            if beam.axes_px is not None
+            else {}
+        ),
         "beam_source": beam.source,
         "forward_model": "gaussian beam on the fine grid, then area sampling (asirp.sr.degrade)",
     }
