@@ -74,7 +74,16 @@ from asirp.registry import (
 from asirp.restore import restore
 from asirp.sr.degrade import sigma_axes_from_psf
 from asirp.sr.physics_sr import SuperResolutionOperator, axes_of, equivalent_psf
-from asirp.sr.runner import SCALE, TOLERANCE, Beam, check_scale, finish
+from asirp.sr.runner import SCALE, SPLIT_GUARD, TOLERANCE, Beam, check_scale, finish
+
+PRIOR_STAGES = 8
+"""Stages of the iteration with the learned prior (one denoiser call each)."""
+
+PRIOR_INNER = 4
+"""Richardson-Lucy steps per stage, towards the data and the stage's denoised anchor."""
+
+PRIOR_START = 4.0
+"""Noise-map factor of the first stage (the last one's is 1)."""
 
 OPERATOR_CACHE_SIZE = 4
 """Operators kept per thread by :func:`cached_operator` (most recently used first)."""
@@ -135,6 +144,97 @@ def initial_estimate(
     return torch.maximum(start, floor).contiguous()
 
 
+class LearnedPrior:
+    r"""The learned denoiser of :mod:`asirp.sr.denoiser` as a prior in the Richardson-Lucy loop.
+
+    Plug-and-play by half-quadratic splitting, as in DPIR (Zhang et al., IEEE TPAMI 2022), with
+    Poisson data. Each of :data:`PRIOR_STAGES` stages denoises the iterate once, to an anchor
+    :math:`z = D(x; \kappa_k \sigma(x))`, then takes :data:`PRIOR_INNER` split-gradient
+    Richardson-Lucy steps (Lantéri et al., Inverse Problems 2001) on the Poisson likelihood plus
+    :math:`\|x - z\|^2 / 2\tau^2`:
+
+    .. math:: x \leftarrow \frac{x \, G^T U_s \frac{y}{A x + b} + w_k z}{G^T U_s 1 + w_k},
+              \qquad w_k = \mu / \kappa_k^2 .
+
+    :math:`\sigma(x) = s \sqrt{x} / c` is the standard deviation the measurement's Poisson noise
+    has on the fine grid (a fine pixel gets :math:`1 / s^2` of a measured pixel's counts), in
+    units of the map's intensity scale ``c`` (its 99.5th percentile); with the prior's variance
+    :math:`\tau^2 = \kappa^2 \mu^{-1} s^2 x` the proximal term's gradient is what makes the
+    update this convex mix of the Richardson-Lucy step and the anchor. :math:`\kappa_k` falls
+    geometrically from :data:`PRIOR_START` to 1: early anchors are strong denoisings held
+    loosely, the last ones light denoisings held firmly. The denoiser runs
+    :data:`PRIOR_STAGES` times, not once per step: applied over and over, a learned denoiser
+    drifts (regularisation by denoising with it diverged on maps of 2,000 counts and more).
+
+    The physics (beam, anisotropy, scale, area sampling, background) stays in the forward
+    model; the network only knows what X-ray-like maps look like. ``mu`` is the
+    ``prior_weight`` parameter.
+    """
+
+    def __init__(self, network: torch.nn.Module, scale: torch.Tensor, upscale: int, weight: float):
+        self.network = network
+        self.scale = scale  # (B, 1, 1) intensity scale c
+        self.upscale = upscale
+        self.weight = weight
+
+    @classmethod
+    def for_data(cls, data: torch.Tensor, upscale: int, weight: float) -> LearnedPrior:
+        """The prior for ``(B, H, W)`` counts, with the shipped denoiser on their device."""
+        from asirp.sr.denoiser import shipped_denoiser
+
+        flat = data.reshape(data.shape[0], -1).double()
+        scale = torch.quantile(flat, 0.995, dim=1).clamp_min(1.0).to(data.dtype)
+        network = shipped_denoiser(data.device)
+        return cls(network, scale.view(-1, 1, 1), upscale, weight)
+
+    def denoise(self, estimate: torch.Tensor, level: float = 1.0) -> torch.Tensor:
+        """:math:`D(x)` for ``(B, sH, sW)`` fine maps, in their unit, non-negative.
+
+        ``level`` multiplies the noise map the network is told (1: the measurement's).
+        """
+        from asirp.sr.denoiser import SIGMA_RANGE
+
+        normalised = (estimate / self.scale)[:, None]
+        sigma = (level * self.upscale * estimate.clamp_min(0.0).sqrt() / self.scale)[:, None]
+        sigma = sigma.clamp(*SIGMA_RANGE).to(normalised.dtype)
+        weights_dtype = next(self.network.parameters()).dtype
+        with torch.no_grad():
+            denoised = self.network(normalised.to(weights_dtype), sigma.to(weights_dtype))
+        return (denoised[:, 0].to(estimate.dtype) * self.scale).clamp_min_(0.0)
+
+    def levels(self) -> list[float]:
+        """The noise-map factors of the stages: geometric from :data:`PRIOR_START` to 1."""
+        stages = PRIOR_STAGES
+        return [PRIOR_START ** (1 - k / (stages - 1)) for k in range(stages)]
+
+    def run(
+        self,
+        operator: SuperResolutionOperator,
+        data: torch.Tensor,
+        estimate: torch.Tensor,
+        background: float,
+    ) -> torch.Tensor:
+        """The staged iteration from ``estimate``; returns the last iterate ``(B, sH, sW)``."""
+        normaliser = operator.backproject_ones()
+        for level in self.levels():
+            anchor = self.denoise(estimate, level)
+            mix = self.weight / level**2
+            for _ in range(PRIOR_INNER):
+                _, ratio = operator.prediction_and_ratio(estimate, data, background)
+                spread = operator.blur_adjoint(ratio)
+                estimate = (spread.mul_(estimate) + mix * anchor) / (normaliser + mix)
+        return estimate
+
+    def facts(self) -> dict[str, Any]:
+        """What the result records about the prior."""
+        return {
+            "kind": "learned denoiser (regularisation by denoising)",
+            "weights": "asirp/models/prior_denoiser.safetensors",
+            "prior_weight": self.weight,
+            "intensity_scale": [round(float(c), 4) for c in self.scale.flatten()],
+        }
+
+
 class _Buffers:
     """Fine-grid arrays of the loop, reused across iterations and calls (through ``pool``).
 
@@ -165,6 +265,11 @@ class _Buffers:
                 kept.add(id(tensor))
 
 
+def _beam(rows: float, cols: float, count: int) -> Beam:
+    axes = [(rows, cols)] * count if rows != cols else None
+    return Beam([math.sqrt(rows * cols)] * count, "given", axes_px=axes)
+
+
 @no_grad
 def run(problem: Problem, params: dict[str, Any]) -> MethodOutput:
     """Richardson-Lucy super-resolution of ``(B, H, W)`` counts to ``(B, sH, sW)``."""
@@ -179,10 +284,43 @@ def run(problem: Problem, params: dict[str, Any]) -> MethodOutput:
     normaliser = operator.backproject_ones()  # s^2 A^T 1, about 1
     background = float(params["background"])
     tv_weight = float(params["tv_weight"])
+    prior_weight = float(params["prior_weight"])
+    if prior_weight > 0 and tv_weight > 0:
+        raise ValueError(
+            "rl_sr takes one prior: tv_weight or prior_weight (the learned denoiser), not both"
+        )
+    prior = LearnedPrior.for_data(data, scale, prior_weight) if prior_weight > 0 else None
     tv_epsilon = 1e-3 * float(data.mean().clamp_min(1e-12)) if tv_weight > 0 else 0.0
     accelerate = bool(params["acceleration"])
 
     estimate = initial_estimate(operator, data, params["initial"])
+    if prior is not None:
+        estimate = prior.run(operator, data, estimate, background)
+        operator.release()
+        beam = _beam(rows, cols, data.shape[0])
+        steps = PRIOR_STAGES * PRIOR_INNER
+        info = {
+            "iterations_run": steps,
+            "stopped_by": "prior_schedule",
+            "initial": params["initial"],
+            "prior": prior.facts(),
+        }
+
+        def halves(index: int, parts: torch.Tensor) -> torch.Tensor:
+            """The same staged iteration on two independent halves of map ``index``."""
+            parts = non_negative(parts)
+            part_operator, _ = cached_operator(
+                beam_model, scale, tuple(parts.shape[-2:]), parts.device
+            )
+            part_prior = LearnedPrior.for_data(parts, scale, prior_weight)
+            # the halves may hold a fraction of the counts (thinning): so does the background
+            fraction = float(parts.mean() / data[index].mean().clamp_min(1e-12))
+            start = initial_estimate(part_operator, parts, params["initial"])
+            fine = part_prior.run(part_operator, parts, start, background * fraction)
+            part_operator.release()
+            return fine
+
+        return finish("rl_sr", problem, params, estimate, beam, info, guard=halves)
     # the stopping rule's linearisation sees the one-grid PSF of the same iteration
     stand_in = replace(problem, psf=stand_in_psf)
     control = IterationControl(stand_in, params, continuation=True)
@@ -233,9 +371,7 @@ def run(problem: Problem, params: dict[str, Any]) -> MethodOutput:
             alpha = alpha * control.active.view(-1, 1, 1)
     operator.release()
     pool.give([*buffers.issued, *buffers.free], keep_out=[estimate])
-    count = data.shape[0]
-    axes = [(rows, cols)] * count if rows != cols else None
-    beam = Beam([math.sqrt(rows * cols)] * count, "given", axes_px=axes)
+    beam = _beam(rows, cols, data.shape[0])
     info = {**control.info(), "initial": params["initial"]}
     return finish("rl_sr", problem, params, estimate, beam, info)
 
@@ -262,6 +398,14 @@ SPEC = register_method(
                 minimum=0.0,
                 maximum=0.5,
             ),
+            Parameter(
+                "prior_weight",
+                float,
+                0.0,
+                "weight of the learned denoiser prior (dimensionless; 0 = off, 0.5-4 typical)",
+                minimum=0.0,
+                maximum=100.0,
+            ),
             BACKGROUND,
             Parameter(
                 "initial",
@@ -271,16 +415,25 @@ SPEC = register_method(
                 choices=("smooth", "bicubic"),
             ),
             TOLERANCE,
+            SPLIT_GUARD,
         ),
         run=run,
         selector_grid=SelectorGrid(
             # TV pays on sharp objects at high counts (+2 to +6 dB at 0.02 on meshes and stars
             # from 2000 counts up), costs up to 2.7 dB on smooth ones: the selector decides
-            thorough=({}, {"tv_weight": 0.005}, {"tv_weight": 0.02}),
+            # the learned prior pays on sharp structure at hundreds of counts and more, and
+            # loses up to 8 dB on smooth low-count maps: only as a candidate the scores judge
+            thorough=({}, {"tv_weight": 0.005}, {"tv_weight": 0.02}, {"prior_weight": 1.0}),
             cheap=({},),
         ),
-        # per iteration: a blur and its adjoint on the fine grid (s^2 times the measured map)
-        cost_prior=CostPrior(passes=8.0, per_iteration=8.0, slower_with=(("tv_weight", 1.3),)),
+        # per iteration: a blur and its adjoint on the fine grid (s^2 times the measured map);
+        # with the learned prior, 8 network passes over the fine grid (about 0.6 s against
+        # 0.03 s for a 192 x 192 map, x2)
+        cost_prior=CostPrior(
+            passes=8.0,
+            per_iteration=8.0,
+            slower_with=(("tv_weight", 1.3), ("prior_weight", 20.0)),
+        ),
     )
 )
 
@@ -296,9 +449,11 @@ def rl_sr(
     tolerance: float = 0.001,
     acceleration: bool = True,
     tv_weight: float = 0.0,
+    prior_weight: float = 0.0,
     background: float = 0.0,
     initial: Literal["smooth", "bicubic"] = "smooth",
     consistency_tolerance: float = 1.5,
+    split_guard: bool = True,
     device: Device = "auto",
 ) -> np.ndarray:
     """Richardson-Lucy super-resolution with the known beam (see the module notes).
@@ -324,12 +479,18 @@ def rl_sr(
         Biggs-Andrews vector extrapolation of the iterates.
     tv_weight : float
         Total-variation weight (dimensionless; 0 = off, 0.002-0.02 typical).
+    prior_weight : float
+        Weight of the learned denoiser prior (:class:`LearnedPrior`; dimensionless; 0 = off).
+        Not together with ``tv_weight``.
     background : float
         Constant background in the data (counts per measured pixel).
     initial : {"smooth", "bicubic"}
         Starting estimate: 'smooth' (beam-spread data) or 'bicubic' (upsampled data).
     consistency_tolerance : float
         Largest consistency residual accepted, in noise sigmas (see asirp.sr.consistency).
+    split_guard : bool
+        With the learned prior: super-resolve two independent halves of each map too and flag
+        detail they agree on past the data (:mod:`asirp.sr.guard`).
     device : str or torch.device
         ``"auto"`` (CUDA when present), ``"cpu"`` or ``"cuda"``.
 
@@ -354,7 +515,9 @@ def rl_sr(
         tolerance=tolerance,
         acceleration=acceleration,
         tv_weight=tv_weight,
+        prior_weight=prior_weight,
         background=background,
         initial=initial,
         consistency_tolerance=consistency_tolerance,
+        split_guard=split_guard,
     ).image

@@ -12,6 +12,7 @@ import torch
 
 import asirp.sr.data as training_data
 import asirp.sr.train as training
+import asirp.sr.train_denoiser as denoiser_training
 from asirp.io import InputFileError
 from asirp.psf import resolve_psf
 from asirp.sr import evalset
@@ -140,10 +141,12 @@ def test_nothing_comes_from_the_training_generators():
         assert id(spec.content) not in training_values, spec.name
     assert not any(name.startswith("asirp.sr.data") for name in _imported_modules(evalset))
     # and training never reads the evaluation set
-    for module in (training_data, training):
+    for module in (training_data, training, denoiser_training):
         assert not any("evalset" in name for name in _imported_modules(module))
-    # the seeds differ from those training (0) and the old held-out set (7, 20240607) use
-    assert {evalset.CONTENT_SEED, evalset.NOISE_SEED}.isdisjoint({0, 7, 20240607})
+    # the seeds differ from those training (0; the prior denoiser's) and the old held-out set
+    # (7, 20240607) use
+    used = {0, 7, 20240607, denoiser_training.SEED, denoiser_training.SEED + 1}
+    assert {evalset.CONTENT_SEED, evalset.NOISE_SEED}.isdisjoint(used)
 
 
 def test_real_case_is_the_tooth_sinogram(sets):
