@@ -123,7 +123,9 @@ class Restoration:
         else:
             notes.extend(iteration)
         notes.extend(self._auto_cautions())
-        if self.metrics.get("structure_above_noise") is False:
+        # the split-data guard's noise verdict says the same, from the data's halves: one note
+        guard_says_noise = self.metrics.get("noise_dominated") is True
+        if self.metrics.get("structure_above_noise") is False and not guard_says_noise:
             ratio = self.metrics.get("structure_to_noise")
             figure = (
                 f" (structure variance {ratio:.2g} times the noise variance)"
@@ -282,11 +284,21 @@ def _merge_info(parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return merged
 
 
+WARNING_FLAGS = frozenset({"invented_detail", "noise_dominated"})
+"""Per-map flags that warn: a stack carries one when any of its maps does."""
+
+
 def _mean_metrics(per_image: list[dict[str, float]]) -> dict[str, float]:
     keys = set.intersection(*(set(figures) for figures in per_image))
+
+    def flag(key: str) -> bool:
+        values = [bool(f[key]) for f in per_image]
+        # a warning holds for the stack if it holds for one map; a good sign (such as
+        # super-resolution's "consistent") only if it holds for every map
+        return any(values) if key in WARNING_FLAGS else all(values)
+
     return {
-        # flags (such as super-resolution's "consistent") hold only if they hold for every map
-        key: all(f[key] for f in per_image)
+        key: flag(key)
         if isinstance(per_image[0][key], bool)
         else float(np.mean([f[key] for f in per_image]))
         for key in sorted(keys)

@@ -24,8 +24,7 @@ grid, agree beyond chance in no ring (:func:`significant_rings`) is noise-domina
 sharper is the method's.
 
 Figures, per map (``Restoration.metrics``, input pixels; over a stack the resolutions are
-averaged and the flags hold only where they hold for every map, so the cautions count the
-flagged maps):
+averaged and a flag holds when it holds for any map; the cautions count the flagged maps):
 
 ``split_agreement_resolution_px``
     FRC resolution of the two super-resolved halves.

@@ -124,11 +124,16 @@ def test_super_resolution_of_a_map_of_noise_is_cautioned():
     noise = np.random.default_rng(3).poisson(50.0, (40, 40)).astype(np.float32)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConsistencyWarning)
-        result = asirp.restore(noise, "fca_sr", scale=2)
+        result = asirp.restore(noise, "fca_sr", scale=2, split_guard=False)
+        guarded = asirp.restore(noise, "fca_sr", scale=2)
     assert result.metrics["structure_above_noise"] is False
     assert result.metrics["structure_to_noise"] < 0.5
     (note,) = notes_with(result, "structure is not above the noise")
     assert note.startswith("super-resolution of a map whose structure is not above the noise")
+    # with the split-data guard on, its verdict is the one note about the noise, not two
+    assert guarded.metrics["noise_dominated"] is True
+    assert not notes_with(guarded, "structure is not above the noise")
+    assert len(notes_with(guarded, "noise")) == 1
 
     mesh = make_noisy_map("mesh", peak=200.0, shape=(40, 40)).measured
     with warnings.catch_warnings():
@@ -142,7 +147,7 @@ def test_the_noise_check_uses_the_noise_estimate_for_maps_that_are_not_counts():
     noise = np.random.default_rng(4).poisson(50.0, (40, 40)).astype(np.float32) / 3.7
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConsistencyWarning)
-        result = asirp.restore(noise, "fca_sr", scale=2)
+        result = asirp.restore(noise, "fca_sr", scale=2, split_guard=False)
     assert result.metrics["structure_above_noise"] is False
     assert notes_with(result, "structure is not above the noise")
 

@@ -150,3 +150,19 @@ def test_the_cli_prints_the_guards_caution(tmp_path, tooth_crop, capsys):
     assert main([*arguments, "-m", "fca_sr"]) == 0
     lines = capsys.readouterr().err.splitlines()
     assert any(line.startswith("asirp: caution: fca_sr invented detail") for line in lines)
+
+
+def test_a_stack_is_flagged_when_any_of_its_maps_is(smooth_phantom):
+    noise = np.random.default_rng(5).poisson(2000.0, smooth_phantom.shape).astype(np.float32)
+    stack = np.stack([smooth_phantom, noise])
+    result = restore(stack, "fca_sr")
+    alone = restore(smooth_phantom, "fca_sr")
+    assert alone.metrics["noise_dominated"] is False
+    # the noise map flags the stack (a warning holds if one map warrants it) ...
+    assert result.metrics["noise_dominated"] is True
+    (note,) = notes_with(result, "noise-dominated")
+    assert "1 of 2 maps" in note
+    # ... while "consistent", a good sign, needs every map
+    assert result.metrics["consistent"] is (
+        restore(noise, "fca_sr").metrics["consistent"] and alone.metrics["consistent"]
+    )
