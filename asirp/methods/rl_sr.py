@@ -27,8 +27,14 @@ measured-grid PSF equivalent to :math:`s^2 A A^T` (:func:`asirp.sr.physics_sr.eq
 on those maps the iterate it returns is within 0.35 dB of the best of a fixed-count sweep. It
 counts iterations, never the clock; the result is bit-identical for 1 and 2 threads.
 
-Unlike the networks (``fca_sr``, ``rrdb_sr``), nothing was learned: the beam must be known
-(``needs_psf``) and the result fits the measurement as the noise allows, so it is consistent by
+With ``prior_weight > 0`` a learned prior joins the iteration (:class:`LearnedPrior`: the
+small denoiser of :mod:`asirp.sr.denoiser` in plug-and-play stages; the physics stays in the
+forward model). It pays on sharp structure at hundreds of counts and more and loses on smooth or
+low-count maps (the model card's figures), so it is off by default and ``auto`` scores it as one
+candidate among ``rl_sr``'s; the split-data guard (:mod:`asirp.sr.guard`) checks its results.
+
+Without it, unlike the networks (``fca_sr``, ``rrdb_sr``), nothing was learned: the beam must
+be known (``needs_psf``) and the result fits the measurement as the noise allows, so it is consistent by
 construction. What it cannot recover (detail the beam wipes out) it leaves smooth. Measured
 against the truth (PSNR, x2, 256² fine maps of :func:`asirp.sr.data.heldout_structures`): it
 beats bicubic by 1.4 to 6.4 dB on the held-out set. On maps degraded as in the networks' training

@@ -120,7 +120,7 @@ def train_denoiser(
     training = {
         "command": (
             f"python -m asirp.sr.train_denoiser -o {output} --steps {steps} --batch {batch} "
-            f"--patch {patch} --seed {seed}"
+            f"--patch {patch} --seed {seed} --threads {torch.get_num_threads()}"
         ),
         "steps": steps,
         "batch": batch,
