@@ -33,15 +33,16 @@ forward model). It pays on sharp structure at hundreds of counts and more and lo
 low-count maps (the model card's figures), so it is off by default and ``auto`` scores it as one
 candidate among ``rl_sr``'s; the split-data guard (:mod:`asirp.sr.guard`) checks its results.
 
-Without it, unlike the networks (``fca_sr``, ``rrdb_sr``), nothing was learned: the beam must
-be known (``needs_psf``) and the result fits the measurement as the noise allows, so it is consistent by
-construction. What it cannot recover (detail the beam wipes out) it leaves smooth. Measured
-against the truth (PSNR, x2, 256² fine maps of :func:`asirp.sr.data.heldout_structures`): it
-beats bicubic by 1.4 to 6.4 dB on the held-out set. On maps degraded as in the networks' training
-(sigma 0.75 px, 200 counts) the networks win, by 2.4 to 4 dB on sharp objects (mesh, star; with
-``tv_weight=0.02``) and 0.1 to 0.9 dB on smooth ones (seed, projection); with the beam outside
-their training range (sigma 1.5 px) or at 2000 counts and more, ``rl_sr`` was ahead on every
-map tried (mesh, star, seed), by 0.8 to 7 dB (``tv_weight=0.02`` on the sharp ones).
+Without it, unlike the networks (``fca_sr``, ``rrdb_sr``), nothing was learned: the beam must be
+known (``needs_psf``) and the result fits the measurement as the noise allows, so it is
+consistent by construction. What it cannot recover (detail the beam wipes out) it leaves smooth.
+Measured against the truth (PSNR, x2, 256² fine maps of
+:func:`asirp.sr.data.heldout_structures`): it beats bicubic by 1.4 to 6.4 dB on the held-out
+set. On maps degraded as in the networks' training (sigma 0.75 px, 200 counts) the networks win,
+by 2.4 to 4 dB on sharp objects (mesh, star; with ``tv_weight=0.02``) and 0.1 to 0.9 dB on
+smooth ones (seed, projection); with the beam outside their training range (sigma 1.5 px) or at
+2000 counts and more, ``rl_sr`` was ahead on every map tried (mesh, star, seed), by 0.8 to 7 dB
+(``tv_weight=0.02`` on the sharp ones).
 """
 
 from __future__ import annotations
