@@ -24,6 +24,8 @@ How to run, from the repository root::
 
     .venv/bin/python bench/eval_sr_heldout.py --scales 2 4 --json bench/results/sr_heldout.json
     .venv/bin/python bench/eval_sr_heldout.py --scales 2 --methods fca_sr rl_sr --cases dots cell
+    .venv/bin/python bench/eval_sr_heldout.py --methods rl_sr \
+        --variant rl_sr+tv=rl_sr:tv_weight=0.02 --variant rl_sr+prior=rl_sr:prior_weight=1
 """
 
 from __future__ import annotations
@@ -87,9 +89,36 @@ def sr_methods(scale: int, wanted: list[str] | None) -> tuple[list[str], list[st
     return usable, missing
 
 
+def parse_variant(text: str) -> tuple[str, str, dict[str, Any]]:
+    """``LABEL=METHOD:NAME=VALUE[,NAME=VALUE...]`` -> ``(label, method, params)``.
+
+    Values are read as JSON where they parse (numbers, true/false), else kept as strings.
+    """
+    label, _, rest = text.partition("=")
+    method, _, settings = rest.partition(":")
+    if not label or not method:
+        raise argparse.ArgumentTypeError(f"expected LABEL=METHOD:NAME=VALUE,..., got {text!r}")
+    params: dict[str, Any] = {}
+    for pair in filter(None, settings.split(",")):
+        name, _, value = pair.partition("=")
+        try:
+            params[name] = json.loads(value)
+        except json.JSONDecodeError:
+            params[name] = value
+    return label, method, params
+
+
+VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {}
+"""``--variant`` labels: the method and the parameters each runs with."""
+
+
 def run_method(case: EvalCase, method: str, zssr_iterations: int) -> dict[str, Any]:
     """One SR method on one case: its image, consistency figures and time, or its error."""
     extra: dict[str, Any] = {"iterations": zssr_iterations} if method == "zssr" else {}
+    label = method
+    if label in VARIANTS:
+        method, params = VARIANTS[label]
+        extra = {**extra, **params}
     started = time.perf_counter()
     try:
         with warnings.catch_warnings():
@@ -243,6 +272,15 @@ def main() -> None:
     parser.add_argument("--scales", type=int, nargs="+", default=[2, 4], choices=(2, 4))
     parser.add_argument("--methods", nargs="+", help="SR methods (default: all registered)")
     parser.add_argument("--cases", nargs="+", choices=case_names(), help="default: all")
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        type=parse_variant,
+        metavar="LABEL=METHOD:NAME=VALUE,...",
+        help="also run a method with parameters, reported as LABEL "
+        "(e.g. rl_sr+prior=rl_sr:prior_weight=1)",
+    )
     parser.add_argument("--zssr-iterations", type=int, default=1000, help="zssr training cap")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--json", type=Path, help="also write the figures as JSON")
@@ -270,6 +308,9 @@ def main() -> None:
     }
     for scale in args.scales:
         methods, missing = sr_methods(scale, args.methods)
+        for label, method, params in args.variant:
+            VARIANTS[label] = (method, params)
+            methods.append(label)
         if missing:
             print(f"x{scale}: not registered, skipped: {', '.join(missing)}")
         names = [*BASELINES, *methods]
