@@ -195,17 +195,31 @@ def check_declared_size(
         )
 
 
-def _hdf5_item(handle: h5py.File, name: str, where: str) -> h5py.Dataset:
-    """Find ``name`` without ever following a link out of the file."""
+def hdf5_node(handle: h5py.File, name: str, where: str) -> h5py.Group | h5py.Dataset:
+    """The group or dataset ``name`` of an open file, never following a link out of it.
+
+    Soft links inside the file are followed (at most :data:`_MAX_LINK_DEPTH`); an external or
+    user-defined link anywhere on the way is refused before it is opened (h5py would open the
+    other file, which may lie outside the data root).
+
+    Raises
+    ------
+    InputFileError
+        When ``name`` does not exist or the soft links loop.
+    UnsafeInputError
+        For an external or user-defined link on the way.
+    """
     path = "/" + name.strip("/")
     for _ in range(_MAX_LINK_DEPTH):
         group: h5py.Group = handle["/"]
         parts = [part for part in path.split("/") if part]
         redirected = False
         for index, part in enumerate(parts):
-            if not isinstance(group, h5py.Group) or part not in group:
+            # the link itself, never its target: ``part in group`` would resolve an external
+            # link, that is open the other file
+            link = group.get(part, getlink=True) if isinstance(group, h5py.Group) else None
+            if link is None:
                 raise InputFileError(f"{where} has no dataset {name!r}")
-            link = group.get(part, getlink=True)
             if isinstance(link, h5py.ExternalLink):
                 raise UnsafeInputError(
                     f"{where}: {'/' + '/'.join(parts[: index + 1])!r} is an external link to "
@@ -230,7 +244,20 @@ def _hdf5_item(handle: h5py.File, name: str, where: str) -> h5py.Dataset:
             break
     else:
         raise InputFileError(f"{where}: too many soft links on the way to {name!r}")
-    item = group
+    return group
+
+
+def hdf5_dataset(handle: h5py.File, name: str, where: str) -> h5py.Dataset:
+    """The plain dataset ``name`` of an open file (:func:`hdf5_node`), its data in the file.
+
+    Raises
+    ------
+    InputFileError
+        When it is missing or a group.
+    UnsafeInputError
+        For a link out of the file, a virtual dataset or external raw storage.
+    """
+    item = hdf5_node(handle, name, where)
     if not isinstance(item, h5py.Dataset):
         raise InputFileError(f"{where}::{name} is a group, not a dataset")
     if item.is_virtual:
@@ -289,7 +316,7 @@ def _read_stream(
     if suffix in HDF5_SUFFIXES:
         with h5py.File(stream, "r") as handle:
             name = dataset if dataset is not None else _single_dataset(handle, where)
-            item = _hdf5_item(handle, name, where)
+            item = hdf5_dataset(handle, name, where)
             check_declared_size(item.shape, item.dtype, f"{where}::{name}", max_bytes)
             return item[()]
     raise InputFileError(

@@ -306,7 +306,7 @@ def _read_exchange_frames(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """
     import h5py
 
-    from asirp.io import InputFileError, _hdf5_item, check_declared_size, open_input_file
+    from asirp.io import InputFileError, check_declared_size, hdf5_dataset, open_input_file
 
     frames = {}
     with open_input_file(path, "tomography file") as stream:
@@ -316,7 +316,7 @@ def _read_exchange_frames(path: str | os.PathLike) -> dict[str, np.ndarray]:
             raise InputFileError(f"{path} is not an HDF5 file") from None
         with handle:
             for key in ("data", "data_white", "data_dark"):
-                dataset = _hdf5_item(handle, f"exchange/{key}", str(path))
+                dataset = hdf5_dataset(handle, f"exchange/{key}", str(path))
                 if dataset.ndim != 3 or 0 in dataset.shape:
                     raise InputFileError(f"{path}::exchange/{key} is not 3-D: {dataset.shape}")
                 check_declared_size(dataset.shape, dataset.dtype, f"{path}::exchange/{key}")

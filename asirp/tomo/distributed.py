@@ -161,14 +161,14 @@ def projection_layout(stream: BinaryIO, metadata: dict[str, Any], count: int) ->
     """
     import h5py
 
-    from asirp.io import InputFileError, _hdf5_item
+    from asirp.io import InputFileError, hdf5_dataset
 
     stream.seek(0)
     with h5py.File(stream, "r") as handle:
-        data = _hdf5_item(handle, str(metadata["data"]), "tomography file")
+        data = hdf5_dataset(handle, str(metadata["data"]), "tomography file")
         if metadata.get("format") == "NXtomo":
             keys_name = posixpath.join(posixpath.dirname(data.name), "image_key")
-            keys = np.asarray(_hdf5_item(handle, keys_name, "tomography file")[()])
+            keys = np.asarray(hdf5_dataset(handle, keys_name, "tomography file")[()])
             frames = np.flatnonzero(keys == 0)
         else:
             frames = np.arange(min(count, data.shape[0]))
@@ -240,7 +240,7 @@ def read_raw_frames(
     """
     import h5py
 
-    from asirp.io import InputFileError, _hdf5_item
+    from asirp.io import InputFileError, hdf5_dataset
 
     name = Path(path).name
     _, height, columns = layout.shape
@@ -259,7 +259,7 @@ def read_raw_frames(
                     "differ); run the reconstruction again"
                 )
             with h5py.File(stream, "r") as handle:
-                node = _hdf5_item(handle, layout.dataset, name)
+                node = hdf5_dataset(handle, layout.dataset, name)
                 if tuple(node.shape) != layout.shape or node.dtype.str != layout.dtype:
                     raise StackError(
                         f"{name}::{layout.dataset} is {node.dtype} {tuple(node.shape)}, "

@@ -24,7 +24,7 @@ from typing import Any, BinaryIO, cast
 import h5py
 import numpy as np
 
-from asirp.io import InputFileError, _hdf5_item, check_declared_size, open_input_file
+from asirp.io import InputFileError, check_declared_size, hdf5_dataset, open_input_file
 from asirp.nexus import read_text
 
 SLAB_BYTES = 64 << 20
@@ -114,7 +114,7 @@ def _read_stream(stream: BinaryIO, where: str) -> TomoScan:
 
 def _dataset(handle: h5py.File, name: str, where: str, what: str) -> h5py.Dataset:
     try:
-        return _hdf5_item(handle, name, where)
+        return hdf5_dataset(handle, name, where)
     except InputFileError as error:
         if "has no dataset" in str(error):
             raise InputFileError(f"{where} has no {what} ({name})") from None
@@ -186,7 +186,7 @@ def _pixel_um(handle: h5py.File, candidates: tuple[str, ...]) -> float | None:
     factors = {"um": 1.0, "µm": 1.0, "micron": 1.0, "mm": 1e3, "m": 1e6, "nm": 1e-3}
     for name in candidates:
         try:
-            item = _hdf5_item(handle, name, "")
+            item = hdf5_dataset(handle, name, "")
         except InputFileError:  # absent, or not safe to follow: the size is optional
             continue
         if item.size != 1 or item.dtype.kind not in "iuf":

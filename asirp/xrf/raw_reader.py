@@ -16,7 +16,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from asirp.io import InputFileError
+from asirp.io import InputFileError, UnsafeInputError, hdf5_node
 from asirp.xrf.lines import ChannelROI, EnergyCalibration
 from asirp.xrf.raw_layout import (
     DETECTOR,
@@ -76,15 +76,26 @@ class RawScanFile:
     def _fail(self, dataset: str, problem: str) -> InputFileError:
         return InputFileError(f"raw scan {self.path}: /{dataset}: {problem}")
 
-    def _dataset(self, name: str, ndim: int, kinds: str) -> h5py.Dataset:
+    def _node(self, name: str) -> h5py.Group | h5py.Dataset:
+        """``name`` in the file, never through a link to another file."""
         try:
-            item = self._handle.get(name)
+            return hdf5_node(self._handle, name, f"raw scan {self.path}")
+        except UnsafeInputError:
+            raise
+        except InputFileError:
+            raise self._fail(name, "missing dataset") from None
         except Exception as error:
             raise self._fail(name, f"unreadable ({type(error).__name__}: {error})") from error
-        if item is None:
-            raise self._fail(name, "missing dataset")
+
+    def _dataset(self, name: str, ndim: int, kinds: str) -> h5py.Dataset:
+        item = self._node(name)
         if not isinstance(item, h5py.Dataset):
             raise self._fail(name, "is a group, expected a dataset")
+        if item.is_virtual or item.external:
+            raise UnsafeInputError(
+                f"raw scan {self.path}: /{name} keeps its data in other files (virtual or "
+                "external storage); ASIRP reads only data inside the file"
+            )
         if item.ndim != ndim:
             raise self._fail(name, f"expected {ndim}-D, got shape {item.shape}")
         if item.dtype.kind not in kinds:
@@ -115,7 +126,7 @@ class RawScanFile:
                     + (f" x {n_detectors} detector elements" if len(shape) == 2 else "")
                     + f" ({SPECTRA} has shape {self._spectra.shape})",
                 )
-        attrs = self._handle[DETECTOR].attrs
+        attrs = self._node(DETECTOR).attrs
         coefficients = {}
         for key in (
             "calibration_offset_kev",
@@ -134,9 +145,17 @@ class RawScanFile:
             raise self._fail(DETECTOR, f"first_channel must be >= 0, got {first}")
         self.first_channel = first
         self.metadata: dict[str, Any] = {}
-        if NOTES in self._handle:
+        try:
+            notes = hdf5_node(self._handle, NOTES, f"raw scan {self.path}")
+        except UnsafeInputError:
+            raise
+        except InputFileError:
+            notes = None  # optional
+        if notes is not None:
+            if not isinstance(notes, h5py.Dataset) or notes.is_virtual or notes.external:
+                raise self._fail(NOTES, "metadata must be a string dataset inside the file")
             try:
-                text = self._handle[NOTES][()]
+                text = notes[()]
                 text = text.decode() if isinstance(text, bytes) else str(text)
                 metadata = json.loads(text)
             except Exception as error:

@@ -9,7 +9,7 @@ import h5py
 import numpy as np
 import pytest
 
-from asirp.io import InputFileError
+from asirp.io import InputFileError, UnsafeInputError
 from asirp.xrf import (
     ChannelROI,
     RawScanFile,
@@ -279,3 +279,35 @@ def test_roi_sums_do_not_depend_on_the_layout(tmp_path, scan, layout):
             out = np.empty((scan.n_points, scan.n_detectors), dtype=np.int64)
             raw._roi_sum_direct(45, 121, out)
             np.testing.assert_array_equal(out, scan.spectra[:, :, 45:121].sum(axis=2))
+
+
+@pytest.mark.parametrize(
+    "name", ["entry/instrument/i0/data", "entry/instrument/xrf", "entry/notes/data"]
+)
+def test_links_to_other_files_are_refused_before_they_are_opened(tmp_path, raw_file, name):
+    # the other file holds what the link promises: only the link itself can be refused
+    outside = tmp_path / "outside.h5"
+    with h5py.File(raw_file, "r") as source, h5py.File(outside, "w") as target:
+        source.copy(source[name], target, name="node")
+    _edit(
+        raw_file,
+        lambda h: (
+            h.__delitem__(name),
+            h.__setitem__(name, h5py.ExternalLink(str(outside), "/node")),
+        ),
+    )
+    with pytest.raises(UnsafeInputError, match="external link"):
+        read_raw_scan(raw_file)
+
+
+def test_virtual_datasets_are_refused(tmp_path, raw_file):
+    name = "entry/instrument/i0/data"
+    outside = tmp_path / "outside.h5"
+    with h5py.File(raw_file, "r") as source, h5py.File(outside, "w") as target:
+        values = source[name][()]
+        target["i0"] = values
+    layout = h5py.VirtualLayout(shape=values.shape, dtype=values.dtype)
+    layout[:] = h5py.VirtualSource(str(outside), "i0", shape=values.shape)
+    _edit(raw_file, lambda h: (h.__delitem__(name), h.create_virtual_dataset(name, layout)))
+    with pytest.raises(UnsafeInputError, match="other files"):
+        read_raw_scan(raw_file)
