@@ -166,6 +166,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     restore.add_argument("--iterations", type=int, help="iteration count (maximum with auto-stop)")
     restore.add_argument(
+        "--counts-gain",
+        type=float,
+        metavar="G",
+        help="values per detected count (e.g. 1/I0 of a normalised map), for the Poisson stop "
+        "rule; default: 1 for integer counts, else estimated from the noise",
+    )
+    restore.add_argument(
         "--param",
         action="append",
         default=[],
@@ -420,6 +427,8 @@ def _command_restore(args: argparse.Namespace) -> None:
     params = parse_params(args.param)
     if args.iterations is not None:
         params["iterations"] = args.iterations
+    if args.counts_gain is not None:
+        params["counts_gain"] = args.counts_gain
     reference = read_array(args.reference) if args.reference else None
     beam_fwhm_um = _pair_or_scalar(args.beam_fwhm_um)
     beam_source = None

@@ -235,3 +235,20 @@ def test_demo_writes_result_figure_and_metrics(tmp_path):
     assert read_restoration(tmp_path / "restored.h5")["image"].shape == (128, 128)
     assert (tmp_path / "before_after.png").stat().st_size > 10_000
     assert "PSNR" in completed.stdout
+
+
+def test_cli_takes_the_counts_gain_of_a_normalised_map(tmp_path, capsys):
+    # a map divided by its monitor (I0 = 400 counts per unit): one count is 1/400 of a unit
+    counts = np.random.default_rng(2).poisson(400.0, (48, 48)).astype(np.float32)
+    np.save(tmp_path / "normalised.npy", counts / 400.0)
+    arguments = ["-m", "richardson_lucy", "--psf-sigma-px", "1.2", "--counts-gain", "0.0025"]
+    status = main(
+        ["restore", str(tmp_path / "normalised.npy"), "-o", str(tmp_path / "r.h5"), *arguments]
+    )
+    assert status == 0
+    params = read_restoration(tmp_path / "r.h5")["params"]
+    assert params["counts_gain_source"] == "given"
+    assert params["counts_gain"] == pytest.approx(0.0025)
+    bad = ["restore", str(tmp_path / "normalised.npy"), "-o", str(tmp_path / "s.h5")]
+    assert main([*bad, "--psf-sigma-px", "1.2", "--counts-gain", "-1"]) == 2
+    assert "counts_gain must be finite and > 0" in capsys.readouterr().err
