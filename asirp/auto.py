@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -91,6 +91,7 @@ def resolve_auto(
     device: str | torch.device,
     cancel: threading.Event | None = None,
     started: float | None = None,
+    counts_gain: float | None = None,
 ) -> AutoResult:
     """Choose the method for ``asirp.restore(..., method="auto", **params)``.
 
@@ -111,6 +112,9 @@ def resolve_auto(
         Stops the selection.
     started : float, optional
         :func:`time.perf_counter` when the restoration began (the budget counts from there).
+    counts_gain : float, optional
+        The caller's values per detected count (checked by :func:`asirp.restore`): the split
+        thins counts of that size instead of estimating it.
 
     Returns
     -------
@@ -131,6 +135,8 @@ def resolve_auto(
     if not isinstance(remember, bool):
         raise TypeError(f"remember must be true or false, got {remember!r}")
     context = make_context(stack, resolved_psf, **context_args)
+    if counts_gain is not None:
+        context = replace(context, counts_gain=float(counts_gain))
     compute = resolve_device(device)
     pixels = int(stack.shape[1] * stack.shape[2])
     measured_s = None

@@ -392,7 +392,7 @@ def restore(
     auto = None
     if method == "auto":  # the measured selector (asirp.selection); see asirp.auto
         kwargs = {"seed": int(seed), "device": device, "cancel": cancel, "started": started}
-        auto = resolve_auto(stack, resolved_psf, params, **kwargs)
+        auto = resolve_auto(stack, resolved_psf, params, counts_gain=given_gain, **kwargs)
         method, params = auto.method, auto.params
     spec = auto.spec if auto is not None and auto.spec is not None else get_method(method)
     resolved = spec.resolve_params(params)

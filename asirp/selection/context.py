@@ -58,6 +58,9 @@ class SelectionContext:
         The PSF on the input grid, ``(h, w)``, sum 1.
     psf_description : dict
         Where it came from (beam FWHM and pixel size in µm, sigma, file...).
+    counts_gain : float or None
+        Values per detected count, when the caller knows it (``1 / I0`` of a normalised map):
+        the binomial split thins counts of that size instead of estimating it from the noise.
     """
 
     modality: str = "image"
@@ -69,10 +72,13 @@ class SelectionContext:
     names: tuple[str, ...] | None = None
     psf: np.ndarray | None = None
     psf_description: dict[str, Any] = field(default_factory=dict)
+    counts_gain: float | None = None
 
     def describe(self) -> dict[str, Any]:
         """JSON-serialisable summary (the second measurement by its shape only)."""
+        given = {} if self.counts_gain is None else {"counts_gain": self.counts_gain}
         return {
+            **given,
             "modality": self.modality,
             "psf_known": self.psf_known,
             "psf": self.psf_description,

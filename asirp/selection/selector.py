@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -79,6 +79,7 @@ def select(
     policy: Policy | str | Any = None,
     remember: bool = True,
     cancel: threading.Event | None = None,
+    counts_gain: float | None = None,
     **params: Any,
 ) -> Selection:
     """Choose a restoration method for ``image`` by a measured, no-reference score.
@@ -117,6 +118,9 @@ def select(
         Store a scored choice in ``policy`` for scans of the same kind.
     cancel : threading.Event, optional
         Set it to stop (:class:`asirp.RestorationCancelled`).
+    counts_gain : float, optional
+        Values per detected count (``1 / I0`` of a map divided by its monitor): the binomial
+        split thins counts of that size (default: estimated from the noise).
     **params
         Method parameters to fix for every candidate (candidates without them are left out).
 
@@ -154,6 +158,11 @@ def select(
         scale=scale,
         candidates=candidates,
     )
+    if counts_gain is not None:
+        gain = float(counts_gain)
+        if not np.isfinite(gain) or gain <= 0:
+            raise ValueError(f"counts_gain must be finite and > 0, got {counts_gain!r}")
+        context = replace(context, counts_gain=gain)
     return select_stack(
         stack,
         context,
@@ -189,14 +198,19 @@ def _region(stack: np.ndarray, side: int, mode: str) -> tuple[list[int], tuple[i
 
 
 def _make_split(
-    data: np.ndarray, second: np.ndarray | None, kind: str, rng: np.random.Generator
+    data: np.ndarray,
+    second: np.ndarray | None,
+    kind: str,
+    rng: np.random.Generator,
+    counts_gain: float | None = None,
 ) -> DataSplit:
     if kind == "measurements":
         assert second is not None
         return measurement_split(data, second)
     if kind == "fission":
         return fission_split(data, rng)
-    return binomial_split(data, rng, estimate_counts_gain(data))
+    gain = counts_gain if counts_gain is not None else estimate_counts_gain(data)
+    return binomial_split(data, rng, gain)
 
 
 def _mean(values: list[np.ndarray]) -> float:
@@ -451,7 +465,9 @@ def select_stack(
     second = context.second[indices][window] if context.second is not None else None
     rng = np.random.default_rng(seed)
     n_splits = 1 if (context.mode == "cheap" or split_kind == "measurements") else THOROUGH_SPLITS
-    splits = [_make_split(data, second, split_kind, rng) for _ in range(n_splits)]
+    splits = [
+        _make_split(data, second, split_kind, rng, context.counts_gain) for _ in range(n_splits)
+    ]
     alpha = max(band_alpha(data), alpha_floor(context))
     scoring = _Scoring(
         context=context,

@@ -43,6 +43,27 @@ def test_binomial_split_of_normalised_maps_thins_in_count_units():
     np.testing.assert_allclose(split.first + split.second, normalised, atol=1e-5)
 
 
+def test_a_given_counts_gain_is_the_splits_count_size():
+    # an I0-normalised map (400 monitor counts per unit) whose gain the caller knows
+    sample = make_noisy_map("mesh", peak=80.0, shape=(48, 48), sigma_px=1.5)
+    normalised = (sample.measured / 400.0).astype(np.float32)
+    estimated = asirp.iteration.estimate_counts_gain(normalised)
+    assert abs(estimated - 1 / 400.0) > 1e-5  # the estimate is not the truth ...
+    given = asirp.restore(
+        normalised, psf_sigma_px=1.5, candidates=FEW, seed=2, counts_gain=1 / 400.0
+    )
+    guessed = asirp.restore(normalised, psf_sigma_px=1.5, candidates=FEW, seed=2)
+    # ... so what the split says it used tells them apart
+    assert "(gain 0.0025 per count)" in given.params["auto_reason"]
+    assert "(gain 0.0025 per count)" not in guessed.params["auto_reason"]
+    assert given.params["selection"]["context"]["counts_gain"] == pytest.approx(0.0025)
+    assert "counts_gain" not in guessed.params["selection"]["context"]
+    with pytest.raises(ValueError, match="counts_gain"):
+        select(normalised, psf_sigma_px=1.5, candidates=FEW, counts_gain=-1.0)
+    chosen = select(normalised, psf_sigma_px=1.5, candidates=FEW, seed=2, counts_gain=0.0025)
+    assert chosen.method == given.method
+
+
 def test_fission_parts_have_uncorrelated_noise_and_the_full_mean():
     rng = np.random.default_rng(5)
     mean = np.tile(np.linspace(0.2, 0.9, 128, dtype=np.float32), (128, 1))[None]
