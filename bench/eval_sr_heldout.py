@@ -48,6 +48,7 @@ from asirp.metrics import psnr, ssim
 from asirp.registry import get_method
 from asirp.sr.consistency import ConsistencyWarning
 from asirp.sr.evalset import EvalCase, case_names, evaluation_set
+from asirp.threads import fixed_threads
 
 try:  # reuse the existing SR bench's bicubic (the same upsampling as the networks' skip path)
     from bench_sr import bicubic
@@ -298,7 +299,7 @@ def main() -> None:
         "meta": {
             "asirp": asirp.__version__,
             "torch": torch.__version__,
-            "threads": torch.get_num_threads(),
+            "threads": args.threads,
             "cores": os.cpu_count(),
             "zssr_iterations": args.zssr_iterations,
             "load_average_start": os.getloadavg()[0],
@@ -306,41 +307,44 @@ def main() -> None:
             "registered_sr_methods": asirp.available_methods("super-resolution"),
         }
     }
-    for scale in args.scales:
-        methods, missing = sr_methods(scale, args.methods)
-        for label, method, params in args.variant:
-            VARIANTS[label] = (method, params)
-            methods.append(label)
-        if missing:
-            print(f"x{scale}: not registered, skipped: {', '.join(missing)}")
-        names = [*BASELINES, *methods]
-        started = time.perf_counter()
-        rows = []
-        for case in evaluation_set(scale, names=args.cases):
-            row = evaluate_case(case, methods, args.zssr_iterations)
-            row["case_info"] = describe(case)
-            rows.append(row)
-            line = " ".join(
-                f"{name} {row['results'][name]['psnr']:.2f}"
-                if "psnr" in row["results"][name]
-                else f"{name} error"
-                for name in names
-            )
-            print(f"  x{scale} {case.name:15s} {line}", flush=True)
-            for name in names:
-                if "error" in row["results"][name]:
-                    print(f"    {name}: {row['results'][name]['error']}")
-        summary = summarise(rows, names)
-        seconds = time.perf_counter() - started
-        print_scale(scale, rows, names, summary)
-        print(f"x{scale}: {seconds:.0f} s for {len(rows)} cases and {len(names)} methods")
-        report[f"x{scale}"] = {
-            "methods": names,
-            "missing": missing,
-            "seconds": seconds,
-            "rows": rows,
-            "summary": summary,
-        }
+    # a pinned thread count: the engine would adapt it to the load, which changes the last
+    # bits of zssr and the selector, so two runs of the bench would differ
+    with fixed_threads(args.threads):
+        for scale in args.scales:
+            methods, missing = sr_methods(scale, args.methods)
+            for label, method, params in args.variant:
+                VARIANTS[label] = (method, params)
+                methods.append(label)
+            if missing:
+                print(f"x{scale}: not registered, skipped: {', '.join(missing)}")
+            names = [*BASELINES, *methods]
+            started = time.perf_counter()
+            rows = []
+            for case in evaluation_set(scale, names=args.cases):
+                row = evaluate_case(case, methods, args.zssr_iterations)
+                row["case_info"] = describe(case)
+                rows.append(row)
+                line = " ".join(
+                    f"{name} {row['results'][name]['psnr']:.2f}"
+                    if "psnr" in row["results"][name]
+                    else f"{name} error"
+                    for name in names
+                )
+                print(f"  x{scale} {case.name:15s} {line}", flush=True)
+                for name in names:
+                    if "error" in row["results"][name]:
+                        print(f"    {name}: {row['results'][name]['error']}")
+            summary = summarise(rows, names)
+            seconds = time.perf_counter() - started
+            print_scale(scale, rows, names, summary)
+            print(f"x{scale}: {seconds:.0f} s for {len(rows)} cases and {len(names)} methods")
+            report[f"x{scale}"] = {
+                "methods": names,
+                "missing": missing,
+                "seconds": seconds,
+                "rows": rows,
+                "summary": summary,
+            }
     report["meta"]["load_average_end"] = os.getloadavg()[0]
     print(f"load average at the end {os.getloadavg()[0]:.2f}")
     if args.json:
