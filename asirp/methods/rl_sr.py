@@ -236,7 +236,7 @@ class LearnedPrior:
     def facts(self) -> dict[str, Any]:
         """What the result records about the prior."""
         return {
-            "kind": "learned denoiser (regularisation by denoising)",
+            "kind": "learned denoiser (plug-and-play, half-quadratic splitting)",
             "weights": "asirp/models/prior_denoiser.safetensors",
             "prior_weight": self.weight,
             "intensity_scale": [round(float(c), 4) for c in self.scale.flatten()],
@@ -301,34 +301,35 @@ def run(problem: Problem, params: dict[str, Any]) -> MethodOutput:
     tv_epsilon = 1e-3 * float(data.mean().clamp_min(1e-12)) if tv_weight > 0 else 0.0
     accelerate = bool(params["acceleration"])
 
-    estimate = initial_estimate(operator, data, params["initial"])
     if prior is not None:
-        estimate = prior.run(operator, data, estimate, background)
         operator.release()
-        beam = _beam(rows, cols, data.shape[0])
-        steps = PRIOR_STAGES * PRIOR_INNER
-        info = {
-            "iterations_run": steps,
-            "stopped_by": "prior_schedule",
-            "initial": params["initial"],
-            "prior": prior.facts(),
-        }
+
+        def staged(maps: torch.Tensor, level: float, learned: LearnedPrior) -> torch.Tensor:
+            """The staged iteration with the learned prior on ``(B, H, W)`` counts."""
+            own, _ = cached_operator(beam_model, scale, tuple(maps.shape[-2:]), maps.device)
+            start = initial_estimate(own, maps, params["initial"])
+            fine = learned.run(own, maps, start, level)
+            own.release()
+            return fine
 
         def halves(index: int, parts: torch.Tensor) -> torch.Tensor:
             """The same staged iteration on two independent halves of map ``index``."""
             parts = non_negative(parts)
-            part_operator, _ = cached_operator(
-                beam_model, scale, tuple(parts.shape[-2:]), parts.device
-            )
-            part_prior = LearnedPrior.for_data(parts, scale, prior_weight)
             # the halves may hold a fraction of the counts (thinning): so does the background
             fraction = float(parts.mean() / data[index].mean().clamp_min(1e-12))
-            start = initial_estimate(part_operator, parts, params["initial"])
-            fine = part_prior.run(part_operator, parts, start, background * fraction)
-            part_operator.release()
-            return fine
+            learned = LearnedPrior.for_data(parts, scale, prior_weight)
+            return staged(parts, background * fraction, learned)
 
+        info = {
+            "iterations_run": PRIOR_STAGES * PRIOR_INNER,
+            "stopped_by": "prior_schedule",
+            "initial": params["initial"],
+            "prior": prior.facts(),
+        }
+        estimate = staged(data, background, prior)
+        beam = _beam(rows, cols, data.shape[0])
         return finish("rl_sr", problem, params, estimate, beam, info, guard=halves)
+    estimate = initial_estimate(operator, data, params["initial"])
     # the stopping rule's linearisation sees the one-grid PSF of the same iteration
     stand_in = replace(problem, psf=stand_in_psf)
     control = IterationControl(stand_in, params, continuation=True)
