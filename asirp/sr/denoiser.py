@@ -95,6 +95,7 @@ def load_denoiser(path: str | Path | None = None) -> PriorDenoiser:
         FORMAT,
         WeightsArchitectureError,
         WeightsTooLargeError,
+        check_state_fits,
         expected_shapes,
         load_state_strict,
         load_weights,
@@ -108,14 +109,15 @@ def load_denoiser(path: str | Path | None = None) -> PriorDenoiser:
         )
     config = meta.get("config") or dict(DEFAULT_CONFIG)
     channels = config.get("channels") if isinstance(config, dict) else None
-    if set(config) != {"channels"} or not isinstance(channels, int) or channels < 1:
+    if not isinstance(config, dict) or set(config) != {"channels"}:
+        channels = None
+    if isinstance(channels, bool) or not isinstance(channels, int) or channels < 1:
         raise WeightsArchitectureError(f"{loaded.path}: bad configuration {str(config)[:120]}")
     if channels > MAX_CHANNELS:
         raise WeightsTooLargeError(f"{loaded.path}: {channels} channels; at most {MAX_CHANNELS}")
     what = f"weights in {loaded.path}"
+    # shapes first, on the meta device: the real network is built only for weights that fill it
     name, shapes = expected_shapes(lambda: PriorDenoiser(channels))
-    from asirp.sr.weights import check_state_fits
-
     check_state_fits(shapes, loaded.state, what, name)
     network = PriorDenoiser(channels)
     load_state_strict(network, loaded.state, what)

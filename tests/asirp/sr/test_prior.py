@@ -82,6 +82,11 @@ def test_other_weights_and_absurd_configurations_are_refused(tmp_path):
     )  # fmt: skip
     with pytest.raises(WeightsArchitectureError, match="do not fit"):
         load_denoiser(wrong)
+    odd = save_weights(
+        PriorDenoiser(4), tmp_path / "odd.safetensors", arch="prior_denoiser", scale=1, config=7
+    )
+    with pytest.raises(WeightsArchitectureError, match="bad configuration"):
+        load_denoiser(odd)
     with pytest.raises(FileNotFoundError):
         load_denoiser(tmp_path / "missing.safetensors")
 
