@@ -315,6 +315,18 @@ def _correlate_valid(maps: np.ndarray, kernel: np.ndarray) -> np.ndarray:
     return out
 
 
+def check_counts_gain(counts_gain: Any) -> float | None:
+    """``counts_gain`` as a float, or None; raise on a value that is not a finite number > 0."""
+    if counts_gain is None:
+        return None
+    if isinstance(counts_gain, bool) or not isinstance(counts_gain, int | float | np.number):
+        raise TypeError(f"counts_gain must be a number (counts per event), got {counts_gain!r}")
+    value = float(counts_gain)
+    if not np.isfinite(value) or value <= 0:
+        raise ValueError(f"counts_gain must be finite and > 0 (counts per event), got {value!r}")
+    return value
+
+
 def is_integer_counts(data: np.ndarray) -> bool:
     """Whether the finite values of ``data`` are non-negative integers (raw counts), any shape."""
     finite = data[np.isfinite(data)]

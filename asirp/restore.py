@@ -15,7 +15,7 @@ import torch
 from asirp._version import __version__
 from asirp.auto import resolve_auto
 from asirp.backend import resolve_device, to_numpy, to_tensor
-from asirp.iteration import estimate_counts_gain, is_integer_counts
+from asirp.iteration import check_counts_gain, estimate_counts_gain, is_integer_counts
 from asirp.metrics import summary
 from asirp.provenance import record_run
 from asirp.psf import FWHM_PER_SIGMA, psf_sigma_px, resolve_psf
@@ -380,7 +380,7 @@ def restore(
     check_seed(seed)
     check_cancel(cancel)
     check_progress(progress)
-    given_gain = _check_counts_gain(counts_gain)
+    given_gain = check_counts_gain(counts_gain)
     resolved_psf = resolve_psf(
         stack.shape,
         psf=psf,
@@ -558,18 +558,6 @@ def _narrow_psf_facts(resolved_psf: Any, family: str, scale: int) -> dict[str, A
         facts["beam_fwhm_um"] = description["beam_fwhm_um"]
         facts["pixel_um"] = description["pixel_um"]
     return facts
-
-
-def _check_counts_gain(counts_gain: Any) -> float | None:
-    """``counts_gain`` as a float, or None; raise on a value that is not a finite number > 0."""
-    if counts_gain is None:
-        return None
-    if isinstance(counts_gain, bool) or not isinstance(counts_gain, int | float | np.number):
-        raise TypeError(f"counts_gain must be a number (counts per event), got {counts_gain!r}")
-    value = float(counts_gain)
-    if not np.isfinite(value) or value <= 0:
-        raise ValueError(f"counts_gain must be finite and > 0 (counts per event), got {value!r}")
-    return value
 
 
 def _relative_change(data: np.ndarray, restored: np.ndarray, figures: dict[str, Any]) -> float:

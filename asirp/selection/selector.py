@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from asirp.backend import resolve_device, to_tensor
-from asirp.iteration import estimate_counts_gain
+from asirp.iteration import check_counts_gain, estimate_counts_gain
 from asirp.psf import resolve_psf
 from asirp.registry import RestorationCancelled
 from asirp.selection.candidates import IDENTITY, Candidate, fitting_candidates
@@ -158,10 +158,8 @@ def select(
         scale=scale,
         candidates=candidates,
     )
-    if counts_gain is not None:
-        gain = float(counts_gain)
-        if not np.isfinite(gain) or gain <= 0:
-            raise ValueError(f"counts_gain must be finite and > 0, got {counts_gain!r}")
+    gain = check_counts_gain(counts_gain)
+    if gain is not None:
         context = replace(context, counts_gain=gain)
     return select_stack(
         stack,

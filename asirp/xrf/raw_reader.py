@@ -76,13 +76,15 @@ class RawScanFile:
     def _fail(self, dataset: str, problem: str) -> InputFileError:
         return InputFileError(f"raw scan {self.path}: /{dataset}: {problem}")
 
-    def _node(self, name: str) -> h5py.Group | h5py.Dataset:
-        """``name`` in the file, never through a link to another file."""
+    def _node(self, name: str, optional: bool = False) -> h5py.Group | h5py.Dataset | None:
+        """``name`` in the file, never through a link to another file (None: optional, absent)."""
         try:
             return hdf5_node(self._handle, name, f"raw scan {self.path}")
         except UnsafeInputError:
             raise
         except InputFileError:
+            if optional:
+                return None
             raise self._fail(name, "missing dataset") from None
         except Exception as error:
             raise self._fail(name, f"unreadable ({type(error).__name__}: {error})") from error
@@ -145,12 +147,7 @@ class RawScanFile:
             raise self._fail(DETECTOR, f"first_channel must be >= 0, got {first}")
         self.first_channel = first
         self.metadata: dict[str, Any] = {}
-        try:
-            notes = hdf5_node(self._handle, NOTES, f"raw scan {self.path}")
-        except UnsafeInputError:
-            raise
-        except InputFileError:
-            notes = None  # optional
+        notes = self._node(NOTES, optional=True)
         if notes is not None:
             if not isinstance(notes, h5py.Dataset) or notes.is_virtual or notes.external:
                 raise self._fail(NOTES, "metadata must be a string dataset inside the file")
