@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from asirp._version import __version__
 from asirp.backend import resolve_device
@@ -151,6 +152,21 @@ class TrainResult:
     parameters: int = 0
 
 
+def moving_average(network: nn.Module) -> nn.Module:
+    """A frozen copy of ``network`` (eval mode) to hold the exponential moving average."""
+    average = copy.deepcopy(network).eval()
+    for parameter in average.parameters():
+        parameter.requires_grad_(False)
+    return average
+
+
+@torch.no_grad()
+def update_average(average: nn.Module, network: nn.Module, decay: float = EMA_DECAY) -> None:
+    """``average <- decay average + (1 - decay) network``, parameter by parameter."""
+    for mean, current in zip(average.parameters(), network.parameters(), strict=True):
+        mean.lerp_(current, 1.0 - decay)
+
+
 def _dihedral(images: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
     out = []
     for image, code in zip(images, codes.tolist(), strict=True):
@@ -224,9 +240,7 @@ def train(settings: TrainSettings, log: Callable[[str], None] = print) -> TrainR
         torch.manual_seed(settings.seed)
         network = build_network(settings.arch, settings.scale, config)
     network.to(device).train()
-    average = copy.deepcopy(network).eval()
-    for parameter in average.parameters():
-        parameter.requires_grad_(False)
+    average = moving_average(network)
     optimiser = torch.optim.Adam(network.parameters(), lr=settings.learning_rate, betas=(0.9, 0.99))
     warmup = max(1, int(WARMUP_FRACTION * steps))
 
@@ -276,9 +290,7 @@ def train(settings: TrainSettings, log: Callable[[str], None] = print) -> TrainR
         torch.nn.utils.clip_grad_norm_(network.parameters(), 1.0)
         optimiser.step()
         scheduler.step()
-        with torch.no_grad():
-            for mean, current in zip(average.parameters(), network.parameters(), strict=True):
-                mean.lerp_(current, 1.0 - EMA_DECAY)
+        update_average(average, network)
         losses.append(loss.item())
         step += 1
         if step % settings.log_every == 0 or step == steps:

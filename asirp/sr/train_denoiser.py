@@ -27,7 +27,6 @@ generators draw every orientation.
 from __future__ import annotations
 
 import argparse
-import copy
 import math
 import platform
 import time
@@ -40,6 +39,7 @@ import torch.nn.functional as F
 from asirp._version import __version__
 from asirp.sr.data import random_structure
 from asirp.sr.denoiser import ARCH, DEFAULT_CONFIG, SIGMA_RANGE, PriorDenoiser
+from asirp.sr.train import moving_average, update_average
 
 STEPS = 4000
 BATCH = 16
@@ -90,9 +90,7 @@ def train_denoiser(
         torch.set_num_threads(threads)
     torch.manual_seed(seed)
     network = PriorDenoiser(**DEFAULT_CONFIG).train()
-    average = copy.deepcopy(network).eval()
-    for parameter in average.parameters():
-        parameter.requires_grad_(False)
+    average = moving_average(network)
     optimiser = torch.optim.Adam(network.parameters(), lr=LEARNING_RATE)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimiser, lambda step: 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * step / steps))
@@ -108,9 +106,7 @@ def train_denoiser(
         loss.backward()
         optimiser.step()
         schedule.step()
-        with torch.no_grad():
-            for mean, current in zip(average.parameters(), network.parameters(), strict=True):
-                mean.lerp_(current, 1.0 - EMA_DECAY)
+        update_average(average, network, EMA_DECAY)
         losses.append(loss.item())
         if step % 100 == 0 or step == steps:
             recent = float(np.mean(losses[-100:]))
