@@ -47,7 +47,7 @@ import asirp
 from asirp.metrics import psnr, ssim
 from asirp.registry import get_method
 from asirp.sr.consistency import ConsistencyWarning
-from asirp.sr.evalset import EvalCase, case_names, evaluation_set
+from asirp.sr.evalset import NOISE_SEED, EvalCase, case_names, evaluation_set
 from asirp.threads import fixed_threads
 
 try:  # reuse the existing SR bench's bicubic (the same upsampling as the networks' skip path)
@@ -282,6 +282,13 @@ def main() -> None:
         help="also run a method with parameters, reported as LABEL "
         "(e.g. rl_sr+prior=rl_sr:prior_weight=1)",
     )
+    parser.add_argument(
+        "--noise-seed",
+        type=int,
+        default=NOISE_SEED,
+        help=f"base seed of the Poisson noise (default {NOISE_SEED}, the reported set; "
+        "another gives a second noise draw of the same content)",
+    )
     parser.add_argument("--zssr-iterations", type=int, default=1000, help="zssr training cap")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--json", type=Path, help="also write the figures as JSON")
@@ -302,6 +309,7 @@ def main() -> None:
             "threads": args.threads,
             "cores": os.cpu_count(),
             "zssr_iterations": args.zssr_iterations,
+            "noise_seed": args.noise_seed,
             "load_average_start": os.getloadavg()[0],
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
             "registered_sr_methods": asirp.available_methods("super-resolution"),
@@ -320,7 +328,7 @@ def main() -> None:
             names = [*BASELINES, *methods]
             started = time.perf_counter()
             rows = []
-            for case in evaluation_set(scale, names=args.cases):
+            for case in evaluation_set(scale, seed=args.noise_seed, names=args.cases):
                 row = evaluate_case(case, methods, args.zssr_iterations)
                 row["case_info"] = describe(case)
                 rows.append(row)

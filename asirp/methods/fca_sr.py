@@ -19,10 +19,23 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from asirp.methods._public import Device
-from asirp.registry import MethodOutput, MethodSpec, Parameter, Problem, register_method
+from asirp.registry import (
+    MethodOutput,
+    MethodSpec,
+    Parameter,
+    Problem,
+    SelectorGrid,
+    register_method,
+)
 from asirp.restore import restore
 from asirp.sr.models import count_parameters
-from asirp.sr.runner import COMMON_PARAMETERS, SPLIT_GUARD, LoadedNetwork, run_with_weights
+from asirp.sr.runner import (
+    COMMON_PARAMETERS,
+    SELF_ENSEMBLE,
+    SPLIT_GUARD,
+    LoadedNetwork,
+    run_with_weights,
+)
 from asirp.sr.weights import build_from_weights, load_weights
 
 WEIGHTS = Parameter(
@@ -54,7 +67,9 @@ SPEC = register_method(
         needs_psf=False,
         scale=2,
         summary="DFCAN-style CNN (Fourier channel attention) trained on synthetic X-ray maps",
-        parameters=(*COMMON_PARAMETERS, WEIGHTS, SPLIT_GUARD),
+        parameters=(*COMMON_PARAMETERS, WEIGHTS, SELF_ENSEMBLE, SPLIT_GUARD),
+        # final maps get the self-ensemble; live updates keep the single pass (8x cheaper)
+        selector_grid=SelectorGrid(thorough=({"self_ensemble": True},), cheap=({},)),
         run=run,
     )
 )
@@ -69,6 +84,7 @@ def fca_sr(
     half: bool = True,
     consistency_tolerance: float = 1.5,
     weights: str | None = None,
+    self_ensemble: bool = False,
     split_guard: bool = True,
     device: Device = "auto",
 ) -> np.ndarray:
@@ -90,6 +106,9 @@ def fca_sr(
         Largest consistency residual accepted, in noise sigmas (see asirp.sr.consistency).
     weights : str, optional
         Weights file (.safetensors from 'asirp train fca_sr'; None = the shipped ones).
+    self_ensemble : bool
+        Average the network over the 8 flips and quarter-turns of each map (geometric
+        self-ensemble: 8x the inference; asirp.sr.inference).
     split_guard : bool
         Super-resolve two independent halves of each map too and flag detail they agree on
         past the data (asirp.sr.guard; maps over 262144 px are skipped).
@@ -115,5 +134,6 @@ def fca_sr(
         half=half,
         consistency_tolerance=consistency_tolerance,
         weights=weights,
+        self_ensemble=self_ensemble,
         split_guard=split_guard,
     ).image

@@ -22,11 +22,24 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from asirp.methods._public import Device
-from asirp.registry import MethodOutput, MethodSpec, Parameter, Problem, register_method
+from asirp.registry import (
+    MethodOutput,
+    MethodSpec,
+    Parameter,
+    Problem,
+    SelectorGrid,
+    register_method,
+)
 from asirp.restore import restore
 from asirp.sr.esrgan import load_with_spandrel, rrdb_from_state
 from asirp.sr.models import count_parameters
-from asirp.sr.runner import COMMON_PARAMETERS, SPLIT_GUARD, LoadedNetwork, run_with_weights
+from asirp.sr.runner import (
+    COMMON_PARAMETERS,
+    SELF_ENSEMBLE,
+    SPLIT_GUARD,
+    LoadedNetwork,
+    run_with_weights,
+)
 from asirp.sr.weights import (
     FORMAT,
     WeightsArchitectureError,
@@ -84,7 +97,9 @@ SPEC = register_method(
         needs_psf=False,
         scale=2,
         summary="ESRGAN-style RRDBNet (ASIRP-trained; loads Real-ESRGAN/ESRGAN weights too)",
-        parameters=(*COMMON_PARAMETERS, WEIGHTS, SPLIT_GUARD),
+        parameters=(*COMMON_PARAMETERS, WEIGHTS, SELF_ENSEMBLE, SPLIT_GUARD),
+        # final maps get the self-ensemble; live updates keep the single pass (8x cheaper)
+        selector_grid=SelectorGrid(thorough=({"self_ensemble": True},), cheap=({},)),
         run=run,
     )
 )
@@ -99,6 +114,7 @@ def rrdb_sr(
     half: bool = True,
     consistency_tolerance: float = 1.5,
     weights: str | None = None,
+    self_ensemble: bool = False,
     split_guard: bool = True,
     device: Device = "auto",
 ) -> np.ndarray:
@@ -121,6 +137,9 @@ def rrdb_sr(
     weights : str, optional
         Weights file: ASIRP's, or Real-ESRGAN/ESRGAN .pth/.safetensors (None = the shipped
         ones).
+    self_ensemble : bool
+        Average the network over the 8 flips and quarter-turns of each map (geometric
+        self-ensemble: 8x the inference; asirp.sr.inference).
     split_guard : bool
         Super-resolve two independent halves of each map too and flag detail they agree on
         past the data (asirp.sr.guard; maps over 262144 px are skipped).
@@ -146,5 +165,6 @@ def rrdb_sr(
         half=half,
         consistency_tolerance=consistency_tolerance,
         weights=weights,
+        self_ensemble=self_ensemble,
         split_guard=split_guard,
     ).image

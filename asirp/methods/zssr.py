@@ -27,8 +27,9 @@ SPEC = register_method(
         parameters=PARAMETERS,
         run=run,
         batchable=True,
-        # trains a network per map: out of live updates, one split in the thorough mode
-        selector_grid=SelectorGrid(thorough=({},), cheap=(), max_splits=1),
+        # trains a network per map: out of live updates, one split in the thorough mode,
+        # with the self-ensemble (its cost is small next to the training)
+        selector_grid=SelectorGrid(thorough=({"self_ensemble": True},), cheap=(), max_splits=1),
     )
 )
 
@@ -50,6 +51,7 @@ def zssr(
     eval_every: int = 25,
     patience: int = 4,
     noise: bool = True,
+    self_ensemble: bool = False,
     split_guard: bool = True,
     seed: int = 0,
     device: Device = "auto",
@@ -88,6 +90,9 @@ def zssr(
         Scores without improvement before the rate drops.
     noise : bool
         Add noise matching the input's to the training inputs.
+    self_ensemble : bool
+        Average the network over the 8 flips and quarter-turns of each map (geometric
+        self-ensemble: 8x the inference; asirp.sr.inference).
     split_guard : bool
         Super-resolve two independent halves of each map too and flag detail they agree on
         past the data (asirp.sr.guard; maps over 262144 px are skipped).
@@ -124,5 +129,6 @@ def zssr(
         eval_every=eval_every,
         patience=patience,
         noise=noise,
+        self_ensemble=self_ensemble,
         split_guard=split_guard,
     ).image

@@ -13,6 +13,13 @@ Tiling
     overlap, the outer quarter of each one's share is dropped (it saw the tile's edge) and the
     middle half is blended with linear weights, which hides the seams: networks whose receptive
     field is within a quarter of the overlap give the same result as untiled.
+Self-ensemble
+    With ``self_ensemble``, the network also runs on the seven other flips and quarter-turns of
+    each map, each result is turned back, and the eight are averaged (the geometric
+    self-ensemble of Lim et al. 2017). It costs eight times the inference and lowers the
+    network's own orientation-dependent errors; a map's physics does not change under these
+    turns when the network is not told the beam's orientation (``fca_sr``, ``rrdb_sr``; ``zssr``
+    trains on all eight turns).
 Devices and precision
     The network runs on the problem's device; on CUDA, in float16 (autocast) when ``half`` is set
     and the network supports it. On the CPU the tensors use the channels-last layout, which
@@ -220,6 +227,35 @@ def tiled_apply(
     return output / total
 
 
+DIHEDRAL_TURNS = 8
+"""Flips and quarter-turns of a square grid (the dihedral group of order 8)."""
+
+
+def dihedral(images: torch.Tensor, index: int) -> torch.Tensor:
+    """Turn ``(..., H, W)`` maps by one of the eight flips/quarter-turns, ``index`` in 0-7.
+
+    Bit 4 transposes, bit 1 flips the columns and bit 2 the rows (in that order).
+    """
+    if index & 4:
+        images = images.transpose(-2, -1)
+    if index & 1:
+        images = images.flip(-1)
+    if index & 2:
+        images = images.flip(-2)
+    return images
+
+
+def undo_dihedral(images: torch.Tensor, index: int) -> torch.Tensor:
+    """The inverse of :func:`dihedral`: ``undo_dihedral(dihedral(x, i), i) == x``."""
+    if index & 2:
+        images = images.flip(-2)
+    if index & 1:
+        images = images.flip(-1)
+    if index & 4:
+        images = images.transpose(-2, -1)
+    return images
+
+
 def upscale(
     network: nn.Module,
     images: torch.Tensor,
@@ -231,6 +267,7 @@ def upscale(
     half: bool = True,
     channels: int = 1,
     multiple: int = 1,
+    self_ensemble: bool = False,
     progress: Callable[[float], None] | None = None,
     cancel: threading.Event | None = None,
 ) -> torch.Tensor:
@@ -255,6 +292,9 @@ def upscale(
     multiple : int
         The network needs sides that are multiples of this (the map is mirror-padded, and the
         padding cropped from the result).
+    self_ensemble : bool
+        Average the network over the eight flips and quarter-turns of each map (see the
+        module notes; eight times the work).
     progress, cancel
         See :func:`tiled_apply`.
 
@@ -284,17 +324,32 @@ def upscale(
             result = network(tiles)
         return result.float().mean(dim=1, keepdim=True)
 
+    turns = range(DIHEDRAL_TURNS) if self_ensemble else range(1)
+
+    def turn_progress(index: int) -> Callable[[float], None] | None:
+        if progress is None:
+            return None
+        return lambda done: progress((index + done) / len(turns))
+
+    total: torch.Tensor | None = None
     with torch.inference_mode():
-        fine = tiled_apply(
-            run,
-            normalised,
-            scale,
-            tile=tile,
-            overlap=overlap,
-            batch=batch,
-            multiple=multiple,
-            progress=progress,
-            cancel=cancel,
-        )
+        for index in turns:
+            fine = undo_dihedral(
+                tiled_apply(
+                    run,
+                    dihedral(normalised, index),
+                    scale,
+                    tile=tile,
+                    overlap=overlap,
+                    batch=batch,
+                    multiple=multiple,
+                    progress=turn_progress(index),
+                    cancel=cancel,
+                ),
+                index,
+            )
+            total = fine if total is None else total + fine
+    assert total is not None
+    fine = total / len(turns) if self_ensemble else total
     fine = fine[:, 0, : rows * scale, : cols * scale]
     return normalisation.invert(fine)

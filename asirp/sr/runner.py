@@ -76,6 +76,15 @@ SPLIT_GUARD = Parameter(
 )
 """The hallucination guard's switch, taken by the networks (it triples their inference)."""
 
+SELF_ENSEMBLE = Parameter(
+    "self_ensemble",
+    bool,
+    False,
+    "average the network over the 8 flips and quarter-turns of each map (geometric "
+    "self-ensemble: 8x the inference; asirp.sr.inference)",
+)
+"""The networks' self-ensemble switch (``auto``'s thorough mode turns it on)."""
+
 HalvesSuperResolver = Callable[[int, torch.Tensor], torch.Tensor]
 """``super_resolve(index, halves (2, H, W)) -> (2, s H, s W)``: the method as it ran on map
 ``index`` of the problem (for ``zssr``, that map's network)."""
@@ -472,6 +481,7 @@ def run_pretrained(
             half=bool(params["half"]),
             channels=loaded.channels,
             multiple=loaded.multiple,
+            self_ensemble=bool(params["self_ensemble"]),
             progress=report,
             cancel=cancel or problem.cancel,
         )

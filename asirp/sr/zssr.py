@@ -40,7 +40,9 @@ cuDNN's deterministic convolutions (:func:`_deterministic_kernels`).
 
 Differences from the original: the network works on the measured grid with a pixel-shuffle
 output (``scale^2`` times cheaper than ZSSR's on the bicubic-upsampled grid), the degradation is
-the beam + area model instead of a bicubic kernel, and there is no test-time self-ensemble.
+the beam + area model instead of a bicubic kernel, and the test-time self-ensemble (the eight
+flips and quarter-turns, averaged) is optional (``self_ensemble``, on in ``auto``'s thorough
+mode).
 
 References
 ----------
@@ -67,10 +69,11 @@ from asirp.metrics import noise_sigma
 from asirp.registry import MethodOutput, Parameter, Problem
 from asirp.sr.consistency import consistency_figures
 from asirp.sr.degrade import degrade
-from asirp.sr.inference import robust_normalisation, upscale
+from asirp.sr.inference import dihedral, robust_normalisation, upscale
 from asirp.sr.models import ZSSRNet
 from asirp.sr.runner import (
     COMMON_PARAMETERS,
+    SELF_ENSEMBLE,
     SPLIT_GUARD,
     check_scale,
     check_tiling,
@@ -89,6 +92,7 @@ PARAMETERS = (
     Parameter("eval_every", int, 25, "iterations between validation scores", minimum=1),
     Parameter("patience", int, 4, "scores without improvement before the rate drops", minimum=1),
     Parameter("noise", bool, True, "add noise matching the input's to the training inputs"),
+    SELF_ENSEMBLE,
     SPLIT_GUARD,
 )
 """Parameters of the ``zssr`` method."""
@@ -202,17 +206,6 @@ def _deterministic_kernels(device: torch.device) -> Iterator[None]:
         yield
 
 
-def _dihedral(images: torch.Tensor, index: int) -> torch.Tensor:
-    """One of the eight flips/rotations of ``(N, 1, H, W)`` images."""
-    if index & 4:
-        images = images.transpose(-2, -1)
-    if index & 1:
-        images = images.flip(-1)
-    if index & 2:
-        images = images.flip(-2)
-    return images
-
-
 def _pairs(
     image: torch.Tensor,
     count: int,
@@ -229,7 +222,7 @@ def _pairs(
     turns = torch.randint(0, 8, (count,), generator=generator).tolist()
     fathers = torch.stack(
         [
-            _dihedral(image[None, None, top : top + crop, left : left + crop], turn)[0]
+            dihedral(image[None, None, top : top + crop, left : left + crop], turn)[0]
             for top, left, turn in zip(tops, lefts, turns, strict=True)
         ]
     )
@@ -410,6 +403,7 @@ def run(problem: Problem, params: dict[str, Any]) -> MethodOutput:
             overlap=overlap,
             batch=1,
             half=bool(params["half"]),
+            self_ensemble=bool(params["self_ensemble"]),
             cancel=problem.cancel,
         )
         outputs.append(fine[0])
@@ -434,6 +428,7 @@ def run(problem: Problem, params: dict[str, Any]) -> MethodOutput:
             overlap=overlap,
             batch=1,
             half=bool(params["half"]),
+            self_ensemble=bool(params["self_ensemble"]),
             cancel=problem.cancel,
         )
 

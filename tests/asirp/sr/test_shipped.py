@@ -32,3 +32,25 @@ def test_shipped_weights_load_and_beat_bicubic_on_the_held_out_star():
             assert np.isfinite(result.image).all()
             gain = psnr(truth, result.image) - baseline
             assert gain > 1.0, f"{arch} x{scale}: {gain:+.2f} dB over bicubic"
+
+
+def test_the_self_ensemble_of_the_shipped_networks_is_no_worse_on_held_out_maps():
+    for image in heldout_set(2):
+        baseline = psnr(image.truth, bicubic(image.measured, 2))
+        for arch in ("fca_sr", "rrdb_sr"):
+            gains = {}
+            for self_ensemble in (False, True):
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", ConsistencyWarning)
+                    result = asirp.restore(
+                        image.measured,
+                        arch,
+                        psf_sigma_px=image.sigma_px,
+                        scale=2,
+                        device="cpu",
+                        self_ensemble=self_ensemble,
+                        split_guard=False,
+                    )
+                assert result.params["self_ensemble"] is self_ensemble
+                gains[self_ensemble] = psnr(image.truth, result.image) - baseline
+            assert gains[True] > gains[False] - 0.05, (image.name, arch, gains)

@@ -83,6 +83,8 @@ def test_auto_at_scale_2_scores_every_super_resolution_method_and_says_why(count
     for method in ("fca_sr", "rrdb_sr", "zssr"):
         statuses = {entry.status for entry in by_method[method]}
         assert statuses <= {"chosen", "scored"}, (method, [e.note for e in by_method[method]])
+        # final maps: the networks run with their self-ensemble
+        assert [entry.params.get("self_ensemble") for entry in by_method[method]] == [True]
     winner = selection.chosen
     assert winner is not None
     assert f"{winner.label} predicted best (score {winner.score:.4g}" in selection.reason
