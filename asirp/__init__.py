@@ -22,6 +22,7 @@ Each method also has a typed function in the style of scikit-image, a thin wrapp
 
 from asirp import _builtin  # noqa: F401  (registers the built-in methods; before any look-up)
 from asirp._version import __version__
+from asirp.methods.beam_sr import beam_sr
 from asirp.methods.blind_richardson_lucy import blind_richardson_lucy
 from asirp.methods.fca_sr import fca_sr
 from asirp.methods.landweber import landweber
@@ -57,6 +58,7 @@ __all__ = [
     "SelectorGrid",
     "__version__",
     "available_methods",
+    "beam_sr",
     "blind_richardson_lucy",
     "fca_sr",
     "get_method",

@@ -33,7 +33,7 @@ from asirp.replay_cli import register as register_replay
 from asirp.restore import restore
 from asirp.safe_files import atomic_write, file_identity
 from asirp.sr.consistency import ConsistencyWarning
-from asirp.sr.train import TrainSettings, train
+from asirp.sr.train import TRAINABLE, TrainSettings, train
 from asirp.threads import THREADS_VARIABLE, apply_thread_budget
 from asirp.tomo_cli import register as register_tomo
 
@@ -210,12 +210,14 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_train_parser(commands: Any) -> None:
     train = commands.add_parser(
         "train",
-        help="train a super-resolution network (fca_sr, rrdb_sr) on synthetic X-ray-like data",
-        description="Train fca_sr or rrdb_sr weights with ASIRP's synthetic data and write them "
+        help="train a super-resolution network (fca_sr, beam_sr, rrdb_sr) on synthetic X-ray-like "
+        "data",
+        description="Train fca_sr, beam_sr (told the beam) or rrdb_sr weights with ASIRP's "
+        "synthetic data and write them "
         "as .safetensors (asirp.sr.train). Uses a CUDA GPU when present (larger preset); runs on "
         "the CPU with a smaller preset. Unset sizes come from the device's preset.",
     )
-    train.add_argument("arch", choices=("fca_sr", "rrdb_sr"), help="architecture")
+    train.add_argument("arch", choices=TRAINABLE, help="architecture")
     train.add_argument("--scale", type=int, default=2, choices=(2, 4), help="upscaling factor")
     train.add_argument("-o", "--output", required=True, help="output .safetensors file")
     train.add_argument("--steps", type=int, help="optimiser steps")

@@ -6,6 +6,7 @@ selector grid, cost prior, forward model) and its typed public function, exporte
 """
 
 from asirp.methods import (
+    beam_sr,
     blind_richardson_lucy,
     fca_sr,
     landweber,
@@ -19,6 +20,7 @@ from asirp.methods import (
 )
 
 __all__ = [
+    "beam_sr",
     "blind_richardson_lucy",
     "fca_sr",
     "landweber",

@@ -8,7 +8,10 @@ images or as transmitted intensity). Each is a float64 map with values in about 
 They are turned into measured counts by :func:`make_pairs`: the map is scaled to a peak count
 level drawn log-uniformly (plus a background), blurred by a Gaussian beam whose sigma is drawn
 uniformly in :data:`SIGMA_RANGE_LR` measured pixels (``scale`` times that in fine pixels), area
-sampled by the scale (:mod:`asirp.sr.degrade`) and given Poisson noise.
+sampled by the scale (:mod:`asirp.sr.degrade`) and given Poisson noise. For the beam-conditioned
+``beam_sr`` (``anisotropic=True``) the family is wider: beams with different sigmas along the rows
+and the columns (:data:`BEAM_FAMILY_SIGMA_RANGE`, :data:`BEAM_FAMILY_MAX_ANISOTROPY`), peaks in
+:data:`BEAM_FAMILY_PEAK_RANGE` and backgrounds up to :data:`BEAM_FAMILY_MAX_BACKGROUND`.
 
 The held-out set (:func:`heldout_set`) is four fixed maps that training never draws (their
 parameters and seeds are fixed here, and training draws from its own seeded stream): an AG300
@@ -33,6 +36,18 @@ SIGMA_RANGE_LR = (0.3, 1.1)
 
 PEAK_COUNTS_RANGE = (20.0, 5000.0)
 """Peak count levels drawn (log-uniformly) for training."""
+
+BEAM_FAMILY_SIGMA_RANGE = (0.15, 1.6)
+"""``beam_sr`` training: range of the beam's geometric-mean sigma (log-uniform), measured px."""
+
+BEAM_FAMILY_MAX_ANISOTROPY = 2.5
+"""``beam_sr`` training: largest ratio of the two axes' sigmas (log-uniform, either way)."""
+
+BEAM_FAMILY_PEAK_RANGE = (5.0, 20000.0)
+"""``beam_sr`` training: peak count levels (log-uniform)."""
+
+BEAM_FAMILY_MAX_BACKGROUND = 0.5
+"""``beam_sr`` training: largest background, as a fraction of the peak (uniform from 0)."""
 
 HELDOUT_SIGMA_LR = 0.75
 """Beam standard deviation of the held-out set, in measured pixels (FWHM 1.8 steps)."""
@@ -258,12 +273,15 @@ class Pairs:
     truth : torch.Tensor
         ``(B, s H, s W)`` noise-free counts on the fine grid (same intensity scale).
     sigma_px : torch.Tensor
-        ``(B,)`` beam sigma in measured pixels.
+        ``(B,)`` beam sigma in measured pixels (the geometric mean of the axes when anisotropic).
+    sigma_axes_px : torch.Tensor
+        ``(B, 2)`` beam sigma along the rows and along the columns, measured pixels.
     """
 
     measured: torch.Tensor
     truth: torch.Tensor
     sigma_px: torch.Tensor
+    sigma_axes_px: torch.Tensor
 
 
 def make_pairs(
@@ -274,6 +292,7 @@ def make_pairs(
     sigma_px: float | None = None,
     peak_counts: float | None = None,
     background: float | None = None,
+    anisotropic: bool = False,
 ) -> Pairs:
     """Turn fine-grid structures into (measured, truth) count pairs with the forward model.
 
@@ -289,6 +308,9 @@ def make_pairs(
         Fixed beam sigma (measured pixels), peak count level and background (fraction of the
         peak); drawn per map when not given (sigma uniform in :data:`SIGMA_RANGE_LR`, peak
         log-uniform in :data:`PEAK_COUNTS_RANGE`, background uniform in [0, 0.2]).
+    anisotropic : bool
+        Draw from ``beam_sr``'s wider family instead (see the module notes): each map's beam has
+        its own sigma along the rows and the columns. ``sigma_px`` is then ignored.
 
     Returns
     -------
@@ -300,6 +322,8 @@ def make_pairs(
     def draw(low: float, high: float) -> torch.Tensor:
         return low + (high - low) * torch.rand(batch, generator=generator, device=device)
 
+    if anisotropic:
+        return _anisotropic_pairs(structures, scale, generator, draw, peak_counts, background)
     sigma = torch.full((batch,), sigma_px, device=device) if sigma_px else draw(*SIGMA_RANGE_LR)
     if peak_counts is None:
         low, high = (math.log(v) for v in PEAK_COUNTS_RANGE)
@@ -312,7 +336,36 @@ def make_pairs(
     truth = peak.view(-1, 1, 1) * (level.view(-1, 1, 1) + structures)
     clean = area_downsample(gaussian_blur(truth, (sigma * scale).cpu()), scale)
     measured = torch.poisson(clean.clamp_min(0.0), generator=generator)
-    return Pairs(measured, truth, sigma)
+    return Pairs(measured, truth, sigma, torch.stack([sigma, sigma], dim=1))
+
+
+def _anisotropic_pairs(
+    structures: torch.Tensor,
+    scale: int,
+    generator: torch.Generator,
+    draw: Callable[[float, float], torch.Tensor],
+    peak_counts: float | None,
+    background: float | None,
+) -> Pairs:
+    """:func:`make_pairs` over ``beam_sr``'s family of anisotropic beams."""
+    batch, device = structures.shape[0], structures.device
+    mean = torch.exp(draw(*(math.log(v) for v in BEAM_FAMILY_SIGMA_RANGE)))
+    half_log_ratio = 0.5 * draw(-1.0, 1.0) * math.log(BEAM_FAMILY_MAX_ANISOTROPY)
+    rows, cols = mean * torch.exp(half_log_ratio), mean * torch.exp(-half_log_ratio)
+    if peak_counts is None:
+        peak = torch.exp(draw(*(math.log(v) for v in BEAM_FAMILY_PEAK_RANGE)))
+    else:
+        peak = torch.full((batch,), peak_counts, device=device)
+    level = (
+        draw(0.0, BEAM_FAMILY_MAX_BACKGROUND)
+        if background is None
+        else torch.full((batch,), background, device=device)
+    )
+    truth = peak.view(-1, 1, 1) * (level.view(-1, 1, 1) + structures)
+    blurred = gaussian_blur(truth, (rows * scale).cpu(), (cols * scale).cpu())
+    clean = area_downsample(blurred, scale)
+    measured = torch.poisson(clean.clamp_min(0.0), generator=generator)
+    return Pairs(measured, truth, mean, torch.stack([rows, cols], dim=1))
 
 
 @dataclass

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from asirp.registry import RestorationCancelled
+from asirp.sr.models import beam_planes
 
 LOW_QUANTILE, HIGH_QUANTILE = 0.005, 0.995
 """Percentiles (as fractions) that define the normalisation range."""
@@ -268,6 +269,7 @@ def upscale(
     channels: int = 1,
     multiple: int = 1,
     self_ensemble: bool = False,
+    beams: Sequence[tuple[float, float]] | None = None,
     progress: Callable[[float], None] | None = None,
     cancel: threading.Event | None = None,
 ) -> torch.Tensor:
@@ -295,6 +297,10 @@ def upscale(
     self_ensemble : bool
         Average the network over the eight flips and quarter-turns of each map (see the
         module notes; eight times the work).
+    beams : sequence of (float, float), optional
+        For a beam-conditioned network (:class:`asirp.sr.models.BeamFCASRNet`): each map's
+        beam sigma along its rows and columns, measured px, given to the network as two
+        constant planes (swapped for the transposed turns of the self-ensemble).
     progress, cancel
         See :func:`tiled_apply`.
 
@@ -331,13 +337,21 @@ def upscale(
             return None
         return lambda done: progress((index + done) / len(turns))
 
+    def turned_input(index: int) -> torch.Tensor:
+        turned = dihedral(normalised, index)
+        if beams is None:
+            return turned
+        # a transposed map has its rows' beam along its columns
+        axes = [(cols, rows) if index & 4 else (rows, cols) for rows, cols in beams]
+        return beam_planes(turned, axes)
+
     total: torch.Tensor | None = None
     with torch.inference_mode():
         for index in turns:
             fine = undo_dihedral(
                 tiled_apply(
                     run,
-                    dihedral(normalised, index),
+                    turned_input(index),
                     scale,
                     tile=tile,
                     overlap=overlap,

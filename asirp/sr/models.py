@@ -14,6 +14,10 @@ plain :class:`torch.nn.Module` s built from a JSON-serialisable configuration
     FFT (half the bins, same information, and a magnitude that does not depend on the tile size,
     so tiled inference sees the statistics it was trained with), not shifted (cheaper; the
     pooled response hardly depends on it).
+``BeamFCASRNet`` (``beam_sr``; conditioning after SRMD, Zhang et al. 2018)
+    ``FCASRNet`` told the beam: two constant input planes beside the map hold the beam's sigma
+    along the rows and along the columns, in measured pixels, so one network serves a family of
+    beams, anisotropic ones included, instead of guessing the blur from the map.
 ``RRDBNet`` (ESRGAN, Wang et al. 2018; Real-ESRGAN, 2021)
     Residual-in-residual dense blocks with the parameter names and layout of Real-ESRGAN's /
     BasicSR's ``RRDBNet`` (``conv_first``, ``body.N.rdbK.convJ``, ``conv_body``, ``conv_up1``,
@@ -32,6 +36,8 @@ References
    ECCV Workshops (2018); X. Wang et al., "Real-ESRGAN", ICCV Workshops (2021).
 .. [3] A. Shocher, N. Cohen and M. Irani, "'Zero-shot' super-resolution using deep internal
    learning", CVPR (2018).
+.. [4] K. Zhang, W. Zuo and L. Zhang, "Learning a single convolutional super-resolution network
+   for multiple degradations", CVPR 3262-3271 (2018).
 """
 
 from __future__ import annotations
@@ -42,7 +48,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-ARCHITECTURES = ("fca_sr", "rrdb_sr", "zssr")
+ARCHITECTURES = ("fca_sr", "beam_sr", "rrdb_sr", "zssr")
 """Names of the architectures :func:`build_network` knows (the methods that use them)."""
 
 
@@ -155,6 +161,60 @@ class FCASRNet(nn.Module):
         features = self.groups(features)
         detail = F.pixel_shuffle(self.tail(features), self.scale)
         return bicubic_upsample(images, self.scale) + detail
+
+
+BEAM_PLANES = 2
+"""Input planes of a beam-conditioned network beside the map: sigma along rows, along columns."""
+
+
+class BeamFCASRNet(FCASRNet):
+    """:class:`FCASRNet` conditioned on the beam (``beam_sr``).
+
+    Takes ``(N, 1 + 2, H, W)``: the normalised map, then two constant planes holding the beam's
+    sigma along the rows and along the columns (measured px); returns ``(N, 1, s H, s W)``. The
+    global residual is the bicubic upsampling of the map plane. Parameters as
+    :class:`FCASRNet`.
+    """
+
+    def __init__(
+        self,
+        scale: int = 2,
+        channels: int = 16,
+        groups: int = 2,
+        blocks: int = 2,
+        reduction: int = 4,
+    ) -> None:
+        super().__init__(scale, channels, groups, blocks, reduction)
+        self.head = nn.Conv2d(1 + BEAM_PLANES, channels, 3, padding=1)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """``(N, 3, H, W)`` map and beam planes -> ``(N, 1, s H, s W)``."""
+        features = F.gelu(self.head(images))
+        features = self.groups(features)
+        detail = F.pixel_shuffle(self.tail(features), self.scale)
+        return bicubic_upsample(images[:, :1], self.scale) + detail
+
+
+def beam_planes(
+    images: torch.Tensor, beams: list[tuple[float, float]] | torch.Tensor
+) -> torch.Tensor:
+    """Append a beam-conditioned network's beam planes to maps.
+
+    Parameters
+    ----------
+    images : torch.Tensor
+        ``(B, 1, H, W)`` normalised maps.
+    beams : list of (float, float) or torch.Tensor
+        ``(sigma_rows, sigma_cols)`` of each map's beam, measured px (``(B, 2)``).
+
+    Returns
+    -------
+    torch.Tensor
+        ``(B, 3, H, W)``: the maps, then the rows' and the columns' sigma as constant planes.
+    """
+    sigmas = torch.as_tensor(beams, dtype=images.dtype).to(images.device).view(-1, 2, 1, 1)
+    rows, cols = images.shape[-2:]
+    return torch.cat([images, sigmas.expand(-1, -1, rows, cols)], dim=1)
 
 
 class ResidualDenseBlock(nn.Module):
@@ -279,6 +339,7 @@ class ZSSRNet(nn.Module):
 
 DEFAULT_CONFIGS: dict[str, dict[str, Any]] = {
     "fca_sr": {"channels": 16, "groups": 2, "blocks": 2, "reduction": 4},
+    "beam_sr": {"channels": 16, "groups": 2, "blocks": 2, "reduction": 4},
     "rrdb_sr": {"num_in_ch": 1, "num_out_ch": 1, "num_feat": 24, "num_block": 2, "num_grow_ch": 12},
     "zssr": {"channels": 32, "depth": 6},
 }
@@ -290,7 +351,7 @@ def build_network(arch: str, scale: int, config: dict[str, Any] | None = None) -
 
     Parameters
     ----------
-    arch : {"fca_sr", "rrdb_sr", "zssr"}
+    arch : {"fca_sr", "beam_sr", "rrdb_sr", "zssr"}
         Architecture.
     scale : int
         Upscaling factor.
@@ -310,7 +371,7 @@ def build_network(arch: str, scale: int, config: dict[str, Any] | None = None) -
     if arch not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {arch!r}; known: {', '.join(ARCHITECTURES)}")
     settings = dict(DEFAULT_CONFIGS[arch] if config is None else config)
-    classes = {"fca_sr": FCASRNet, "rrdb_sr": RRDBNet, "zssr": ZSSRNet}
+    classes = {"fca_sr": FCASRNet, "beam_sr": BeamFCASRNet, "rrdb_sr": RRDBNet, "zssr": ZSSRNet}
     try:
         return classes[arch](scale=scale, **settings)
     except TypeError as error:

@@ -18,6 +18,7 @@ what ran in ``params["split_guard_status"]``, sentences in ``params["method_caut
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -38,7 +39,7 @@ from asirp.sr.consistency import (
     structure_figures,
     warn_if_inconsistent,
 )
-from asirp.sr.degrade import estimate_blur_sigma, sigma_from_psf
+from asirp.sr.degrade import estimate_blur_sigma, sigma_axes_from_psf, sigma_from_psf
 from asirp.sr.guard import MAX_GUARD_PIXELS, MIN_GUARD_SIDE, GuardFigures, guard_map
 from asirp.sr.inference import upscale
 from asirp.sr.weights import shipped_weights_path
@@ -170,18 +171,34 @@ class Beam:
         return rows if rows == cols else (rows, cols)
 
 
-def resolve_beam(problem: Problem) -> Beam:
-    """The beam sigma: from the given PSF, or estimated from each map's spectrum."""
+def resolve_beam(problem: Problem, anisotropic: bool = False) -> Beam:
+    """The beam sigma: from the given PSF, or estimated from each map's spectrum.
+
+    With ``anisotropic``, a given PSF's two axes are kept (``Beam.axes_px``, for methods that
+    model them); an estimated beam is round.
+    """
+    count = problem.data.shape[0]
     if problem.psf is not None:
+        if anisotropic:
+            rows, cols = sigma_axes_from_psf(problem.psf)
+            if rows != cols:
+                return Beam(
+                    [math.sqrt(rows * cols)] * count, "given", axes_px=[(rows, cols)] * count
+                )
         sigma = sigma_from_psf(problem.psf)
-        return Beam([sigma] * problem.data.shape[0], "given")
+        return Beam([sigma] * count, "given")
     return Beam([estimate_blur_sigma(image) for image in to_numpy(problem.data)], "estimated")
+
+
+def beam_axes(beam: Beam) -> list[tuple[float, float]]:
+    """Each map's ``(sigma_rows, sigma_cols)``, measured px (a round beam twice)."""
+    models = [beam.model(index) for index in range(len(beam.sigma_px))]
+    return [(m, m) if isinstance(m, float) else m for m in models]
 
 
 def fine_psf(beam: Beam, scale: int, device: torch.device) -> torch.Tensor:
     """The forward model's fine-grid PSF: ``(h, w)`` when shared, else ``(B, h, w)``."""
-    models = [beam.model(index) for index in range(len(beam.sigma_px))]
-    sigmas = [(m, m) if isinstance(m, float) else m for m in models]
+    sigmas = beam_axes(beam)
     if len(set(sigmas)) == 1:
         rows, cols = sigmas[0]
         return to_tensor(gaussian_psf((rows * scale, cols * scale)), device)
@@ -371,6 +388,8 @@ class LoadedNetwork:
         Where the weights came from (file path).
     description : str
         Architecture and size, for the record.
+    told_the_beam : bool
+        The network takes the beam's two sigmas as input planes (``beam_sr``).
     """
 
     network: nn.Module
@@ -378,6 +397,7 @@ class LoadedNetwork:
     multiple: int
     source: str
     description: str
+    told_the_beam: bool = False
 
 
 @lru_cache(maxsize=8)
@@ -466,10 +486,15 @@ def run_pretrained(
     """
     scale = check_scale(params, method)
     tile, overlap = check_tiling(params, problem.device, method)
-    beam = resolve_beam(problem)
+    beam = resolve_beam(problem, anisotropic=loaded.told_the_beam)
+    axes = beam_axes(beam) if loaded.told_the_beam else None
     on_gpu = problem.device.type == "cuda"
 
-    def network(maps: torch.Tensor, report: Callable[[float], None] | None = None) -> torch.Tensor:
+    def network(
+        maps: torch.Tensor,
+        report: Callable[[float], None] | None = None,
+        beams: list[tuple[float, float]] | None = axes,
+    ) -> torch.Tensor:
         """The network, tiled, on maps ``(B, H, W)``: the data, or a map's two halves."""
         return upscale(
             loaded.network,
@@ -482,6 +507,7 @@ def run_pretrained(
             channels=loaded.channels,
             multiple=loaded.multiple,
             self_ensemble=bool(params["self_ensemble"]),
+            beams=beams,
             progress=report,
             cancel=cancel or problem.cancel,
         )
@@ -492,6 +518,10 @@ def run_pretrained(
         "network": loaded.description,
         "precision": "float16" if on_gpu and params["half"] else "float32",
     }
-    return finish(
-        method, problem, params, fine, beam, info, guard=lambda _index, pair: network(pair)
-    )
+    if loaded.told_the_beam:
+        info["beam_given_to_network"] = "sigma along rows and columns, measured px"
+
+    def halves(index: int, pair: torch.Tensor) -> torch.Tensor:
+        return network(pair, beams=None if axes is None else [axes[index]] * 2)
+
+    return finish(method, problem, params, fine, beam, info, guard=halves)

@@ -47,10 +47,17 @@ from asirp.backend import resolve_device
 from asirp.metrics import psnr
 from asirp.sr.data import heldout_set, make_pairs, random_structure
 from asirp.sr.inference import robust_normalisation, upscale
-from asirp.sr.models import DEFAULT_CONFIGS, bicubic_upsample, build_network, count_parameters
+from asirp.sr.models import (
+    DEFAULT_CONFIGS,
+    BeamFCASRNet,
+    beam_planes,
+    bicubic_upsample,
+    build_network,
+    count_parameters,
+)
 from asirp.sr.weights import save_weights
 
-TRAINABLE = ("fca_sr", "rrdb_sr")
+TRAINABLE = ("fca_sr", "beam_sr", "rrdb_sr")
 """Architectures ``asirp train`` makes weights for (``zssr`` trains at restoration time)."""
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -71,8 +78,8 @@ class TrainSettings:
 
     Attributes
     ----------
-    arch : {"fca_sr", "rrdb_sr"}
-        Architecture.
+    arch : {"fca_sr", "beam_sr", "rrdb_sr"}
+        Architecture (``beam_sr`` is told the beam and trains over anisotropic ones).
     scale : int
         Upscaling factor, 2 or 4.
     output : str
@@ -188,7 +195,10 @@ def evaluate_heldout(
     multiple = getattr(network, "fold", 1)
     for image in heldout_set(scale):
         measured = torch.from_numpy(image.measured).to(device)[None]
-        fine = upscale(network, measured, scale, tile=512, overlap=16, multiple=multiple)
+        beams = [(image.sigma_px, image.sigma_px)] if isinstance(network, BeamFCASRNet) else None
+        fine = upscale(
+            network, measured, scale, tile=512, overlap=16, multiple=multiple, beams=beams
+        )
         bicubic = bicubic_upsample(measured[None].cpu(), scale)[0, 0]
         figures[image.name] = {
             "psnr_bicubic": round(psnr(image.truth, bicubic.numpy()), 3),
@@ -265,6 +275,7 @@ def train(settings: TrainSettings, log: Callable[[str], None] = print) -> TrainR
         np.stack([random_structure((patch, patch), rng) for _ in range(pool_size)])
     ).float()
     log(f"structure pool ready in {time.perf_counter() - started:.1f} s")
+    told_the_beam = settings.arch == "beam_sr"  # conditioned: trained over anisotropic beams
     losses: list[float] = []
     step = 0
     while step < steps:
@@ -280,9 +291,11 @@ def train(settings: TrainSettings, log: Callable[[str], None] = print) -> TrainR
             )
         index = torch.from_numpy(rng.integers(0, pool_size, batch))
         structures = _dihedral(pool[index], torch.from_numpy(rng.integers(0, 8, batch))).to(device)
-        pairs = make_pairs(structures, settings.scale, generator)
+        pairs = make_pairs(structures, settings.scale, generator, anisotropic=told_the_beam)
         normalisation = robust_normalisation(pairs.measured)
         inputs = normalisation.apply(pairs.measured)[:, None]
+        if told_the_beam:
+            inputs = beam_planes(inputs, pairs.sigma_axes_px)
         targets = normalisation.apply(pairs.truth)[:, None]
         loss = F.l1_loss(network(inputs), targets)
         optimiser.zero_grad(set_to_none=True)
@@ -320,7 +333,8 @@ def train(settings: TrainSettings, log: Callable[[str], None] = print) -> TrainR
         "wall_s": round(wall, 1),
         "final_loss": float(np.mean(tail)) if tail else float("nan"),
         "loss": "L1 on normalised intensities (asirp.sr.inference.robust_normalisation)",
-        "data": "asirp.sr.data.random_structure, make_pairs (Gaussian beam, area, Poisson)",
+        "data": "asirp.sr.data.random_structure, make_pairs (Gaussian beam, area, Poisson"
+        + (", anisotropic beam family, beam given to the network)" if told_the_beam else ")"),
         "heldout_psnr_db": heldout,
         "device": str(device),
         "torch": torch.__version__,

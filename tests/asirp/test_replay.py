@@ -38,6 +38,7 @@ SETTINGS = {
         "search_window_px": 24,
     },
     "fca_sr": {"psf_sigma_px": 0.8, **LENIENT},  # the shipped weights
+    "beam_sr": {"psf_sigma_px": 0.8, **LENIENT},
     "rrdb_sr": {"psf_sigma_px": 0.8, **LENIENT},
     "rl_sr": {"psf_sigma_px": 0.8, "iterations": 4, "stop": "fixed", **LENIENT},
     "zssr": {"psf_sigma_px": 0.8, **TINY_ZSSR, **LENIENT},

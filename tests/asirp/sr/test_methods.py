@@ -17,6 +17,7 @@ from tests.asirp.sr.conftest import bicubic
 
 TINY = {
     "fca_sr": {"channels": 4, "groups": 1, "blocks": 1, "reduction": 2},
+    "beam_sr": {"channels": 4, "groups": 1, "blocks": 1, "reduction": 2},
     "rrdb_sr": {"num_in_ch": 1, "num_out_ch": 1, "num_feat": 4, "num_block": 1, "num_grow_ch": 2},
 }
 LENIENT = {"consistency_tolerance": 1000.0}  # random weights: do not warn
@@ -43,7 +44,7 @@ def _params(method, scale, tiny_weights):
 
 
 @pytest.mark.parametrize("scale", [2, 4])
-@pytest.mark.parametrize("method", ["fca_sr", "rrdb_sr", "zssr"])
+@pytest.mark.parametrize("method", ["fca_sr", "beam_sr", "rrdb_sr", "zssr"])
 def test_output_is_upscaled_with_consistency_metrics(method, scale, tiny_weights):
     image = np.random.default_rng(0).poisson(80.0, (20, 24))
     params = _params(method, scale, tiny_weights)
@@ -58,11 +59,13 @@ def test_output_is_upscaled_with_consistency_metrics(method, scale, tiny_weights
     assert result.params["beam_source"] == "given"
     assert result.params["beam_sigma_px"] == pytest.approx(0.8, rel=1e-3)
     assert result.psf.shape[0] % 2 == 1  # the fine-grid beam of the forward model
+    needs_psf = asirp.get_method(method).needs_psf  # beam_sr: told the beam, never guesses it
+    beam = {"psf_sigma_px": 0.8} if needs_psf else {}
     stack = asirp.restore(
-        np.stack([image, image[::-1]]), method, scale=scale, device="cpu", **params
+        np.stack([image, image[::-1]]), method, scale=scale, device="cpu", **beam, **params
     )
     assert stack.image.shape == (2, 20 * scale, 24 * scale)
-    assert stack.params["beam_source"] == "estimated"
+    assert stack.params["beam_source"] == ("given" if needs_psf else "estimated")
     assert len(stack.params["beam_sigma_px"]) == 2
 
 

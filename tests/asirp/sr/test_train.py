@@ -12,11 +12,12 @@ from asirp.sr.weights import load_weights
 
 TINY = {
     "fca_sr": {"channels": 4, "groups": 1, "blocks": 1, "reduction": 2},
+    "beam_sr": {"channels": 4, "groups": 1, "blocks": 1, "reduction": 2},
     "rrdb_sr": {"num_in_ch": 1, "num_out_ch": 1, "num_feat": 4, "num_block": 1, "num_grow_ch": 2},
 }
 
 
-@pytest.mark.parametrize("arch", ["fca_sr", "rrdb_sr"])
+@pytest.mark.parametrize("arch", ["fca_sr", "beam_sr", "rrdb_sr"])
 def test_a_tiny_training_run_writes_weights_the_method_uses(tmp_path, arch):
     output = tmp_path / f"{arch}.safetensors"
     settings = TrainSettings(
