@@ -26,7 +26,7 @@ How to run, from the repository root::
 
     .venv/bin/python bench/bench_sr.py                       # all three parts
     .venv/bin/python bench/bench_sr.py --timing --repeats 5 --threads 2
-    .venv/bin/python bench/bench_sr.py --timing --methods fca_sr rrdb_sr rl_sr
+    .venv/bin/python bench/bench_sr.py --timing --methods fca_sr beam_sr rrdb_sr rl_sr
     .venv/bin/python bench/bench_sr.py --table --scales 2 4 --json out/bench_sr.json
 
 The header prints the load average: other work on the same cores slows multi-threaded torch a
@@ -160,7 +160,7 @@ def tooth_report() -> list[dict[str, Any]]:
     return rows
 
 
-TIMED_METHODS = ("fca_sr", "rrdb_sr", "rl_sr", "zssr")
+TIMED_METHODS = ("fca_sr", "beam_sr", "rrdb_sr", "rl_sr", "zssr")
 
 
 def timing(

@@ -9,11 +9,13 @@ against the fine-grid truth, the PSNR (dB) and SSIM of:
 - ``bicubic``: bicubic interpolation of the measured counts;
 - ``rl+bicubic``: ASIRP's ``richardson_lucy`` with the true (possibly anisotropic) PSF and its
   default stop, then bicubic interpolation;
-- every registered super-resolution method that accepts the scale (``fca_sr``, ``rrdb_sr``,
-  ``zssr``, ``rl_sr`` when registered; ``--methods`` chooses), given the true beam
-  (``psf_sigma_px`` = the case's sigma, ``(sigma_y, sigma_x)`` when anisotropic; the SR methods
-  model it by the geometric mean). ``zssr`` is capped at ``--zssr-iterations`` training
-  iterations (default 1,000, against its own default of 2,000) to keep the run short.
+- every registered super-resolution method that accepts the scale (``beam_sr``, ``fca_sr``,
+  ``rrdb_sr``, ``zssr``, ``rl_sr``; ``--methods`` chooses), given the true beam
+  (``psf_sigma_px`` = the case's sigma, ``(sigma_y, sigma_x)`` when anisotropic; ``beam_sr`` and
+  ``rl_sr`` use both axes, the others the geometric mean). ``zssr`` is capped at
+  ``--zssr-iterations`` training iterations (default 1,000, against its own default of 2,000) to
+  keep the run short; ``--variant`` runs a method with other parameters (a self-ensemble, a
+  prior) under its own label.
 
 It prints one table per scale (PSNR, gain over bicubic, the method's consistency flag) and the
 acceptance summary per method: the fraction of cases with a gain of at least 1.5 dB over bicubic,

@@ -44,7 +44,12 @@ def test_a_tiny_training_run_writes_weights_the_method_uses(tmp_path, arch):
     assert any(line.startswith("step 4/4") for line in lines)
     image = np.random.default_rng(0).poisson(40.0, (16, 16))
     restored = asirp.restore(
-        image, arch, weights=str(output), consistency_tolerance=1000.0, device="cpu"
+        image,
+        arch,
+        weights=str(output),
+        psf_sigma_px=0.8,  # beam_sr is told the beam; the others take it as the forward model's
+        consistency_tolerance=1000.0,
+        device="cpu",
     )
     assert restored.image.shape == (32, 32)
 
