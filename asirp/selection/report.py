@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from asirp.selection.candidates import IDENTITY, Candidate
+from asirp.selection.prior import SR_PRIOR_MARGIN_DB
 
 
 @dataclass
@@ -152,6 +153,7 @@ def explain_choice(
     below_margin: list[Candidate] | None = None,
     margin_db: float = 0.0,
     invented: list[Candidate] | None = None,
+    kept_prior: Candidate | None = None,
 ) -> str:
     """The plain-words account of a scored selection.
 
@@ -161,7 +163,9 @@ def explain_choice(
     (:data:`asirp.sr.guard.INVENTED_NOTE` in their note): when the winner is one of them, the
     account cautions that its detail is the method's prior's, not the data's (the score judges
     predictions of the measured data, which such detail does not change), and names the
-    best-scored candidate without the flag.
+    best-scored candidate without the flag. ``kept_prior`` is the super-resolution prior when
+    it was kept although another candidate scored better (within the prior's margin,
+    :func:`asirp.selection.prior.keeps_sr_prior`).
     """
     winner = entries[chosen]
     words = [
@@ -189,6 +193,17 @@ def explain_choice(
             )
     elif chosen.method == IDENTITY and winner.score is not None and scored[0] == chosen:
         words.append("No candidate predicted the held-out data better than the input itself.")
+    elif kept_prior is not None and chosen == kept_prior and winner.gain_db is not None:
+        best = entries[scored[0]]
+        words.append(
+            f"{winner.label}, the super-resolution prior (the best single method on the "
+            f"training-side held-out maps), is kept: its estimated error is {winner.gain_db:.1f} "
+            f"dB below the input's, and the best-scored {best.label} estimated only "
+            f"{(best.gain_db or 0.0) - winner.gain_db:.2f} dB more, within the "
+            f"{SR_PRIOR_MARGIN_DB:g} dB a split score cannot resolve at scale > 1 (it judges "
+            "predictions of the measured data, which detail finer than the data hardly "
+            "changes)."
+        )
     elif winner.score is not None:
         words.append(f"{winner.label} predicted best (score {winner.score:.4g})")
         runner_up = next((entries[c] for c in scored if c != chosen), None)

@@ -29,7 +29,7 @@ from asirp.selection.context import (
 )
 from asirp.selection.costs import COSTS, OVERHEAD
 from asirp.selection.policy import Policy, PolicyEntry
-from asirp.selection.prior import choose_method
+from asirp.selection.prior import SR_PRIOR_METHOD, choose_method, keeps_sr_prior
 from asirp.selection.report import CandidateScore, Selection, explain_choice
 from asirp.selection.score import band_alpha, band_weights, frc_resolution_px, gain_over_input_db
 from asirp.selection.shortcuts import as_policy, policy_fits, policy_selection, rule_selection
@@ -236,6 +236,7 @@ class _Scoring:
     trials: dict[Candidate, Trial] = field(default_factory=dict)
     reserve: float = 0.0
     below_margin: list[Candidate] = field(default_factory=list)
+    kept_prior: Candidate | None = None
     invented: list[Candidate] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -332,6 +333,26 @@ class _Scoring:
             entry.note = "; ".join(trial.notes)
         self.update_cost(candidate)
 
+    def prior_first(self, scored: list[Candidate]) -> list[Candidate]:
+        """``scored`` with the super-resolution prior first when it keeps its place.
+
+        At ``scale > 1`` the prior (:data:`asirp.selection.prior.SR_PRIOR_METHOD`) goes first
+        when it beats the input and the best-scored candidate's estimated gain is within
+        :data:`asirp.selection.prior.SR_PRIOR_MARGIN_DB` of its own
+        (:func:`asirp.selection.prior.keeps_sr_prior`); it is recorded in ``kept_prior``.
+        """
+        entries = self.entries
+        if self.context.scale == 1 or not scored:
+            return scored
+        prior = next((c for c in scored if c.method == SR_PRIOR_METHOD), None)
+        best = scored[0]
+        if prior is None or prior == best or best.method == IDENTITY:
+            return scored
+        if not keeps_sr_prior(entries[prior].gain_db, entries[best].gain_db):
+            return scored
+        self.kept_prior = prior
+        return [prior, *(c for c in scored if c != prior)]
+
     def choose(self) -> tuple[list[Candidate], Candidate, list[Candidate]]:
         """Rank the scored candidates and pick the best whose restoration fits the budget.
 
@@ -358,7 +379,7 @@ class _Scoring:
         elapsed = self.elapsed_ms()
         chosen, passed_over = identity, []
         margin_db = identity_margin_db(self.context)
-        for candidate in scored:
+        for candidate in self.prior_first(scored):
             gain = entries[candidate].gain_db
             if candidate.method != IDENTITY and gain is not None and gain < margin_db:
                 self.below_margin.append(candidate)
@@ -520,6 +541,7 @@ def select_stack(
         scoring.below_margin,
         identity_margin_db(context),
         scoring.invented,
+        scoring.kept_prior,
     )
     ordered = [entries[c] for c in scored] + [entries[c] for c in candidates if c not in trials]
     selection = Selection(

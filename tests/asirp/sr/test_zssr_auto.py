@@ -10,10 +10,11 @@ import torch
 
 import asirp
 from asirp import threads
-from asirp.selection import selector
+from asirp.selection import prior, selector
 from asirp.selection.candidates import Candidate
 from asirp.selection.report import CandidateScore, explain_choice
 from asirp.sr.consistency import ConsistencyWarning
+from asirp.sr.data import heldout_set
 from asirp.sr.guard import INVENTED_NOTE
 from tests.asirp.sr.conftest import bicubic
 
@@ -147,3 +148,52 @@ def test_auto_flags_a_network_that_invents_detail_on_the_tooth():
     assert INVENTED_NOTE in entry.note
     flagged = "detail prior-driven" in selection.reason
     assert flagged == (entry.status == "chosen")  # said of the winner only
+
+
+@pytest.mark.parametrize(
+    ("prior_gain", "best_gain", "kept"),
+    [(2.0, 2.4, True), (2.0, 2.5, True), (2.0, 2.6, False), (0.0, 0.3, False), (None, 1.0, False)],
+)
+def test_the_super_resolution_prior_needs_a_clear_margin_to_be_displaced(
+    prior_gain, best_gain, kept
+):
+    assert prior.keeps_sr_prior(prior_gain, best_gain) is kept
+    assert prior.SR_PRIOR_MARGIN_DB == 0.5
+
+
+def test_the_reason_says_when_the_prior_was_kept_over_a_better_score():
+    entries = _entries({"fca_sr": "", "beam_sr": "", "rl_sr": ""})
+    scored = list(entries)
+    beam = scored[1]
+    entries[beam].status = "chosen"
+    split = ("binomial thinning", "the data are counts")
+    reason = explain_choice(
+        entries, beam, scored, [], *split, (32, 32), None, 0, 1, kept_prior=beam
+    )
+    assert "beam_sr(scale=2), the super-resolution prior" in reason
+    assert "the best-scored fca_sr(scale=2) estimated only 0.50 dB more" in reason
+    assert "predicted best" not in reason
+
+
+def test_auto_keeps_the_beam_conditioned_prior_unless_another_is_clearly_better():
+    star = next(image for image in heldout_set(2) if image.name == "star")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConsistencyWarning)
+        selection = asirp.select(
+            star.measured,
+            psf_sigma_px=star.sigma_px,
+            scale=2,
+            seed=0,
+            candidates=["beam_sr", "fca_sr", "rl_sr"],
+        )
+    entries = [e for e in selection.candidates if e.score is not None]
+    best = min(entries, key=lambda e: e.score)
+    (beam,) = [e for e in entries if e.method == "beam_sr"]
+    assert beam.params == {"scale": 2, "self_ensemble": True}
+    if best.method != "identity" and prior.keeps_sr_prior(beam.gain_db, best.gain_db):
+        assert selection.method == "beam_sr"
+        if best is not beam:
+            assert "the super-resolution prior" in selection.reason
+    else:
+        assert selection.method == best.method
+    assert selection.method != "identity"  # the held-out star gains 4-5 dB over bicubic
