@@ -52,7 +52,10 @@ The steps
    Poisson deviance and the Fourier ring correlation are recorded too (assumptions in
    :mod:`asirp.selection.score`).
 5. **Choose.** The lowest score wins among the candidates whose full-size restoration still
-   fits the budget.
+   fits the budget. For super-resolution (``scale > 1``) the score cannot see detail finer than
+   the data, so the SR prior (``beam_sr``, :data:`asirp.selection.prior.SR_PRIOR_METHOD`) is
+   kept unless another candidate's estimated gain is 0.5 dB higher, or it does not beat the
+   input (:func:`asirp.selection.prior.keeps_sr_prior`).
 
 Maps too small to score (less than :data:`~asirp.selection.selector.MIN_INTERIOR_PX` pixels per
 side once a PSF radius is left out at each edge) get the rule prior

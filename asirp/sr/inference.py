@@ -17,9 +17,9 @@ Self-ensemble
     With ``self_ensemble``, the network also runs on the seven other flips and quarter-turns of
     each map, each result is turned back, and the eight are averaged (the geometric
     self-ensemble of Lim et al. 2017). It costs eight times the inference and lowers the
-    network's own orientation-dependent errors; a map's physics does not change under these
-    turns when the network is not told the beam's orientation (``fca_sr``, ``rrdb_sr``; ``zssr``
-    trains on all eight turns).
+    network's own orientation-dependent errors. The physics stays right under these turns: the
+    blind networks are not told the beam (``fca_sr``, ``rrdb_sr``; ``zssr`` trains on all eight
+    turns), and ``beam_sr`` is told the turned one (its two axes swapped on transposed turns).
 Devices and precision
     The network runs on the problem's device; on CUDA, in float16 (autocast) when ``half`` is set
     and the network supports it. On the CPU the tensors use the channels-last layout, which

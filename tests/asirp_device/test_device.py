@@ -222,7 +222,7 @@ BAD_INPUTS: list[tuple[str, Action, str, str]] = [
         "unknown method",
         lambda d: d.write_attribute("method", "magic"),
         "ASIRP_InvalidInput",
-        "unknown method 'magic'; available: blind_richardson_lucy",
+        "unknown method 'magic'; available: beam_sr, blind_richardson_lucy",
     ),
     (
         "zero iterations",
