@@ -156,11 +156,15 @@ class FCASRNet(nn.Module):
         self.tail = nn.Conv2d(channels, scale * scale, 3, padding=1)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """``(N, 1, H, W)`` normalised maps -> ``(N, 1, s H, s W)``."""
+        """``(N, 1, H, W)`` normalised maps -> ``(N, 1, s H, s W)``.
+
+        Further input planes (:class:`BeamFCASRNet`'s beam) feed the head only: the global
+        residual is the bicubic upsampling of the map, plane 0.
+        """
         features = F.gelu(self.head(images))
         features = self.groups(features)
         detail = F.pixel_shuffle(self.tail(features), self.scale)
-        return bicubic_upsample(images, self.scale) + detail
+        return bicubic_upsample(images[:, :1], self.scale) + detail
 
 
 BEAM_PLANES = 2
@@ -186,13 +190,6 @@ class BeamFCASRNet(FCASRNet):
     ) -> None:
         super().__init__(scale, channels, groups, blocks, reduction)
         self.head = nn.Conv2d(1 + BEAM_PLANES, channels, 3, padding=1)
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """``(N, 3, H, W)`` map and beam planes -> ``(N, 1, s H, s W)``."""
-        features = F.gelu(self.head(images))
-        features = self.groups(features)
-        detail = F.pixel_shuffle(self.tail(features), self.scale)
-        return bicubic_upsample(images[:, :1], self.scale) + detail
 
 
 def beam_planes(

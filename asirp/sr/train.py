@@ -46,7 +46,7 @@ from asirp._version import __version__
 from asirp.backend import resolve_device
 from asirp.metrics import psnr
 from asirp.sr.data import heldout_set, make_pairs, random_structure
-from asirp.sr.inference import robust_normalisation, upscale
+from asirp.sr.inference import dihedral, robust_normalisation, upscale
 from asirp.sr.models import (
     DEFAULT_CONFIGS,
     BeamFCASRNet,
@@ -175,16 +175,10 @@ def update_average(average: nn.Module, network: nn.Module, decay: float = EMA_DE
 
 
 def _dihedral(images: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
-    out = []
-    for image, code in zip(images, codes.tolist(), strict=True):
-        if code & 4:
-            image = image.transpose(-2, -1)
-        if code & 1:
-            image = image.flip(-1)
-        if code & 2:
-            image = image.flip(-2)
-        out.append(image)
-    return torch.stack(out)
+    """Each map of ``(B, H, W)`` turned by its own code (:func:`asirp.sr.inference.dihedral`)."""
+    return torch.stack(
+        [dihedral(image, code) for image, code in zip(images, codes.tolist(), strict=True)]
+    )
 
 
 def evaluate_heldout(
