@@ -48,7 +48,6 @@ smooth ones (seed, projection); with the beam outside their training range (sigm
 
 from __future__ import annotations
 
-import math
 import threading
 from collections import OrderedDict
 from dataclasses import replace
@@ -273,11 +272,6 @@ class _Buffers:
                 kept.add(id(tensor))
 
 
-def _beam(rows: float, cols: float, count: int) -> Beam:
-    axes = [(rows, cols)] * count if rows != cols else None
-    return Beam([math.sqrt(rows * cols)] * count, "given", axes_px=axes)
-
-
 @no_grad
 def run(problem: Problem, params: dict[str, Any]) -> MethodOutput:
     """Richardson-Lucy super-resolution of ``(B, H, W)`` counts to ``(B, sH, sW)``."""
@@ -327,7 +321,7 @@ def run(problem: Problem, params: dict[str, Any]) -> MethodOutput:
             "prior": prior.facts(),
         }
         estimate = staged(data, background, prior)
-        beam = _beam(rows, cols, data.shape[0])
+        beam = Beam.given(rows, cols, data.shape[0])
         return finish("rl_sr", problem, params, estimate, beam, info, guard=halves)
     estimate = initial_estimate(operator, data, params["initial"])
     # the stopping rule's linearisation sees the one-grid PSF of the same iteration
@@ -380,7 +374,7 @@ def run(problem: Problem, params: dict[str, Any]) -> MethodOutput:
             alpha = alpha * control.active.view(-1, 1, 1)
     operator.release()
     pool.give([*buffers.issued, *buffers.free], keep_out=[estimate])
-    beam = _beam(rows, cols, data.shape[0])
+    beam = Beam.given(rows, cols, data.shape[0])
     info = {**control.info(), "initial": params["initial"]}
     return finish("rl_sr", problem, params, estimate, beam, info)
 

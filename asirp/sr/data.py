@@ -322,49 +322,29 @@ def make_pairs(
     def draw(low: float, high: float) -> torch.Tensor:
         return low + (high - low) * torch.rand(batch, generator=generator, device=device)
 
+    # the draws keep their order (beam, peak, background, noise): the shipped weights'
+    # training commands reproduce them
     if anisotropic:
-        return _anisotropic_pairs(structures, scale, generator, draw, peak_counts, background)
-    sigma = torch.full((batch,), sigma_px, device=device) if sigma_px else draw(*SIGMA_RANGE_LR)
+        mean = torch.exp(draw(*(math.log(v) for v in BEAM_FAMILY_SIGMA_RANGE)))
+        half_log_ratio = 0.5 * draw(-1.0, 1.0) * math.log(BEAM_FAMILY_MAX_ANISOTROPY)
+        rows, cols = mean * torch.exp(half_log_ratio), mean * torch.exp(-half_log_ratio)
+        peak_range, max_background = BEAM_FAMILY_PEAK_RANGE, BEAM_FAMILY_MAX_BACKGROUND
+    else:
+        mean = torch.full((batch,), sigma_px, device=device) if sigma_px else draw(*SIGMA_RANGE_LR)
+        rows = cols = mean
+        peak_range, max_background = PEAK_COUNTS_RANGE, 0.2
     if peak_counts is None:
-        low, high = (math.log(v) for v in PEAK_COUNTS_RANGE)
-        peak = torch.exp(draw(low, high))
+        peak = torch.exp(draw(*(math.log(v) for v in peak_range)))
     else:
         peak = torch.full((batch,), peak_counts, device=device)
     level = (
-        draw(0.0, 0.2) if background is None else torch.full((batch,), background, device=device)
-    )
-    truth = peak.view(-1, 1, 1) * (level.view(-1, 1, 1) + structures)
-    clean = area_downsample(gaussian_blur(truth, (sigma * scale).cpu()), scale)
-    measured = torch.poisson(clean.clamp_min(0.0), generator=generator)
-    return Pairs(measured, truth, sigma, torch.stack([sigma, sigma], dim=1))
-
-
-def _anisotropic_pairs(
-    structures: torch.Tensor,
-    scale: int,
-    generator: torch.Generator,
-    draw: Callable[[float, float], torch.Tensor],
-    peak_counts: float | None,
-    background: float | None,
-) -> Pairs:
-    """:func:`make_pairs` over ``beam_sr``'s family of anisotropic beams."""
-    batch, device = structures.shape[0], structures.device
-    mean = torch.exp(draw(*(math.log(v) for v in BEAM_FAMILY_SIGMA_RANGE)))
-    half_log_ratio = 0.5 * draw(-1.0, 1.0) * math.log(BEAM_FAMILY_MAX_ANISOTROPY)
-    rows, cols = mean * torch.exp(half_log_ratio), mean * torch.exp(-half_log_ratio)
-    if peak_counts is None:
-        peak = torch.exp(draw(*(math.log(v) for v in BEAM_FAMILY_PEAK_RANGE)))
-    else:
-        peak = torch.full((batch,), peak_counts, device=device)
-    level = (
-        draw(0.0, BEAM_FAMILY_MAX_BACKGROUND)
+        draw(0.0, max_background)
         if background is None
         else torch.full((batch,), background, device=device)
     )
     truth = peak.view(-1, 1, 1) * (level.view(-1, 1, 1) + structures)
     blurred = gaussian_blur(truth, (rows * scale).cpu(), (cols * scale).cpu())
-    clean = area_downsample(blurred, scale)
-    measured = torch.poisson(clean.clamp_min(0.0), generator=generator)
+    measured = torch.poisson(area_downsample(blurred, scale).clamp_min(0.0), generator=generator)
     return Pairs(measured, truth, mean, torch.stack([rows, cols], dim=1))
 
 

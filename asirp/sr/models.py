@@ -180,16 +180,10 @@ class BeamFCASRNet(FCASRNet):
     :class:`FCASRNet`.
     """
 
-    def __init__(
-        self,
-        scale: int = 2,
-        channels: int = 16,
-        groups: int = 2,
-        blocks: int = 2,
-        reduction: int = 4,
-    ) -> None:
-        super().__init__(scale, channels, groups, blocks, reduction)
-        self.head = nn.Conv2d(1 + BEAM_PLANES, channels, 3, padding=1)
+    def __init__(self, scale: int = 2, **config: int) -> None:
+        super().__init__(scale, **config)
+        # a second head after the first: the random draws the shipped weights were trained from
+        self.head = nn.Conv2d(1 + BEAM_PLANES, self.head.out_channels, 3, padding=1)
 
 
 def beam_planes(

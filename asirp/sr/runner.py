@@ -39,7 +39,7 @@ from asirp.sr.consistency import (
     structure_figures,
     warn_if_inconsistent,
 )
-from asirp.sr.degrade import estimate_blur_sigma, sigma_axes_from_psf, sigma_from_psf
+from asirp.sr.degrade import estimate_blur_sigma, sigma_axes_from_psf
 from asirp.sr.guard import MAX_GUARD_PIXELS, MIN_GUARD_SIDE, GuardFigures, guard_map
 from asirp.sr.inference import upscale
 from asirp.sr.weights import shipped_weights_path
@@ -163,6 +163,16 @@ class Beam:
     source: str
     axes_px: list[tuple[float, float]] | None = None
 
+    @classmethod
+    def given(cls, rows: float, cols: float, count: int, anisotropic: bool = True) -> Beam:
+        """A given beam of sigma ``rows`` x ``cols`` (measured px) for ``count`` maps.
+
+        Its ``sigma_px`` is the geometric mean of the axes; ``axes_px`` keeps them when they
+        differ and ``anisotropic`` is set (for methods that model both).
+        """
+        axes = [(rows, cols)] * count if anisotropic and rows != cols else None
+        return cls([math.sqrt(rows * cols)] * count, "given", axes_px=axes)
+
     def model(self, index: int) -> float | tuple[float, float]:
         """Map ``index``'s beam as the forward model uses it: one sigma or the two axes."""
         if self.axes_px is None:
@@ -177,16 +187,9 @@ def resolve_beam(problem: Problem, anisotropic: bool = False) -> Beam:
     With ``anisotropic``, a given PSF's two axes are kept (``Beam.axes_px``, for methods that
     model them); an estimated beam is round.
     """
-    count = problem.data.shape[0]
     if problem.psf is not None:
-        if anisotropic:
-            rows, cols = sigma_axes_from_psf(problem.psf)
-            if rows != cols:
-                return Beam(
-                    [math.sqrt(rows * cols)] * count, "given", axes_px=[(rows, cols)] * count
-                )
-        sigma = sigma_from_psf(problem.psf)
-        return Beam([sigma] * count, "given")
+        rows, cols = sigma_axes_from_psf(problem.psf)
+        return Beam.given(rows, cols, problem.data.shape[0], anisotropic)
     return Beam([estimate_blur_sigma(image) for image in to_numpy(problem.data)], "estimated")
 
 
