@@ -54,6 +54,9 @@ class AutoResult:
     observe : callable
         ``observe(run_ms, overhead_ms)``: the measured time of the restoration and of the work
         around it (quality figures), for the cost cache.
+    runner_up : (str, dict) or None
+        The best-scored candidate of another method (never the identity), with its parameters:
+        what runs when the choice's result on the full data is plain interpolation.
     """
 
     method: str
@@ -62,6 +65,7 @@ class AutoResult:
     record: dict[str, Any]
     metrics: dict[str, float]
     observe: Callable[[float, float], None]
+    runner_up: tuple[str, dict[str, Any]] | None = None
 
 
 def identity_spec(scale: int = 1) -> Any:
@@ -190,4 +194,12 @@ def resolve_auto(
     ignored = selection.context.get("ignored_parameters")
     if ignored:
         record["ignored_parameters"] = ignored
-    return AutoResult(selection.method, dict(selection.params), spec, record, metrics, observe)
+    others = [
+        scored
+        for scored in selection.ranking
+        if scored.method not in (selection.method, "identity")
+    ]
+    runner_up = (others[0].method, dict(others[0].params)) if others else None
+    return AutoResult(
+        selection.method, dict(selection.params), spec, record, metrics, observe, runner_up
+    )

@@ -19,7 +19,7 @@ from asirp.iteration import check_counts_gain, estimate_counts_gain, is_integer_
 from asirp.metrics import summary
 from asirp.provenance import record_run
 from asirp.psf import FWHM_PER_SIGMA, psf_sigma_px, resolve_psf
-from asirp.registry import MethodOutput, Problem, get_method
+from asirp.registry import MethodOutput, MethodSpec, Problem, get_method
 from asirp.separable import use_torch_threads
 from asirp.threads import blas_threads, compute_threads
 from asirp.validation import as_image_stack, check_cancel, check_progress, check_seed
@@ -305,6 +305,21 @@ def _mean_metrics(per_image: list[dict[str, float]]) -> dict[str, float]:
     }
 
 
+FELL_BACK_FACTS = ("zssr_fell_back_to_bicubic",)
+"""Facts by which a method says its result on a map is plain interpolation (nothing learned)."""
+
+
+def _fell_back(outputs: list[MethodOutput]) -> bool:
+    """Whether the method's result is plain interpolation on every map."""
+    flags = [
+        flag
+        for output in outputs
+        for key in FELL_BACK_FACTS
+        for flag in (output.info.get(key) or [])
+    ]
+    return bool(flags) and all(flags)
+
+
 def restore(
     image: Any,
     method: str = "auto",
@@ -412,15 +427,18 @@ def restore(
                 f"{expected[1:] if was_2d else expected}"
             )
     compute_device = resolve_device(device)
-    gain_source = "given"
-    if given_gain is not None:
-        counts_gain = given_gain
-    elif resolved.get("stop") == "discrepancy":
-        integer = is_integer_counts(stack)
-        counts_gain = 1.0 if integer else estimate_counts_gain(stack)
-        gain_source = "integer counts" if integer else "estimated"
-    else:
-        counts_gain = 1.0
+
+    def gain_for(resolved: dict[str, Any]) -> tuple[float, str]:
+        """Values per detected count for the method's parameters, and where it came from."""
+        if given_gain is not None:
+            return given_gain, "given"
+        if resolved.get("stop") == "discrepancy":
+            integer = is_integer_counts(stack)
+            gain = 1.0 if integer else estimate_counts_gain(stack)
+            return gain, "integer counts" if integer else "estimated"
+        return 1.0, "given"
+
+    counts_gain, gain_source = gain_for(resolved)
 
     psf_tensor = to_tensor(resolved_psf.array, compute_device) if resolved_psf is not None else None
     batch = stack.shape[0]
@@ -430,9 +448,9 @@ def restore(
         chunk = max(1, min(batch, limit // (stack.shape[1] * stack.shape[2])))
     # the budget's threads, less the cores other work holds now (asirp.threads)
     threads = compute_threads() if compute_device.type == "cpu" else contextlib.nullcontext()
-    with threads as thread_count:
+
+    def run_chunks(method_spec: MethodSpec, values: dict[str, Any]) -> list[MethodOutput]:
         outputs: list[MethodOutput] = []
-        run_started = time.perf_counter()
         for start in range(0, batch, chunk):
             part = stack[start : start + chunk]
 
@@ -449,7 +467,25 @@ def restore(
                 progress=report,
                 cancel=cancel,
             )
-            outputs.append(spec.run(problem, resolved))
+            outputs.append(method_spec.run(problem, values))
+        return outputs
+
+    with threads as thread_count:
+        run_started = time.perf_counter()
+        outputs = run_chunks(spec, resolved)
+        if auto is not None and auto.runner_up is not None and _fell_back(outputs):
+            # the choice scored best on the split parts but learned nothing on the full data:
+            # its result is an interpolation, so the runner-up runs instead (and says so)
+            failed = method
+            method, params = auto.runner_up
+            spec = get_method(method)
+            resolved = spec.resolve_params(params)
+            counts_gain, gain_source = gain_for(resolved)
+            outputs = run_chunks(spec, resolved)
+            auto.record["auto_fallback"] = (
+                f"{failed}, chosen by the score, fell back to interpolation on the full data "
+                f"(its training improved on nothing); the runner-up {method} ran instead"
+            )
         run_ms = 1e3 * (time.perf_counter() - run_started)
 
         restored = np.concatenate([to_numpy(output.image) for output in outputs])

@@ -10,6 +10,16 @@ and Poisson noise. So the one network uses the beam it is given, as focusing opt
 (any shape: its second moments along the rows and the columns give the two sigmas,
 :func:`asirp.sr.degrade.sigma_axes_from_psf`); without one, use ``fca_sr``.
 
+**Test-time adaptation** (``adapt_iterations`` > 0; ``auto``'s thorough mode runs 400): before
+super-resolving a map, a copy of the network is fine-tuned on that map's own pairs, as ``zssr``
+trains its network from scratch (:mod:`asirp.sr.internal`: crops of the map degraded by the
+given beam, with noise like the map's, the network told each crop's beam). The trained prior
+is the start (meta-transfer in the sense of Soh et al. 2020), the map's own structure the
+correction: on content unlike the training family (text, fibres, a cell) this gained 0.7-2 dB.
+It stops by iterations and scores only (early stopping on held-back crops, the consistency
+guard), never the clock, and keeps the shipped weights when no score improved on them; each
+map gets its own copy, and the shipped network is never changed.
+
 The weights ship in ``asirp/models/`` with their model card (``MODEL_CARD.md``). Every result is
 degraded again with the forward model, with the same anisotropic beam, and compared with the
 input (:mod:`asirp.sr.consistency`).
@@ -17,9 +27,11 @@ input (:mod:`asirp.sr.consistency`).
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import numpy as np
+import torch
 from numpy.typing import ArrayLike
 
 from asirp.methods._public import Device
@@ -32,13 +44,22 @@ from asirp.registry import (
     register_method,
 )
 from asirp.restore import restore
+from asirp.sr.inference import upscale
+from asirp.sr.internal import BeamModel, train_internal
 from asirp.sr.models import count_parameters
 from asirp.sr.runner import (
     COMMON_PARAMETERS,
     SELF_ENSEMBLE,
     SPLIT_GUARD,
     LoadedNetwork,
+    beam_axes,
+    check_scale,
+    check_tiling,
+    finish,
+    network_for,
+    resolve_beam,
     run_with_weights,
+    weights_file,
 )
 from asirp.sr.weights import build_from_weights, load_weights
 
@@ -48,6 +69,33 @@ WEIGHTS = Parameter(
     None,
     "weights file (.safetensors from 'asirp train beam_sr'; None = the shipped ones)",
 )
+
+
+ADAPT_ITERATIONS = Parameter(
+    "adapt_iterations",
+    int,
+    0,
+    "test-time adaptation: most iterations fine-tuning a copy of the network on the map's own "
+    "pairs, stopped earlier by its scores (asirp.sr.internal; 0 = none)",
+    minimum=0,
+    maximum=100_000,
+)
+ADAPT_LEARNING_RATE = Parameter(
+    "adapt_learning_rate",
+    float,
+    1e-4,
+    "initial Adam learning rate of the test-time adaptation",
+    minimum=1e-7,
+    maximum=1e-2,
+)
+
+ADAPTED_IN_AUTO = 400
+"""``adapt_iterations`` of ``auto``'s thorough candidate (about 15 s per 128 x 128 map on two
+CPU cores)."""
+
+ADAPT_SETTINGS = {"crop": 64, "batch": 8, "eval_every": 25, "patience": 4, "noise": True}
+"""The adaptation's other training settings (:func:`asirp.sr.internal.train_internal`): those of
+``zssr``'s defaults."""
 
 
 def load_network(path: str, scale: int) -> LoadedNetwork:
@@ -61,7 +109,72 @@ def load_network(path: str, scale: int) -> LoadedNetwork:
 
 def run(problem: Problem, params: dict[str, Any]) -> MethodOutput:
     """Super-resolve ``(B, H, W)`` maps to ``(B, s H, s W)``, telling the network the beam."""
-    return run_with_weights("beam_sr", load_network, problem, params)
+    if int(params["adapt_iterations"]) == 0:
+        return run_with_weights("beam_sr", load_network, problem, params)
+    return run_adapted(problem, params)
+
+
+def run_adapted(problem: Problem, params: dict[str, Any]) -> MethodOutput:
+    """Each map super-resolved by its own copy of the network, fine-tuned on the map first."""
+    scale = check_scale(params, "beam_sr")
+    tile, overlap = check_tiling(params, problem.device, "beam_sr")
+    loaded = network_for(
+        load_network, weights_file("beam_sr", params, scale), scale, problem.device
+    )
+    beam = resolve_beam(problem, anisotropic=True)
+    axes = beam_axes(beam)
+    settings = {
+        **ADAPT_SETTINGS,
+        "iterations": int(params["adapt_iterations"]),
+        "learning_rate": float(params["adapt_learning_rate"]),
+    }
+    batch = problem.data.shape[0]
+    networks, outputs, facts = [], [], []
+
+    def apply(index: int, maps: torch.Tensor) -> torch.Tensor:
+        """Map ``index``'s adapted network on ``(N, H, W)`` maps (the map, or its halves)."""
+        return upscale(
+            networks[index],
+            maps,
+            scale,
+            tile=tile,
+            overlap=overlap,
+            batch=1,
+            half=bool(params["half"]),
+            self_ensemble=bool(params["self_ensemble"]),
+            beams=[axes[index]] * maps.shape[0],
+            cancel=problem.cancel,
+        )
+
+    for index in range(batch):
+        network = copy.deepcopy(loaded.network).float()  # the shipped network stays as it is
+        for parameter in network.parameters():
+            parameter.requires_grad_(True)
+        rows, cols = axes[index]
+        network, found = train_internal(
+            network,
+            problem.data[index],
+            BeamModel(rows, cols, told=True),
+            scale,
+            settings,
+            problem,
+            problem.seed,
+        )
+        networks.append(network)
+        problem.progress((index + 0.9) / batch)
+        outputs.append(apply(index, problem.data[index][None])[0])
+        facts.append(found)
+        problem.progress((index + 1) / batch)
+    info = {
+        "weights": loaded.source,
+        "network": loaded.description,
+        "precision": "float16" if problem.device.type == "cuda" and params["half"] else "float32",
+        "beam_given_to_network": "sigma along rows and columns, measured px",
+        "adapted_to_the_map": [fact["improved"] for fact in facts],
+        "adapt_iterations_run": [fact["iterations_run"] for fact in facts],
+        "adapt_stopped_by": [fact["stopped_by"] for fact in facts],
+    }
+    return finish("beam_sr", problem, params, torch.stack(outputs), beam, info, guard=apply)
 
 
 SPEC = register_method(
@@ -71,10 +184,21 @@ SPEC = register_method(
         needs_psf=True,
         scale=2,
         summary="FCA network told the beam (rows and columns sigma), trained over a beam family",
-        parameters=(*COMMON_PARAMETERS, WEIGHTS, SELF_ENSEMBLE, SPLIT_GUARD),
+        parameters=(
+            *COMMON_PARAMETERS,
+            WEIGHTS,
+            SELF_ENSEMBLE,
+            SPLIT_GUARD,
+            ADAPT_ITERATIONS,
+            ADAPT_LEARNING_RATE,
+        ),
         run=run,
-        # final maps get the self-ensemble; live updates keep the single pass (8x cheaper)
-        selector_grid=SelectorGrid(thorough=({"self_ensemble": True},), cheap=({},)),
+        # final maps get the self-ensemble and the adaptation to the map; live updates keep
+        # the single pass of the shipped network (8x cheaper, no training)
+        selector_grid=SelectorGrid(
+            thorough=({"self_ensemble": True, "adapt_iterations": ADAPTED_IN_AUTO},),
+            cheap=({},),
+        ),
     )
 )
 
@@ -91,6 +215,9 @@ def beam_sr(
     weights: str | None = None,
     self_ensemble: bool = False,
     split_guard: bool = True,
+    adapt_iterations: int = 0,
+    adapt_learning_rate: float = 0.0001,
+    seed: int = 0,
     device: Device = "auto",
 ) -> np.ndarray:
     """Super-resolution by a beam-conditioned Fourier channel attention CNN (see the module notes).
@@ -145,4 +272,7 @@ def beam_sr(
         weights=weights,
         self_ensemble=self_ensemble,
         split_guard=split_guard,
+        adapt_iterations=adapt_iterations,
+        adapt_learning_rate=adapt_learning_rate,
+        seed=seed,
     ).image

@@ -452,11 +452,22 @@ def run_with_weights(
     """
     scale = check_scale(params, method)
     check_tiling(params, problem.device, method)
+    loaded = network_for(loader, weights_file(method, params, scale), scale, problem.device)
+    return run_pretrained(method, problem, params, loaded)
+
+
+def weights_file(method: str, params: dict[str, Any], scale: int) -> Path:
+    """The ``weights`` parameter's file, or the method's shipped one for the scale.
+
+    Raises
+    ------
+    ValueError
+        When the file does not exist.
+    """
     path = Path(params["weights"]) if params["weights"] else shipped_weights_path(method, scale)
     if not path.is_file():
         raise ValueError(f"weights file {path} not found")
-    loaded = network_for(loader, path, scale, problem.device)
-    return run_pretrained(method, problem, params, loaded)
+    return path
 
 
 def run_pretrained(

@@ -36,7 +36,9 @@ Each map of a stack gets its own network and its own iterations. Randomness (ini
 crops, noise) comes from CPU generators seeded with the ``seed`` of :func:`asirp.restore`, the
 same for every map, never from torch's global random state (another thread may use it), so a
 map gives the same result alone or in a stack, and in any thread. On CUDA, training runs with
-cuDNN's deterministic convolutions (:func:`_deterministic_kernels`).
+cuDNN's deterministic convolutions (:func:`asirp.sr.internal.deterministic_kernels`).
+The pairs and the training loop are :mod:`asirp.sr.internal`'s, shared with ``beam_sr``'s
+test-time adaptation.
 
 Differences from the original: the network works on the measured grid with a pixel-shuffle
 output (``scale^2`` times cheaper than ZSSR's on the bicubic-upsampled grid), the degradation is
@@ -52,24 +54,15 @@ References
 
 from __future__ import annotations
 
-import contextlib
-import copy
 import math
-import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from asirp.backend import to_numpy
-from asirp.metrics import noise_sigma
 from asirp.registry import MethodOutput, Parameter, Problem
-from asirp.sr.consistency import consistency_figures
-from asirp.sr.degrade import degrade
-from asirp.sr.inference import dihedral, robust_normalisation, upscale
+from asirp.sr.inference import upscale
+from asirp.sr.internal import SETTINGS, BeamModel, train_internal
 from asirp.sr.models import ZSSRNet
 from asirp.sr.runner import (
     COMMON_PARAMETERS,
@@ -97,64 +90,6 @@ PARAMETERS = (
 )
 """Parameters of the ``zssr`` method."""
 
-VALIDATION_PAIRS = 16
-
-GUARD_SIDE = 128
-"""Side (input px) of the central crop of the map on which the consistency guard is scored."""
-
-GUARD_FACTOR = 1.2
-"""Training stops when the guard's consistency residual exceeds its lowest value by this factor."""
-
-
-def _guard_crop(image: torch.Tensor, scale: int) -> torch.Tensor:
-    """The central ``GUARD_SIDE`` square of a ``(H, W)`` map (or all of it), ``(1, h, w)``."""
-    rows, cols = image.shape
-    side_rows, side_cols = min(rows, GUARD_SIDE), min(cols, GUARD_SIDE)
-    top, left = (rows - side_rows) // 2, (cols - side_cols) // 2
-    return image[None, top : top + side_rows, left : left + side_cols]
-
-
-@dataclass
-class NoiseModel:
-    """Noise to add to sons (normalised units): ``variance = a + b * value``, minus what survives.
-
-    Attributes
-    ----------
-    constant, slope : float
-        Variance model of the input's noise.
-    keep : float
-        Fraction of a father's noise variance that survives the degradation.
-    """
-
-    constant: float
-    slope: float
-    keep: float
-
-    def add(self, sons: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """Sons with noise added, same shape."""
-        variance = (self.constant + self.slope * sons).clamp_min(0.0) * (1.0 - self.keep)
-        noise = torch.randn(sons.shape, generator=generator).to(sons.device)
-        return sons + noise * variance.sqrt()
-
-
-def noise_model(
-    normalised: torch.Tensor, offset: float, span: float, sigma: float, scale: int
-) -> NoiseModel:
-    """The noise model of a normalised map ``(H, W)`` (see the module notes)."""
-    level = float(noise_sigma(to_numpy(normalised)))
-    mean = float(normalised.mean())
-    raw_mean = mean * span + offset
-    poisson_like = float(normalised.min()) * span + offset >= -3.0 * level * span and raw_mean > 0
-    if poisson_like:
-        # var(v) = level^2 * raw(v) / raw_mean with raw(v) = v * span + offset
-        slope = level**2 * span / raw_mean
-        constant = level**2 * offset / raw_mean
-    else:
-        slope, constant = 0.0, level**2
-    probe = torch.randn((1, 64 * scale, 64 * scale), generator=torch.Generator().manual_seed(0))
-    keep = float(degrade(probe, sigma, scale).var())
-    return NoiseModel(constant, slope, min(keep, 1.0))
-
 
 def seeded_network(scale: int, channels: int, depth: int, seed: int) -> ZSSRNet:
     """A new :class:`ZSSRNet` on the CPU, initialised from a generator seeded with ``seed``.
@@ -181,57 +116,6 @@ def seeded_network(scale: int, channels: int, depth: int, seed: int) -> ZSSRNet:
     return network
 
 
-@contextlib.contextmanager
-def _deterministic_kernels(device: torch.device) -> Iterator[None]:
-    """Deterministic cuDNN convolutions, without autotuning, on CUDA; nothing on the CPU.
-
-    The CPU kernels of the network's operations (convolutions, ReLU, pixel shuffle, bicubic
-    upsampling of an input that needs no gradient, L1 loss, Adam) are deterministic for a given
-    thread count. On CUDA the backward passes of cuDNN's convolutions may add with atomics,
-    in an order that changes from run to run, unless deterministic algorithms are asked for.
-    ``torch.backends.cudnn.flags`` asks for them while the block runs (the flags are
-    process-wide, so convolutions of other threads meanwhile are deterministic too, which only
-    slows them) and puts the caller's back; torch's ``use_deterministic_algorithms`` would
-    instead turn every nondeterministic operation of the caller's code into an error. Not
-    checked on a GPU by the tests (none there): ``tests/asirp/test_replay.py`` replays on the
-    CPU.
-    """
-    if device.type != "cuda":
-        yield
-        return
-    cudnn = torch.backends.cudnn
-    with cudnn.flags(
-        enabled=True, benchmark=False, deterministic=True, allow_tf32=cudnn.allow_tf32
-    ):
-        yield
-
-
-def _pairs(
-    image: torch.Tensor,
-    count: int,
-    crop: int,
-    sigma: float,
-    scale: int,
-    noise: NoiseModel | None,
-    generator: torch.Generator,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """``count`` (son, father) pairs: ``(N, 1, crop/s, crop/s)`` and ``(N, 1, crop, crop)``."""
-    rows, cols = image.shape
-    tops = torch.randint(0, rows - crop + 1, (count,), generator=generator).tolist()
-    lefts = torch.randint(0, cols - crop + 1, (count,), generator=generator).tolist()
-    turns = torch.randint(0, 8, (count,), generator=generator).tolist()
-    fathers = torch.stack(
-        [
-            dihedral(image[None, None, top : top + crop, left : left + crop], turn)[0]
-            for top, left, turn in zip(tops, lefts, turns, strict=True)
-        ]
-    )
-    sons = degrade(fathers[:, 0], sigma, scale)
-    if noise is not None:
-        sons = noise.add(sons, generator)
-    return sons[:, None], fathers
-
-
 def train_zssr(
     image: torch.Tensor,
     sigma: float,
@@ -240,7 +124,7 @@ def train_zssr(
     problem: Problem,
     seed: int,
 ) -> tuple[ZSSRNet, dict[str, Any]]:
-    """Train the image-specific network on one map.
+    """Train the image-specific network on one map (:func:`asirp.sr.internal.train_internal`).
 
     Parameters
     ----------
@@ -269,109 +153,24 @@ def train_zssr(
         untrained one: bicubic interpolation) and ``training_s`` (wall time, reported only: it
         stops nothing).
     """
-    # Training needs gradients whatever the caller's mode: the selector runs every candidate
-    # under torch.no_grad() (asirp.selection.trials), which would otherwise make the loss a
-    # constant ("element 0 of tensors does not require grad").
-    with _deterministic_kernels(problem.device), torch.enable_grad():
-        return _train(image, sigma, scale, params, problem, seed)
-
-
-def _train(
-    image: torch.Tensor,
-    sigma: float,
-    scale: int,
-    params: dict[str, Any],
-    problem: Problem,
-    seed: int,
-) -> tuple[ZSSRNet, dict[str, Any]]:
-    """:func:`train_zssr`'s work (see there)."""
-    device = problem.device
     rows, cols = image.shape
-    crop = min(int(params["crop"]), rows, cols) // scale * scale
-    if crop < 2 * scale:
+    if min(int(params["crop"]), rows, cols) // scale * scale < 2 * scale:
         raise ValueError(f"zssr needs maps of at least {2 * scale} px per side, got {(rows, cols)}")
-    normalisation = robust_normalisation(image[None])
-    normalised = normalisation.apply(image[None])[0].float()
-    noise = (
-        noise_model(
-            normalised, float(normalisation.offset), float(normalisation.scale), sigma, scale
-        )
-        if params["noise"]
-        else None
-    )
     network = seeded_network(scale, int(params["channels"]), int(params["depth"]), seed)
-    network.to(device).train()
-    # CPU generators (crop positions, turns, noise), whatever the device: the same stream
-    # on every device, and torch.randint takes no CUDA generator for CPU results.
-    generator = torch.Generator().manual_seed(seed)
-    validation_generator = torch.Generator().manual_seed(seed + 1)
-    with torch.no_grad():
-        val_sons, val_fathers = _pairs(
-            normalised, VALIDATION_PAIRS, crop, sigma, scale, noise, validation_generator
-        )
-
-    guard = _guard_crop(image, scale)
-
-    def score() -> tuple[float, float]:
-        """Validation L1 (son -> father) and consistency residual on the guard crop."""
-        network.eval()
-        with torch.no_grad():
-            value = float(F.l1_loss(network(val_sons), val_fathers))
-            fine = upscale(network, guard, scale, tile=4096, overlap=0)
-        rho = float(consistency_figures(guard, fine, sigma, scale)[0]["consistency_residual"])
-        network.train()
-        return value, rho
-
-    rate = float(params["learning_rate"])
-    optimiser = torch.optim.Adam(network.parameters(), lr=rate)
-    best, lowest_rho = score()
-    facts: dict[str, Any] = {"bicubic_validation_l1": best}
-    best_state = copy.deepcopy(network.state_dict())
-    stale, drops, iteration, stopped_by = 0, 0, 0, "iterations"
-    improved = False  # whether any score beat the untrained network (bicubic interpolation)
-    started = time.perf_counter()
-    while iteration < int(params["iterations"]):  # iterations and scores only: no clock
-        problem.check_cancel()
-        with torch.no_grad():
-            sons, fathers = _pairs(
-                normalised, int(params["batch"]), crop, sigma, scale, noise, generator
-            )
-        loss = F.l1_loss(network(sons), fathers)
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        optimiser.step()
-        iteration += 1
-        if iteration % int(params["eval_every"]) == 0:
-            value, rho = score()
-            if rho > GUARD_FACTOR * lowest_rho and rho > 1.0:
-                # The network's output stopped explaining the map itself: what it learned
-                # between the coarser scales does not carry over to this one.
-                stopped_by = "consistency_guard"
-                break
-            lowest_rho = min(lowest_rho, rho)
-            if value < best * (1.0 - 1e-3):
-                best, stale, improved = value, 0, True
-                best_state = copy.deepcopy(network.state_dict())
-            else:
-                stale += 1
-            if stale >= int(params["patience"]):
-                drops, stale = drops + 1, 0
-                if drops > 2:
-                    stopped_by = "early_stopping"
-                    break
-                for group in optimiser.param_groups:
-                    group["lr"] *= 0.1
-    network.load_state_dict(best_state)
-    facts.update(
-        {
-            "iterations_run": iteration,
-            "stopped_by": stopped_by,
-            "validation_l1": best,
-            "fell_back_to_bicubic": not improved,
-            "training_s": round(time.perf_counter() - started, 3),
-        }
+    network.to(problem.device)
+    settings = {key: params[key] for key in SETTINGS}
+    network, found = train_internal(
+        network, image, BeamModel(sigma, sigma), scale, settings, problem, seed
     )
-    return network.eval(), facts
+    facts = {
+        "bicubic_validation_l1": found["start_validation_l1"],
+        "iterations_run": found["iterations_run"],
+        "stopped_by": found["stopped_by"],
+        "validation_l1": found["validation_l1"],
+        "fell_back_to_bicubic": not found["improved"],
+        "training_s": found["training_s"],
+    }
+    return network, facts
 
 
 FALLBACK_CAUTION = (

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import asirp
-import asirp.sr.zssr as zssr_module
+import asirp.sr.internal as internal_module
 from asirp import threads
 from asirp.cli import main
 from asirp.io import InputFileError
@@ -244,7 +244,7 @@ def test_a_result_without_a_replay_record_is_refused(tmp_path, capsys):
 
 def test_zssr_gives_the_same_result_twice_and_never_stops_on_the_clock(monkeypatch):
     clock = iter(range(0, 10**9, 1000))  # every reading 1000 s after the last one
-    monkeypatch.setattr(zssr_module.time, "perf_counter", lambda: float(next(clock)))
+    monkeypatch.setattr(internal_module.time, "perf_counter", lambda: float(next(clock)))
     image = _map(3)
     params = {**TINY_ZSSR, "eval_every": 3, "patience": 100, **LENIENT}
     with threads.fixed_threads(1):  # the engine adapts threads to the load: pin them
