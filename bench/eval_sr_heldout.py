@@ -26,6 +26,7 @@ How to run, from the repository root::
 
     .venv/bin/python bench/eval_sr_heldout.py --scales 2 4 --json bench/results/sr_heldout.json
     .venv/bin/python bench/eval_sr_heldout.py --scales 2 --methods fca_sr rl_sr --cases dots cell
+    .venv/bin/python bench/eval_sr_heldout.py --scales 2 --content-seed 1 --cases grains foam
     .venv/bin/python bench/eval_sr_heldout.py --methods rl_sr \
         --variant rl_sr+tv=rl_sr:tv_weight=0.02 --variant rl_sr+prior=rl_sr:prior_weight=1
 """
@@ -49,7 +50,7 @@ import asirp
 from asirp.metrics import psnr, ssim
 from asirp.registry import get_method
 from asirp.sr.consistency import ConsistencyWarning
-from asirp.sr.evalset import NOISE_SEED, EvalCase, case_names, evaluation_set
+from asirp.sr.evalset import CONTENT_SEED, NOISE_SEED, EvalCase, case_names, evaluation_set
 from asirp.threads import fixed_threads
 
 try:  # reuse the existing SR bench's bicubic (the same upsampling as the networks' skip path)
@@ -291,6 +292,13 @@ def main() -> None:
         help=f"base seed of the Poisson noise (default {NOISE_SEED}, the reported set; "
         "another gives a second noise draw of the same content)",
     )
+    parser.add_argument(
+        "--content-seed",
+        type=int,
+        default=CONTENT_SEED,
+        help=f"base seed of the synthetic content (default {CONTENT_SEED}, the reported set; "
+        "another draws fresh grains, foam, fibres, dots and zone plate)",
+    )
     parser.add_argument("--zssr-iterations", type=int, default=1000, help="zssr training cap")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--json", type=Path, help="also write the figures as JSON")
@@ -312,6 +320,7 @@ def main() -> None:
             "cores": os.cpu_count(),
             "zssr_iterations": args.zssr_iterations,
             "noise_seed": args.noise_seed,
+            "content_seed": args.content_seed,
             "load_average_start": os.getloadavg()[0],
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
             "registered_sr_methods": asirp.available_methods("super-resolution"),
@@ -330,7 +339,10 @@ def main() -> None:
             names = [*BASELINES, *methods]
             started = time.perf_counter()
             rows = []
-            for case in evaluation_set(scale, seed=args.noise_seed, names=args.cases):
+            cases = evaluation_set(
+                scale, seed=args.noise_seed, names=args.cases, content_seed=args.content_seed
+            )
+            for case in cases:
                 row = evaluate_case(case, methods, args.zssr_iterations)
                 row["case_info"] = describe(case)
                 rows.append(row)
