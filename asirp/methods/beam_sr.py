@@ -44,7 +44,6 @@ from asirp.registry import (
     register_method,
 )
 from asirp.restore import restore
-from asirp.sr.inference import upscale
 from asirp.sr.internal import BeamModel, train_internal
 from asirp.sr.models import count_parameters
 from asirp.sr.runner import (
@@ -57,6 +56,7 @@ from asirp.sr.runner import (
     check_tiling,
     finish,
     network_for,
+    per_map_networks,
     resolve_beam,
     run_with_weights,
     weights_file,
@@ -117,7 +117,7 @@ def run(problem: Problem, params: dict[str, Any]) -> MethodOutput:
 def run_adapted(problem: Problem, params: dict[str, Any]) -> MethodOutput:
     """Each map super-resolved by its own copy of the network, fine-tuned on the map first."""
     scale = check_scale(params, "beam_sr")
-    tile, overlap = check_tiling(params, problem.device, "beam_sr")
+    check_tiling(params, problem.device, "beam_sr")
     loaded = network_for(
         load_network, weights_file("beam_sr", params, scale), scale, problem.device
     )
@@ -131,20 +131,7 @@ def run_adapted(problem: Problem, params: dict[str, Any]) -> MethodOutput:
     batch = problem.data.shape[0]
     networks, outputs, facts = [], [], []
 
-    def apply(index: int, maps: torch.Tensor) -> torch.Tensor:
-        """Map ``index``'s adapted network on ``(N, H, W)`` maps (the map, or its halves)."""
-        return upscale(
-            networks[index],
-            maps,
-            scale,
-            tile=tile,
-            overlap=overlap,
-            batch=1,
-            half=bool(params["half"]),
-            self_ensemble=bool(params["self_ensemble"]),
-            beams=[axes[index]] * maps.shape[0],
-            cancel=problem.cancel,
-        )
+    apply = per_map_networks(networks, scale, params, problem, beams=axes)
 
     for index in range(batch):
         network = copy.deepcopy(loaded.network).float()  # the shipped network stays as it is

@@ -263,97 +263,84 @@ def train_internal(
     # under torch.no_grad() (asirp.selection.trials), which would otherwise make the loss a
     # constant ("element 0 of tensors does not require grad").
     with deterministic_kernels(problem.device), torch.enable_grad():
-        return _train(network, image, beam, scale, settings, problem, seed)
-
-
-def _train(
-    network: nn.Module,
-    image: torch.Tensor,
-    beam: BeamModel,
-    scale: int,
-    settings: dict[str, Any],
-    problem: Problem,
-    seed: int,
-) -> tuple[nn.Module, dict[str, Any]]:
-    """:func:`train_internal`'s work (see there)."""
-    rows, cols = image.shape
-    crop = min(int(settings["crop"]), rows, cols) // scale * scale
-    if crop < 2 * scale:
-        raise ValueError(
-            f"training on the map needs at least {2 * scale} px per side, got {(rows, cols)}"
-        )
-    normalisation = robust_normalisation(image[None])
-    normalised = normalisation.apply(image[None])[0].float()
-    offset, span = float(normalisation.offset), float(normalisation.scale)
-    noise = noise_model(normalised, offset, span, beam, scale) if settings["noise"] else None
-    network.train()
-    # CPU generators (crop positions, turns, noise), whatever the device: the same stream
-    # on every device, and torch.randint takes no CUDA generator for CPU results.
-    generator = torch.Generator().manual_seed(seed)
-    validation_generator = torch.Generator().manual_seed(seed + 1)
-    with torch.no_grad():
-        val_sons, val_fathers = _pairs(
-            normalised, VALIDATION_PAIRS, crop, beam, scale, noise, validation_generator
-        )
-    guard = _guard_crop(image)
-    guard_beams = [(beam.rows, beam.cols)] if beam.told else None
-
-    def score() -> tuple[float, float]:
-        """Validation L1 (son -> father) and consistency residual on the guard crop."""
-        network.eval()
-        with torch.no_grad():
-            value = float(F.l1_loss(network(val_sons), val_fathers))
-            fine = upscale(network, guard, scale, tile=4096, overlap=0, beams=guard_beams)
-        figures = consistency_figures(guard, fine, beam.consistency_model(), scale)
-        network.train()
-        return value, float(figures[0]["consistency_residual"])
-
-    optimiser = torch.optim.Adam(network.parameters(), lr=float(settings["learning_rate"]))
-    best, lowest_rho = score()
-    facts: dict[str, Any] = {"start_validation_l1": best}
-    best_state = copy.deepcopy(network.state_dict())
-    stale, drops, iteration, stopped_by = 0, 0, 0, "iterations"
-    improved = False  # whether any score beat the starting network
-    started = time.perf_counter()
-    while iteration < int(settings["iterations"]):  # iterations and scores only: no clock
-        problem.check_cancel()
-        with torch.no_grad():
-            sons, fathers = _pairs(
-                normalised, int(settings["batch"]), crop, beam, scale, noise, generator
+        rows, cols = image.shape
+        crop = min(int(settings["crop"]), rows, cols) // scale * scale
+        if crop < 2 * scale:
+            raise ValueError(
+                f"training on the map needs at least {2 * scale} px per side, got {(rows, cols)}"
             )
-        loss = F.l1_loss(network(sons), fathers)
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        optimiser.step()
-        iteration += 1
-        if iteration % int(settings["eval_every"]) == 0:
-            value, rho = score()
-            if rho > GUARD_FACTOR * lowest_rho and rho > 1.0:
-                # The network's output stopped explaining the map itself: what it learned
-                # between the coarser scales does not carry over to this one.
-                stopped_by = "consistency_guard"
-                break
-            lowest_rho = min(lowest_rho, rho)
-            if value < best * (1.0 - 1e-3):
-                best, stale, improved = value, 0, True
-                best_state = copy.deepcopy(network.state_dict())
-            else:
-                stale += 1
-            if stale >= int(settings["patience"]):
-                drops, stale = drops + 1, 0
-                if drops > 2:
-                    stopped_by = "early_stopping"
+        normalisation = robust_normalisation(image[None])
+        normalised = normalisation.apply(image[None])[0].float()
+        offset, span = float(normalisation.offset), float(normalisation.scale)
+        noise = noise_model(normalised, offset, span, beam, scale) if settings["noise"] else None
+        network.train()
+        # CPU generators (crop positions, turns, noise), whatever the device: the same stream
+        # on every device, and torch.randint takes no CUDA generator for CPU results.
+        generator = torch.Generator().manual_seed(seed)
+        validation_generator = torch.Generator().manual_seed(seed + 1)
+        with torch.no_grad():
+            val_sons, val_fathers = _pairs(
+                normalised, VALIDATION_PAIRS, crop, beam, scale, noise, validation_generator
+            )
+        guard = _guard_crop(image)
+        guard_beams = [(beam.rows, beam.cols)] if beam.told else None
+
+        def score() -> tuple[float, float]:
+            """Validation L1 (son -> father) and consistency residual on the guard crop."""
+            network.eval()
+            with torch.no_grad():
+                value = float(F.l1_loss(network(val_sons), val_fathers))
+                fine = upscale(network, guard, scale, tile=4096, overlap=0, beams=guard_beams)
+            figures = consistency_figures(guard, fine, beam.consistency_model(), scale)
+            network.train()
+            return value, float(figures[0]["consistency_residual"])
+
+        optimiser = torch.optim.Adam(network.parameters(), lr=float(settings["learning_rate"]))
+        best, lowest_rho = score()
+        facts: dict[str, Any] = {"start_validation_l1": best}
+        best_state = copy.deepcopy(network.state_dict())
+        stale, drops, iteration, stopped_by = 0, 0, 0, "iterations"
+        improved = False  # whether any score beat the starting network
+        started = time.perf_counter()
+        while iteration < int(settings["iterations"]):  # iterations and scores only: no clock
+            problem.check_cancel()
+            with torch.no_grad():
+                sons, fathers = _pairs(
+                    normalised, int(settings["batch"]), crop, beam, scale, noise, generator
+                )
+            loss = F.l1_loss(network(sons), fathers)
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            iteration += 1
+            if iteration % int(settings["eval_every"]) == 0:
+                value, rho = score()
+                if rho > GUARD_FACTOR * lowest_rho and rho > 1.0:
+                    # The network's output stopped explaining the map itself: what it learned
+                    # between the coarser scales does not carry over to this one.
+                    stopped_by = "consistency_guard"
                     break
-                for group in optimiser.param_groups:
-                    group["lr"] *= 0.1
-    network.load_state_dict(best_state)
-    facts.update(
-        {
-            "iterations_run": iteration,
-            "stopped_by": stopped_by,
-            "validation_l1": best,
-            "improved": improved,
-            "training_s": round(time.perf_counter() - started, 3),
-        }
-    )
-    return network.eval(), facts
+                lowest_rho = min(lowest_rho, rho)
+                if value < best * (1.0 - 1e-3):
+                    best, stale, improved = value, 0, True
+                    best_state = copy.deepcopy(network.state_dict())
+                else:
+                    stale += 1
+                if stale >= int(settings["patience"]):
+                    drops, stale = drops + 1, 0
+                    if drops > 2:
+                        stopped_by = "early_stopping"
+                        break
+                    for group in optimiser.param_groups:
+                        group["lr"] *= 0.1
+        network.load_state_dict(best_state)
+        facts.update(
+            {
+                "iterations_run": iteration,
+                "stopped_by": stopped_by,
+                "validation_l1": best,
+                "improved": improved,
+                "training_s": round(time.perf_counter() - started, 3),
+            }
+        )
+        return network.eval(), facts

@@ -375,6 +375,38 @@ def guard_cautions(method: str, figures: list[GuardFigures]) -> list[str]:
     return notes
 
 
+def per_map_networks(
+    networks: list[nn.Module],
+    scale: int,
+    params: dict[str, Any],
+    problem: Problem,
+    beams: list[tuple[float, float]] | None = None,
+) -> HalvesSuperResolver:
+    """``apply(index, maps)``: map ``index``'s own network on ``(N, H, W)`` maps, tiled.
+
+    For methods that train a network per map (``zssr``, ``beam_sr`` adapted): the map itself,
+    or its two halves for the split-data guard. ``beams``: each map's ``(sigma_rows,
+    sigma_cols)`` for networks told the beam.
+    """
+    tile, overlap = check_tiling(params, problem.device, "super-resolution")
+
+    def apply(index: int, maps: torch.Tensor) -> torch.Tensor:
+        return upscale(
+            networks[index],
+            maps,
+            scale,
+            tile=tile,
+            overlap=overlap,
+            batch=1,
+            half=bool(params["half"]),
+            self_ensemble=bool(params["self_ensemble"]),
+            beams=None if beams is None else [beams[index]] * maps.shape[0],
+            cancel=problem.cancel,
+        )
+
+    return apply
+
+
 @dataclass
 class LoadedNetwork:
     """A network ready for inference and how to feed it.

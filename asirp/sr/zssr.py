@@ -61,7 +61,6 @@ import torch
 from torch import nn
 
 from asirp.registry import MethodOutput, Parameter, Problem
-from asirp.sr.inference import upscale
 from asirp.sr.internal import SETTINGS, BeamModel, train_internal
 from asirp.sr.models import ZSSRNet
 from asirp.sr.runner import (
@@ -71,6 +70,7 @@ from asirp.sr.runner import (
     check_scale,
     check_tiling,
     finish,
+    per_map_networks,
     resolve_beam,
 )
 
@@ -184,30 +184,20 @@ FALLBACK_CAUTION = (
 def run(problem: Problem, params: dict[str, Any]) -> MethodOutput:
     """ZSSR on each map of ``(B, H, W)``: train on the map, then super-resolve it."""
     scale = check_scale(params, "zssr")
-    tile, overlap = check_tiling(params, problem.device, "zssr")
+    check_tiling(params, problem.device, "zssr")  # before any training
     beam = resolve_beam(problem)
     batch = problem.data.shape[0]
     outputs, facts, networks = [], [], []
+    apply = per_map_networks(networks, scale, params, problem)
     for index in range(batch):
         image = problem.data[index]
         network, found = train_zssr(
             image, beam.sigma_px[index], scale, params, problem, problem.seed
         )
-        problem.progress((index + 0.9) / batch)
-        fine = upscale(
-            network,
-            image[None],
-            scale,
-            tile=tile,
-            overlap=overlap,
-            batch=1,
-            half=bool(params["half"]),
-            self_ensemble=bool(params["self_ensemble"]),
-            cancel=problem.cancel,
-        )
-        outputs.append(fine[0])
-        facts.append(found)
         networks.append(network)
+        problem.progress((index + 0.9) / batch)
+        outputs.append(apply(index, image[None])[0])
+        facts.append(found)
         problem.progress((index + 1) / batch)
     info = {key: [fact[key] for fact in facts] for key in facts[0]}
     # never a silent bicubic: say so in the facts and in the result's cautions
@@ -217,18 +207,4 @@ def run(problem: Problem, params: dict[str, Any]) -> MethodOutput:
         maps = "" if batch == 1 else f" on {sum(fell_back)} of {batch} maps"
         info["method_cautions"] = [FALLBACK_CAUTION.format(maps=maps)]
 
-    def halves(index: int, pair: torch.Tensor) -> torch.Tensor:
-        """Map ``index``'s network, trained once on the full map, on two halves of it."""
-        return upscale(
-            networks[index],
-            pair,
-            scale,
-            tile=tile,
-            overlap=overlap,
-            batch=1,
-            half=bool(params["half"]),
-            self_ensemble=bool(params["self_ensemble"]),
-            cancel=problem.cancel,
-        )
-
-    return finish("zssr", problem, params, torch.stack(outputs), beam, info, guard=halves)
+    return finish("zssr", problem, params, torch.stack(outputs), beam, info, guard=apply)
