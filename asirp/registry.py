@@ -191,16 +191,22 @@ class SelectorGrid:
         Splits a candidate of this method is scored on at most (``None``: as many as the
         mode uses). A method that trains on each map (zssr) declares 1, so the thorough mode's
         cost stays bounded by a rule that never depends on the clock.
+    thorough_at_scale : dict of int to tuple of dict, optional
+        Thorough settings that replace ``thorough`` at one output scale (a setting measured to
+        pay at x2 and to lose at x4).
     """
 
     thorough: tuple[dict[str, Any], ...] = ({},)
     cheap: tuple[dict[str, Any], ...] | None = None
     max_splits: int | None = None
+    thorough_at_scale: dict[int, tuple[dict[str, Any], ...]] | None = None
 
-    def settings(self, mode: str) -> tuple[dict[str, Any], ...]:
-        """The settings of ``mode`` (``"cheap"`` or ``"thorough"``)."""
+    def settings(self, mode: str, scale: int = 1) -> tuple[dict[str, Any], ...]:
+        """The settings of ``mode`` (``"cheap"`` or ``"thorough"``) at an output ``scale``."""
         if mode == "cheap" and self.cheap is not None:
             return self.cheap
+        if self.thorough_at_scale is not None and scale in self.thorough_at_scale:
+            return self.thorough_at_scale[scale]
         return self.thorough
 
 

@@ -166,7 +166,7 @@ def fitting_candidates(
         if missing:
             excluded[spec.name] = f"does not take {', '.join(missing)}"
             continue
-        grid = spec.selector_grid.settings(mode)
+        grid = spec.selector_grid.settings(mode, scale)
         if not grid:
             excluded[spec.name] = f"left out of the {mode} mode (slow)"
             continue

@@ -15,6 +15,7 @@ import asirp.sr.zssr as zssr_module
 from asirp import threads
 from asirp.methods.beam_sr import ADAPTED_IN_AUTO, load_network
 from asirp.metrics import psnr
+from asirp.selection.candidates import fitting_candidates
 from asirp.sr.consistency import ConsistencyWarning
 from asirp.sr.evalset import evaluation_set
 from asirp.sr.runner import network_for
@@ -81,10 +82,20 @@ def test_adaptation_trains_under_no_grad_inside_auto(text_crop):
     assert result.params["adapt_iterations_run"] == 10
 
 
-def test_auto_adapts_beam_sr_in_its_thorough_mode_only():
-    grid = asirp.get_method("beam_sr").selector_grid
-    assert [setting.get("adapt_iterations", 0) for setting in grid.thorough] == [ADAPTED_IN_AUTO]
-    assert [setting.get("adapt_iterations", 0) for setting in grid.cheap] == [0]
+def test_auto_adapts_beam_sr_at_x2_in_its_thorough_mode_only():
+    def adapted(mode, scale):
+        grid = asirp.get_method("beam_sr").selector_grid
+        return [setting.get("adapt_iterations", 0) for setting in grid.settings(mode, scale)]
+
+    assert adapted("thorough", 2) == [ADAPTED_IN_AUTO]
+    assert adapted("thorough", 4) == [0]  # measured to lose at x4 (64 x 64 px maps)
+    assert adapted("cheap", 2) == adapted("cheap", 4) == [0]
+    for scale, expected in ((2, ADAPTED_IN_AUTO), (4, None)):
+        candidates, _ = fitting_candidates(
+            scale=scale, has_psf=True, psf_known=True, mode="thorough", fixed={}, names=("beam_sr",)
+        )
+        (entry,) = [c for c in candidates if c.method == "beam_sr"]
+        assert dict(entry.params).get("adapt_iterations") == expected
 
 
 def test_an_adaptation_longer_than_the_limit_is_refused_before_work(text_crop):
