@@ -184,7 +184,7 @@ class Restoration:
         return note
 
     def _auto_cautions(self) -> list[str]:
-        """An ``auto`` choice made without scoring, and context it did not honour."""
+        """An ``auto`` choice made without scoring, context it did not honour, a runner-up run."""
         notes = []
         unscored = self.params.get("auto_unscored")
         if isinstance(unscored, str):
@@ -201,6 +201,9 @@ class Restoration:
                 for name, entry in ignored.items()
             ]
             notes.append(f"auto ignored {', '.join(parts)}")
+        fallback = self.params.get("auto_fallback")
+        if isinstance(fallback, str):  # what ran is not what the score chose
+            notes.append(f"auto: {fallback}")
         return notes
 
     def _iteration_cautions(self) -> list[str]:

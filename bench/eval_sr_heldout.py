@@ -150,6 +150,8 @@ def run_method(case: EvalCase, method: str, zssr_iterations: int) -> dict[str, A
     if method == AUTO:
         out["chose"] = result.method
         out["reason"] = result.params.get("auto_reason", "")
+        if "auto_fallback" in result.params:  # the choice learned nothing; the runner-up ran
+            out["fallback"] = result.params["auto_fallback"]
     return out
 
 

@@ -138,4 +138,5 @@ def test_auto_runs_the_runner_up_when_its_choice_learned_nothing_on_the_full_dat
     assert result.method == "rl_sr"
     assert "zssr_fell_back_to_bicubic" not in result.params
     assert result.params["auto_fallback"].startswith("zssr, chosen by the score, fell back")
+    assert f"auto: {result.params['auto_fallback']}" in result.cautions()
     assert result.image.shape == (64, 64)
