@@ -1,4 +1,8 @@
-r"""The RE Manager's startup module: the simulated beamline, a RunEngine, ``grid_scan``, ``count``.
+r"""The RE Manager's startup module: the simulated beamline, a RunEngine and the queueable plans.
+
+Plans: bluesky's ``grid_scan`` and ``count`` (the panel's rescans), and ASIRP's
+:func:`~control_room.queue_plans.adaptive_rescan` (the spatial-feedback loop: coarse scan, live
+restoration, regions, fine rescans; serialisable arguments only).
 
 bluesky-queueserver imports this module when its worker environment opens::
 
@@ -25,9 +29,11 @@ from bluesky.plans import count, grid_scan  # noqa: F401 (the worker finds plans
 
 import sim
 from asirp_gui.rescan import RESCAN_NAMES
+from control_room.queue_plans import adaptive_rescan  # noqa: F401 (a plan, found in globals)
 
-beamline = sim.make_beamline(sample="ag300", beam_fwhm_um=50.0, seed=0)
-"""The simulated µ-XRF beamline (stage travel ±500 µm in x and y, 50 µm beam)."""
+beamline = sim.make_beamline(sample="tissue", beam_fwhm_um=50.0, seed=0)
+"""The simulated µ-XRF beamline: clustered tissue with Se, Zn and Fe hotspots (stage travel
+±500 µm in x and y, 50 µm beam)."""
 
 devices = {
     **dict(zip(RESCAN_NAMES.detectors, beamline.detectors, strict=True)),

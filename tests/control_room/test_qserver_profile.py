@@ -6,6 +6,7 @@ One manager serves the module: its worker environment imports
 
 from __future__ import annotations
 
+import inspect
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -13,10 +14,13 @@ from collections.abc import Iterator
 import psutil
 import pytest
 import yaml
+from bluesky_queueserver_api import BPlan
 from bluesky_queueserver_api.zmq import REManagerAPI
 
 from asirp_gui.rescan import RESCAN_NAMES, rescan_item
+from control_room import queue_plans
 from control_room.qserver import STARTUP_MODULE, permissions_path
+from control_room.queue_plans import QUEUEABLE_PLANS
 from tests.qserver_support import manager_api, open_environment, re_manager, redis_server
 
 SCAN_TIMEOUT_S = 60.0
@@ -57,7 +61,7 @@ def test_the_shipped_permissions_allow_the_rescan_plan_and_names_to_primary():
 
 def test_the_environment_offers_grid_scan_and_the_beamline_devices(manager):
     plans = manager.plans_allowed()["plans_allowed"]
-    assert {"grid_scan", "count"} <= set(plans)
+    assert {"grid_scan", "count", *QUEUEABLE_PLANS} <= set(plans)
     devices = manager.devices_allowed()["devices_allowed"]
     assert set(devices) == set(RESCAN_NAMES.devices)
     for motor in (RESCAN_NAMES.x_motor, RESCAN_NAMES.y_motor):
@@ -97,3 +101,77 @@ def test_a_rescan_item_from_the_panel_runs_to_completion(manager):
     assert done["name"] == "grid_scan"
     assert done["result"]["exit_status"] == "completed", done["result"]["msg"]
     assert len(done["result"]["run_uids"]) == 1
+
+
+def test_every_queueable_asirp_plan_is_a_permitted_generator_function():
+    primary = yaml.safe_load(permissions_path().read_text())["user_groups"]["primary"]
+    for name in QUEUEABLE_PLANS:
+        assert inspect.isgeneratorfunction(getattr(queue_plans, name)), name
+        assert name in primary["allowed_plans"], name
+
+
+def test_the_adaptive_rescan_is_offered_with_its_plain_parameters(manager):
+    plans = manager.plans_allowed()["plans_allowed"]
+    parameters = {p["name"] for p in plans["adaptive_rescan"]["parameters"]}
+    assert {"detectors", "x_motor", "y_motor", "element", "beam_fwhm_um", "md"} <= parameters
+    assert {"maps", "timing", "report"}.isdisjoint(parameters)  # no objects a client cannot send
+
+
+def _run_queue(manager) -> dict:
+    """Start the queue and wait until it stops (done, or a failed item); the last history item."""
+    before = manager.status()["items_in_history"]
+    manager.queue_start()
+    manager.wait_for_condition(
+        lambda status: status["items_in_history"] > before and status["manager_state"] == "idle",
+        timeout=SCAN_TIMEOUT_S,
+    )
+    return manager.history_get()["items"][-1]
+
+
+def test_an_adaptive_rescan_item_runs_the_coarse_scan_then_rescans(manager):
+    # 9 x 9 coarse points at 25 µm around a Se hotspot of the profile's tissue (seed 0)
+    item = BPlan(
+        "adaptive_rescan",
+        ["xrf", "i0"],
+        "sample_x",
+        "sample_y",
+        [-330.0, -130.0],
+        [-340.0, -140.0],
+        25.0,
+        element="Se",
+        beam_fwhm_um=50.0,
+        target_resolution_um=40.0,
+        max_rois=2,
+        md={"test": "adaptive"},
+    )
+    added = manager.item_add(item)["item"]
+    done = _run_queue(manager)
+    assert done["item_uid"] == added["item_uid"]
+    assert done["result"]["exit_status"] == "completed", done["result"]["msg"]
+    # the coarse run, then at least one rescan, at most max_rois
+    assert 2 <= len(done["result"]["run_uids"]) <= 3
+
+
+def test_a_bad_adaptive_rescan_fails_alone_before_any_scan(manager):
+    item = BPlan(
+        "adaptive_rescan",
+        ["xrf", "i0"],
+        "sample_x",
+        "sample_y",
+        [-330.0, -130.0],
+        [-340.0, -140.0],
+        25.0,
+        element="Se",
+        beam_fwhm_um=50.0,
+        target_resolution_um=40.0,
+        budget_fraction=5.0,
+    )
+    manager.item_add(item)
+    done = _run_queue(manager)
+    assert done["result"]["exit_status"] == "failed"
+    assert "budget_fraction must be at most 1" in done["result"]["msg"]
+    assert done["result"]["run_uids"] == []  # nothing was scanned
+    status = manager.status()
+    assert status["worker_environment_exists"]  # the environment stays usable
+    assert status["items_in_queue"] == 1  # the queue server keeps a failed item for a retry
+    manager.queue_clear()
