@@ -528,7 +528,9 @@ def restore(
         record.update(auto.record)
     if used_psf is not None and used_psf.ndim == 3 and was_2d:
         used_psf = used_psf[0]
-    if auto is not None:  # run time and the work around it, for the selector's cost cache
+    if auto is not None and "auto_fallback" not in auto.record:
+        # run time and the work around it, for the selector's cost cache (not when two
+        # methods ran: the time is neither's)
         auto.observe(run_ms, 1e3 * (time.perf_counter() - run_started) - run_ms)
     return Restoration(
         image=restored[0] if was_2d else restored,
