@@ -26,6 +26,7 @@ from typing import Any
 import bluesky.plans as bp
 import numpy as np
 from bluesky.preprocessors import subs_wrapper
+from bluesky.utils import FailedStatus
 
 from bluesky_plans.budget import StageTiming, fine_step_um, grid_points, region_grid
 from bluesky_plans.map_choice import MIN_CHANGE, MapChoice, choose_map
@@ -63,6 +64,10 @@ class AdaptiveReport:
         Step of the rescans, µm.
     estimated_fine_s : float
         Estimated time of the rescans, s.
+    failed : list of dict
+        Rescans that failed (a device whose move or trigger failed), each ``roi_index``,
+        ``uid`` (its run, closed with exit status ``"fail"``) and ``error``; the plan went on
+        with the next region.
     """
 
     coarse_uid: str | None = None
@@ -75,6 +80,7 @@ class AdaptiveReport:
     skipped: list[RegionOfInterest] = field(default_factory=list)
     fine_step_um: float = math.nan
     estimated_fine_s: float = 0.0
+    failed: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def uids(self) -> list[str]:
@@ -362,6 +368,22 @@ def adaptive_roi_scan(
     )
 
 
+def _fault_text(error: FailedStatus) -> str:
+    """What failed: the failed Status's own exception when it has one."""
+    status = error.args[0] if error.args else None
+    cause = status.exception() if hasattr(status, "exception") else None
+    return f"{type(cause).__name__}: {cause}" if cause is not None else str(error)
+
+
+def _uid_into(uids: list[str]):
+    """A start-document callback that appends the run's uid to ``uids``."""
+
+    def remember(name: str, doc: dict[str, Any]) -> None:
+        uids.append(doc["uid"])
+
+    return remember
+
+
 def _adaptive_plan(
     detectors,
     x_motor,
@@ -467,8 +489,20 @@ def _adaptive_plan(
             "map_choice_reason": choice.reason or None,
             "restoration_change": choice.change,
         }
-        uid = yield from bp.grid_scan(
+        started: list[str] = []
+        rescan = bp.grid_scan(
             list(detectors), y_motor, *y_span, x_motor, *x_span, snake_axes=snake, md=fine_md
         )
+        try:
+            uid = yield from subs_wrapper(rescan, {"start": [_uid_into(started)]})
+        except FailedStatus as error:
+            # one rescan's device fault stays local: its run is closed as failed, the fault is
+            # recorded, and the next region is scanned
+            fault = _fault_text(error)
+            report.failed.append(
+                {"roi_index": index, "uid": started[0] if started else None, "error": fault}
+            )
+            _LOG.warning("rescan %d failed, going on with the next region: %s", index, fault)
+            continue
         report.fine_uids.append(uid)
     return report.uids

@@ -117,6 +117,10 @@ def _annotated(
     return described
 
 
+class MotorFault(RuntimeError):
+    """A simulated motor fault (:attr:`SimMotor.fault_zone_um`)."""
+
+
 class SimMotor(Device):
     """A sample-stage axis in µm whose moves take simulated time.
 
@@ -233,9 +237,23 @@ class SimMotor(Device):
             + float(self.settle_time.get())
         )
 
+    fault_zone_um: tuple[float, float] | None = None
+    """A simulated fault: a move whose target lies in ``[low, high]`` µm stalls, and its
+    Status fails with :class:`MotorFault` (the axis stays where it was). ``None``: no fault."""
+
     def set(self, value: float, **kwargs: Any) -> DeviceStatus:
-        """Move to ``value`` µm; the clock is charged the move time. Returns a done Status."""
+        """Move to ``value`` µm; the clock is charged the move time. Returns a done Status.
+
+        A target inside :attr:`fault_zone_um` returns a failed Status instead.
+        """
         target = self._check(value)
+        zone = self.fault_zone_um
+        if zone is not None and zone[0] <= target <= zone[1]:
+            status = DeviceStatus(self)
+            status.set_exception(
+                MotorFault(f"{self.name}: simulated stall moving to {target} {self.unit_text}")
+            )
+            return status
         end = self._clock.schedule(self.move_time(target - self.position))
         self.setpoint.put(target, timestamp=self._clock.now)
         self.readback.put(target, timestamp=end)

@@ -154,6 +154,7 @@ def re_manager(
     tmp_path: Path,
     *,
     startup_module: str = STARTUP_MODULE,
+    startup_dir: Path | None = None,
     permissions: Path | None = None,
     extra_args: Sequence[str] = (),
     timeout_s: float = MANAGER_START_TIMEOUT_S,
@@ -169,6 +170,8 @@ def re_manager(
         in ``tmp_path/re-manager-<port>``.
     startup_module : str
         Module the worker imports when its environment opens.
+    startup_dir : pathlib.Path, optional
+        A startup directory (its ``*.py`` files run in order) instead of the module.
     permissions : pathlib.Path, optional
         ``user_group_permissions.yaml`` (default: the one shipped beside the profile).
     extra_args : sequence of str
@@ -187,7 +190,11 @@ def re_manager(
     control = f"tcp://127.0.0.1:{control_port}"
     argv = [
         str(console_script("start-re-manager")),
-        "--startup-module", startup_module,
+        *(
+            ("--startup-dir", str(startup_dir))
+            if startup_dir is not None
+            else ("--startup-module", startup_module)
+        ),
         "--user-group-permissions", str(permissions or permissions_path()),
         "--existing-plans-devices", str(folder / "existing_plans_and_devices.yaml"),
         "--update-existing-plans-devices", "ENVIRONMENT_OPEN",

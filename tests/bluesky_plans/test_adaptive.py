@@ -8,7 +8,7 @@ import asirp.registry
 import sim
 from asirp.registry import MethodSpec, Parameter, register_method
 from bluesky_plans.adaptive import AdaptiveReport, adaptive_roi_scan
-from bluesky_plans.budget import StageTiming
+from bluesky_plans.budget import StageTiming, region_grid
 from bluesky_plans.maps import LiveMaps
 from bluesky_plans.presets import adaptive_options
 from callbacks import LiveRestorer
@@ -214,3 +214,41 @@ def test_live_feedback_needs_an_in_process_restorer(beamline, timing):
     with pytest.raises(ValueError, match="live_feedback"):
         _plan(beamline, None, timing, maps=Elsewhere(), live_feedback=True)
     assert np.isfinite(beamline.clock.now)
+
+
+def _run_rules(beamline, timing, report):
+    run_engine = RunEngine({})
+    documents = _collect(run_engine)
+    restorer = LiveRestorer(element="Se", normalize="i0", method="richardson_lucy", every_rows=3)
+    run_engine.subscribe(restorer)
+    rules = adaptive_options(beam_fwhm_um=BEAM_UM, step_um=50.0)
+    uids = run_engine(_plan(beamline, restorer, timing, report=report, **rules))
+    restorer.close(10)
+    return uids, documents
+
+
+def test_a_rescan_whose_motor_fails_is_recorded_and_the_others_run(beamline, timing):
+    clean = AdaptiveReport()
+    twin = sim.make_beamline(sample="seed", beam_fwhm_um=BEAM_UM, seed=2, field_um=500.0)
+    _run_rules(twin, timing, clean)
+    assert len(clean.regions) >= 2, "the fault needs another region to go on with"
+
+    def columns(region):  # the x positions of a rescan of the region
+        _, (x0, x1, nx) = region_grid(region, clean.fine_step_um)
+        return np.linspace(x0, x1, nx)
+
+    # the x motor stalls on a move to the first rescan's first column (exactly there)
+    stall = float(columns(clean.regions[0])[0])
+    others = [r for r in clean.regions[1:] if not np.any(np.isclose(columns(r), stall))]
+    assert others, "every region shares the stalling column"
+    beamline.x.fault_zone_um = (stall - 1e-6, stall + 1e-6)
+    report = AdaptiveReport()
+    uids, documents = _run_rules(beamline, timing, report)  # returns: the fault did not abort it
+    (failed,) = [f for f in report.failed if f["roi_index"] == 0]
+    assert "simulated stall" in failed["error"]
+    stops = {doc["run_start"]: doc for name, doc in documents if name == "stop"}
+    assert stops[failed["uid"]]["exit_status"] == "fail"
+    completed = [uid for uid in report.fine_uids if stops[uid]["exit_status"] == "success"]
+    assert len(completed) >= len(others)
+    assert failed["uid"] in uids  # the RunEngine opened and closed the failed run
+    assert failed["uid"] not in report.uids  # the rescans that ran are the others

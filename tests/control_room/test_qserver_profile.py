@@ -7,6 +7,7 @@ One manager serves the module: its worker environment imports
 from __future__ import annotations
 
 import inspect
+import json
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -17,6 +18,7 @@ import yaml
 from bluesky_queueserver_api import BPlan
 from bluesky_queueserver_api.zmq import REManagerAPI
 
+import sim
 from asirp_gui.rescan import RESCAN_NAMES, rescan_item
 from control_room import queue_plans
 from control_room.qserver import STARTUP_MODULE, permissions_path
@@ -175,3 +177,69 @@ def test_a_bad_adaptive_rescan_fails_alone_before_any_scan(manager):
     assert status["worker_environment_exists"]  # the environment stays usable
     assert status["items_in_queue"] == 1  # the queue server keeps a failed item for a retry
     manager.queue_clear()
+
+
+ADAPTIVE_ARGS = (["xrf", "i0"], "sample_x", "sample_y", [-330.0, -30.0], [-340.0, -40.0], 25.0)
+ADAPTIVE_KWARGS = {"element": "Se", "beam_fwhm_um": 50.0, "target_resolution_um": 40.0}
+
+
+def _first_rescan_column() -> float:
+    """Where the profile's adaptive item first moves x for its first rescan, µm (in-process)."""
+    from bluesky import RunEngine
+
+    from control_room.queue_plans import adaptive_rescan
+
+    beamline = sim.make_beamline(sample="tissue", beam_fwhm_um=50.0, seed=0)
+    devices = {"xrf": beamline.xrf, "i0": beamline.i0}
+    starts = []
+    engine = RunEngine({})
+    engine.subscribe(lambda name, doc: starts.append(doc) if name == "start" else None)
+    detectors = [devices[name] for name in ADAPTIVE_ARGS[0]]
+    engine(
+        adaptive_rescan(detectors, beamline.x, beamline.y, *ADAPTIVE_ARGS[3:], **ADAPTIVE_KWARGS)
+    )
+    fine = [doc for doc in starts if doc.get("adaptive_stage") == "fine"]
+    assert len(fine) >= 2, "the item must have a rescan after the faulty one"
+    return float(fine[0]["plan_args"]["args"][5])  # grid_scan(dets, y, y0, y1, ny, x, x0, ...)
+
+
+def test_a_rescan_that_fails_is_recorded_and_the_queue_goes_on(tmp_path):
+    stall = _first_rescan_column()
+    startup = tmp_path / "startup"
+    startup.mkdir()
+    # the shipped profile, with the x stage stalling on a move to the first rescan's column
+    stops = tmp_path / "stops.jsonl"
+    (startup / "00-profile.py").write_text(
+        "import json\n"
+        "from control_room.qserver_profile import *  # noqa: F403\n"
+        f"beamline.x.fault_zone_um = ({stall!r} - 1e-6, {stall!r} + 1e-6)  # noqa: F405\n"
+        "def _keep_stop(name, doc):\n"
+        "    if name == 'stop':\n"
+        f"        with open({str(stops)!r}, 'a') as file:\n"
+        "            file.write(json.dumps(doc) + '\\n')\n"
+        "RE.subscribe(_keep_stop)  # noqa: F405\n"
+    )
+    with (
+        redis_server(tmp_path) as redis_addr,
+        re_manager(redis_addr, tmp_path, startup_dir=startup) as control,
+        manager_api(control) as api,
+    ):
+        open_environment(api)
+        adaptive = api.item_add(BPlan("adaptive_rescan", *ADAPTIVE_ARGS, **ADAPTIVE_KWARGS))
+        after = api.item_add(BPlan("count", ["xrf", "i0"], num=2))
+        api.queue_start()
+        api.wait_for_condition(
+            lambda status: status["items_in_history"] == 2 and status["manager_state"] == "idle",
+            timeout=SCAN_TIMEOUT_S,
+        )
+        history = {item["item_uid"]: item for item in api.history_get()["items"]}
+        assert api.status()["items_in_queue"] == 0
+    done = history[adaptive["item"]["item_uid"]]["result"]
+    assert done["exit_status"] == "completed", done["msg"]
+    assert len(done["run_uids"]) >= 3  # the coarse run, the failed rescan, the rescans after it
+    ends = [json.loads(line) for line in stops.read_text().splitlines()]
+    (failed,) = [doc for doc in ends if doc["exit_status"] == "fail"]
+    assert "device=x, done=True, success=False" in failed["reason"]  # the stalled stage
+    assert failed["run_start"] == done["run_uids"][1]  # the first rescan, recorded as failed
+    assert [doc["exit_status"] for doc in ends].count("success") == len(ends) - 1
+    assert history[after["item"]["item_uid"]]["result"]["exit_status"] == "completed"
