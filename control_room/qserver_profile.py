@@ -29,18 +29,30 @@ from bluesky.plans import count, grid_scan  # noqa: F401 (the worker finds plans
 
 import sim
 from asirp_gui.rescan import RESCAN_NAMES
-from control_room.queue_plans import adaptive_rescan  # noqa: F401 (a plan, found in globals)
+from control_room.qserver import TOMO_NAMES
+from control_room.queue_plans import adaptive_rescan, tomo_scan  # noqa: F401 (plans, in globals)
 
 beamline = sim.make_beamline(sample="tissue", beam_fwhm_um=50.0, seed=0)
 """The simulated µ-XRF beamline: clustered tissue with Se, Zn and Fe hotspots (stage travel
 ±500 µm in x and y, 50 µm beam)."""
 
+tomography = sim.make_tomo_beamline(shape=(4, 64), seed=0)
+"""The simulated tomography beamline (camera of 4 x 64 px, rotation stage, shutter, sample)."""
+
 devices = {
     **dict(zip(RESCAN_NAMES.detectors, beamline.detectors, strict=True)),
     RESCAN_NAMES.x_motor: beamline.x,
     RESCAN_NAMES.y_motor: beamline.y,
+    **dict(
+        zip(
+            TOMO_NAMES,
+            (tomography.detector, tomography.rotation, tomography.shutter, tomography.sample),
+            strict=True,
+        )
+    ),
 }
-"""The queue's name of each device: ``xrf``, ``i0``, ``sample_x``, ``sample_y``."""
+"""The queue's name of each device: ``xrf``, ``i0``, ``sample_x``, ``sample_y`` (µ-XRF) and
+``tomo_det``, ``rotation``, ``shutter``, ``tomo_sample`` (tomography)."""
 
 # The worker finds devices among the module's globals, so each one is bound to its name.
 globals().update(devices)

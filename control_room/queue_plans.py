@@ -26,9 +26,10 @@ from bluesky_plans.adaptive import AdaptiveReport, adaptive_roi_scan
 from bluesky_plans.budget import StageTiming, fine_step_um, grid_scan_time_s
 from bluesky_plans.maps import LiveMaps
 from bluesky_plans.presets import adaptive_options
+from bluesky_plans.tomo import tomo_scan as _tomo_scan
 from callbacks import LiveRestorer
 
-QUEUEABLE_PLANS = ("adaptive_rescan",)
+QUEUEABLE_PLANS = ("adaptive_rescan", "tomo_scan")
 """The plans of this module that the shipped profile offers (``user_group_permissions.yaml``)."""
 
 
@@ -176,3 +177,18 @@ def adaptive_rescan(
         return (yield from subs_wrapper(plan, restorer))
     finally:  # the restorer's thread ends with the plan, however it ends
         restorer.close(10.0, cancel=True)
+
+
+tomo_scan = parameter_annotation_decorator(
+    {
+        "parameters": {
+            "detector": {"annotation": "__READABLE__"},
+            "rotation": {"annotation": "__MOVABLE__"},
+            "shutter": {"annotation": "__MOVABLE__"},
+            "sample": {"annotation": "__MOVABLE__"},
+            "md": {"annotation": "typing.Optional[typing.Dict[str, typing.Any]]"},
+        }
+    }
+)(_tomo_scan)
+""":func:`bluesky_plans.tomo.tomo_scan` as the queue takes it: the devices by name (a readable
+camera; a rotation stage, a shutter and a sample in/out switch that can be set)."""

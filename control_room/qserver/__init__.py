@@ -21,6 +21,10 @@ STARTUP_MODULE = "control_room.qserver_profile"
 
 PERMISSIONS_FILE = "user_group_permissions.yaml"
 
+TOMO_NAMES = ("tomo_det", "rotation", "shutter", "tomo_sample")
+"""The queue's names of the profile's tomography devices: camera, rotation stage, shutter,
+sample in/out (``tomo_scan(detector, rotation, shutter, sample=...)``)."""
+
 
 def permissions_path() -> Path:
     """The shipped ``user_group_permissions.yaml`` (package data, found in an installed copy)."""

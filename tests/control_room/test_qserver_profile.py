@@ -21,7 +21,7 @@ from bluesky_queueserver_api.zmq import REManagerAPI
 import sim
 from asirp_gui.rescan import RESCAN_NAMES, rescan_item
 from control_room import queue_plans
-from control_room.qserver import STARTUP_MODULE, permissions_path
+from control_room.qserver import STARTUP_MODULE, TOMO_NAMES, permissions_path
 from control_room.queue_plans import QUEUEABLE_PLANS
 from tests.qserver_support import manager_api, open_environment, re_manager, redis_server
 
@@ -48,7 +48,7 @@ def test_the_shipped_permissions_allow_the_rescan_plan_and_names_to_primary():
     assert STARTUP_MODULE == "control_room.qserver_profile"
     groups = yaml.safe_load(permissions_path().read_text())["user_groups"]
     primary = groups["primary"]
-    assert set(primary["allowed_devices"]) == set(RESCAN_NAMES.devices)
+    assert set(primary["allowed_devices"]) == {*RESCAN_NAMES.devices, *TOMO_NAMES}
     assert {"grid_scan", "count"} <= set(primary["allowed_plans"])
     assert primary["allowed_functions"] == []  # none: null would allow every function
     printed = subprocess.run(
@@ -65,7 +65,7 @@ def test_the_environment_offers_grid_scan_and_the_beamline_devices(manager):
     plans = manager.plans_allowed()["plans_allowed"]
     assert {"grid_scan", "count", *QUEUEABLE_PLANS} <= set(plans)
     devices = manager.devices_allowed()["devices_allowed"]
-    assert set(devices) == set(RESCAN_NAMES.devices)
+    assert set(devices) == {*RESCAN_NAMES.devices, *TOMO_NAMES}
     for motor in (RESCAN_NAMES.x_motor, RESCAN_NAMES.y_motor):
         assert devices[motor]["is_movable"]
         assert devices[motor]["module"] == "sim.devices"
@@ -243,3 +243,15 @@ def test_a_rescan_that_fails_is_recorded_and_the_queue_goes_on(tmp_path):
     assert failed["run_start"] == done["run_uids"][1]  # the first rescan, recorded as failed
     assert [doc["exit_status"] for doc in ends].count("success") == len(ends) - 1
     assert history[after["item"]["item_uid"]]["result"]["exit_status"] == "completed"
+
+
+def test_a_tomography_item_runs_to_completion(manager):
+    item = BPlan(
+        "tomo_scan", "tomo_det", "rotation", "shutter", sample="tomo_sample", num=4, n_flats=1,
+        n_darks=1, md={"test": "tomo"},
+    )  # fmt: skip
+    added = manager.item_add(item)["item"]
+    done = _run_queue(manager)
+    assert done["item_uid"] == added["item_uid"]
+    assert done["result"]["exit_status"] == "completed", done["result"]["msg"]
+    assert len(done["result"]["run_uids"]) == 1  # darks, flats and projections in one run
