@@ -39,6 +39,8 @@ import bluesky.preprocessors as bpp
 from ophyd import Component as Cpt
 from ophyd import Device, Signal
 
+from bluesky_plans.arguments import positive_number
+
 ACTIONS = ("hold", "slow", "resume")
 """What the plan may decide after an alarm, in the order it happens."""
 
@@ -56,14 +58,6 @@ class FeedbackRecord(Device):
     alarm_temperature_K = Cpt(Signal, value=-1.0)  # -1: unknown
     step_K = Cpt(Signal, value=-1.0)
     exposure = Cpt(Signal, value=-1.0)
-
-
-def _positive(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite number, got {value!r}")
-    if value <= 0:
-        raise ValueError(f"{name} must be > 0, got {value!r}")
-    return float(value)
 
 
 def _read_number(reading: Any, default: float) -> float:
@@ -151,17 +145,17 @@ def reactive_ramp(
             raise ValueError(f"{name} must be a finite temperature > 0 K, got {value!r}")
     if start_K == stop_K:
         raise ValueError("start_K and stop_K are equal: nothing to ramp")
-    step = _positive("step_K", step_K)
-    slow = _positive("slow_step_K", step / 4 if slow_step_K is None else slow_step_K)
-    span = _positive("slow_span_K", 8 * step if slow_span_K is None else slow_span_K)
-    factor = _positive("event_exposure_factor", event_exposure_factor)
+    step = positive_number("step_K", step_K)
+    slow = positive_number("slow_step_K", step / 4 if slow_step_K is None else slow_step_K)
+    span = positive_number("slow_span_K", 8 * step if slow_span_K is None else slow_span_K)
+    factor = positive_number("event_exposure_factor", event_exposure_factor)
     if factor < 1:
         raise ValueError(f"event_exposure_factor must be >= 1, got {factor}")
     if isinstance(hold_frames, bool) or not isinstance(hold_frames, int) or hold_frames < 0:
         raise ValueError(f"hold_frames must be an integer >= 0, got {hold_frames!r}")
     if not (isinstance(analysis_wait_s, int | float) and 0 <= analysis_wait_s < 3600):
         raise ValueError(f"analysis_wait_s must be in [0, 3600) s, got {analysis_wait_s!r}")
-    poll = _positive("poll_s", poll_s)
+    poll = positive_number("poll_s", poll_s)
     if abs(stop_K - start_K) / slow > MAX_FRAMES:
         raise ValueError(
             f"the ramp {start_K}-{stop_K} K at {slow} K steps exceeds {MAX_FRAMES} frames"

@@ -15,7 +15,6 @@ plans and the callbacks never import each other).
 
 # No ``from __future__ import annotations``: the queue server validates a queued item against
 # the plan's annotations, which must be objects, not strings it cannot resolve.
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -23,6 +22,7 @@ from bluesky.preprocessors import subs_wrapper
 from bluesky_queueserver import parameter_annotation_decorator
 
 from bluesky_plans.adaptive import AdaptiveReport, adaptive_roi_scan
+from bluesky_plans.arguments import positive_number
 from bluesky_plans.budget import StageTiming, fine_step_um, grid_scan_time_s
 from bluesky_plans.maps import LiveMaps
 from bluesky_plans.presets import adaptive_options
@@ -31,14 +31,6 @@ from callbacks import LiveRestorer
 
 QUEUEABLE_PLANS = ("adaptive_rescan", "tomo_scan")
 """The plans of this module that the shipped profile offers (``user_group_permissions.yaml``)."""
-
-
-def _positive(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite number, got {value!r}")
-    if value <= 0:
-        raise ValueError(f"{name} must be > 0, got {value!r}")
-    return float(value)
 
 
 def _span(name: str, values: Any) -> float:
@@ -143,16 +135,18 @@ def adaptive_rescan(
     """
     if not isinstance(element, str) or not element:
         raise ValueError(f"element must be a non-empty string, got {element!r}")
-    fraction = _positive("budget_fraction", budget_fraction)
+    fraction = positive_number("budget_fraction", budget_fraction)
     if fraction > 1.0:
         raise ValueError(f"budget_fraction must be at most 1, got {budget_fraction!r}")
     if isinstance(max_rois, bool) or not isinstance(max_rois, int) or not 1 <= max_rois <= 1000:
         raise ValueError(f"max_rois must be an integer in 1-1000, got {max_rois!r}")
-    dwell = _dwell_of(detectors) if dwell_s is None else _positive("dwell_s", dwell_s)
-    timing = StageTiming(dwell_s=dwell, velocity_um_s=_positive("velocity_um_s", velocity_um_s))
-    beam = _positive("beam_fwhm_um", beam_fwhm_um)
-    step = _positive("coarse_step_um", coarse_step_um)
-    fine = fine_step_um(beam, _positive("target_resolution_um", target_resolution_um), step)
+    dwell = _dwell_of(detectors) if dwell_s is None else positive_number("dwell_s", dwell_s)
+    timing = StageTiming(
+        dwell_s=dwell, velocity_um_s=positive_number("velocity_um_s", velocity_um_s)
+    )
+    beam = positive_number("beam_fwhm_um", beam_fwhm_um)
+    step = positive_number("coarse_step_um", coarse_step_um)
+    fine = fine_step_um(beam, positive_number("target_resolution_um", target_resolution_um), step)
     width, height = _span("x_range_um", x_range_um), _span("y_range_um", y_range_um)
     full_s = grid_scan_time_s(width, height, fine, timing)
     restorer = LiveRestorer(element=element, normalize=normalize, method=method, every_rows=None)
@@ -163,7 +157,7 @@ def adaptive_rescan(
         x_range_um,
         y_range_um,
         step,
-        maps=LiveMaps(restorer, _positive("restore_timeout_s", restore_timeout_s)),
+        maps=LiveMaps(restorer, positive_number("restore_timeout_s", restore_timeout_s)),
         beam_fwhm_um=beam,
         target_resolution_um=target_resolution_um,
         timing=timing,

@@ -130,22 +130,25 @@ def _run_queue(manager) -> dict:
     return manager.history_get()["items"][-1]
 
 
-def test_an_adaptive_rescan_item_runs_the_coarse_scan_then_rescans(manager):
-    # 9 x 9 coarse points at 25 µm around a Se hotspot of the profile's tissue (seed 0)
-    item = BPlan(
+def _small_adaptive_item(**kwargs) -> BPlan:
+    """An adaptive_rescan of 9 x 9 coarse points at 25 µm around a Se hotspot (tissue, seed 0)."""
+    ranges = ([-330.0, -130.0], [-340.0, -140.0])
+    return BPlan(
         "adaptive_rescan",
         ["xrf", "i0"],
         "sample_x",
         "sample_y",
-        [-330.0, -130.0],
-        [-340.0, -140.0],
+        *ranges,
         25.0,
         element="Se",
         beam_fwhm_um=50.0,
         target_resolution_um=40.0,
-        max_rois=2,
-        md={"test": "adaptive"},
+        **kwargs,
     )
+
+
+def test_an_adaptive_rescan_item_runs_the_coarse_scan_then_rescans(manager):
+    item = _small_adaptive_item(max_rois=2, md={"test": "adaptive"})
     added = manager.item_add(item)["item"]
     done = _run_queue(manager)
     assert done["item_uid"] == added["item_uid"]
@@ -155,19 +158,7 @@ def test_an_adaptive_rescan_item_runs_the_coarse_scan_then_rescans(manager):
 
 
 def test_a_bad_adaptive_rescan_fails_alone_before_any_scan(manager):
-    item = BPlan(
-        "adaptive_rescan",
-        ["xrf", "i0"],
-        "sample_x",
-        "sample_y",
-        [-330.0, -130.0],
-        [-340.0, -140.0],
-        25.0,
-        element="Se",
-        beam_fwhm_um=50.0,
-        target_resolution_um=40.0,
-        budget_fraction=5.0,
-    )
+    item = _small_adaptive_item(budget_fraction=5.0)
     manager.item_add(item)
     done = _run_queue(manager)
     assert done["result"]["exit_status"] == "failed"
