@@ -15,7 +15,7 @@ super-resolving a map, a copy of the network is fine-tuned on that map's own pai
 trains its network from scratch (:mod:`asirp.sr.internal`: crops of the map degraded by the
 given beam, with noise like the map's, the network told each crop's beam). The trained prior
 is the start (meta-transfer in the sense of Soh et al. 2020), the map's own structure the
-correction: on content unlike the training family (text, fibres, a cell) this gained 0.7-2 dB.
+correction: on content unlike the training family (text, fibres, a cell) this gained 0.7-2.2 dB.
 It stops by iterations and scores only (early stopping on held-back crops, the consistency
 guard), never the clock, and keeps the shipped weights when no score improved on them; each
 map gets its own copy, and the shipped network is never changed.
