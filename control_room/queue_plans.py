@@ -150,26 +150,26 @@ def adaptive_rescan(
     width, height = _span("x_range_um", x_range_um), _span("y_range_um", y_range_um)
     full_s = grid_scan_time_s(width, height, fine, timing)
     restorer = LiveRestorer(element=element, normalize=normalize, method=method, every_rows=None)
-    plan = adaptive_roi_scan(
-        detectors,
-        x_motor,
-        y_motor,
-        x_range_um,
-        y_range_um,
-        step,
-        maps=LiveMaps(restorer, positive_number("restore_timeout_s", restore_timeout_s)),
-        beam_fwhm_um=beam,
-        target_resolution_um=target_resolution_um,
-        timing=timing,
-        max_rois=max_rois,
-        budget_s=fraction * full_s,
-        report=AdaptiveReport(),
-        md={**dict(md or {}), "queued_plan": "adaptive_rescan"},
-        **adaptive_options(beam_fwhm_um=beam, step_um=step),
-    )
-    try:
+    try:  # the restorer's thread ends with the plan, however it ends (a bad range included)
+        plan = adaptive_roi_scan(
+            detectors,
+            x_motor,
+            y_motor,
+            x_range_um,
+            y_range_um,
+            step,
+            maps=LiveMaps(restorer, positive_number("restore_timeout_s", restore_timeout_s)),
+            beam_fwhm_um=beam,
+            target_resolution_um=target_resolution_um,
+            timing=timing,
+            max_rois=max_rois,
+            budget_s=fraction * full_s,
+            report=AdaptiveReport(),
+            md={**dict(md or {}), "queued_plan": "adaptive_rescan"},
+            **adaptive_options(beam_fwhm_um=beam, step_um=step),
+        )
         return (yield from subs_wrapper(plan, restorer))
-    finally:  # the restorer's thread ends with the plan, however it ends
+    finally:
         restorer.close(10.0, cancel=True)
 
 

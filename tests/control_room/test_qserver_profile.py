@@ -246,3 +246,23 @@ def test_a_tomography_item_runs_to_completion(manager):
     assert done["item_uid"] == added["item_uid"]
     assert done["result"]["exit_status"] == "completed", done["result"]["msg"]
     assert len(done["result"]["run_uids"]) == 1  # darks, flats and projections in one run
+
+
+def test_a_bad_range_leaves_no_restoration_thread_behind():
+    import threading
+
+    from bluesky import RunEngine
+
+    from control_room.queue_plans import adaptive_rescan
+
+    beamline = sim.make_beamline(sample="tissue", beam_fwhm_um=50.0, seed=0)
+    engine = RunEngine({})
+    plan = adaptive_rescan(
+        [beamline.xrf, beamline.i0], beamline.x, beamline.y, [10.0, -10.0], [0.0, 100.0], 25.0,
+        **ADAPTIVE_KWARGS,
+    )  # fmt: skip
+    with pytest.raises(ValueError, match="x_range_um is empty"):
+        engine(plan)
+    # the live restorer's worker thread ended with the plan
+    assert "asirp-live-restore" not in {thread.name for thread in threading.enumerate()}
+    assert beamline.x.position == 0.0  # nothing moved
