@@ -28,6 +28,7 @@ import numpy as np
 from bluesky.preprocessors import subs_wrapper
 from bluesky.utils import FailedStatus
 
+from bluesky_plans.arguments import range_um
 from bluesky_plans.budget import StageTiming, fine_step_um, grid_points, region_grid
 from bluesky_plans.map_choice import MIN_CHANGE, MapChoice, choose_map
 from bluesky_plans.maps import LiveMaps, MapOutcome, MapProvider
@@ -86,18 +87,6 @@ class AdaptiveReport:
     def uids(self) -> list[str]:
         """All run uids, coarse first."""
         return ([self.coarse_uid] if self.coarse_uid else []) + list(self.fine_uids)
-
-
-def _check_range(name: str, values: Sequence[float]) -> tuple[float, float]:
-    try:
-        low, high = (float(v) for v in values)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be (start, stop) in µm, got {values!r}") from None
-    if not (math.isfinite(low) and math.isfinite(high)):
-        raise ValueError(f"{name} must be finite, got {values!r}")
-    if high <= low:
-        raise ValueError(f"{name} is empty: stop ({high:g}) must exceed start ({low:g}) µm")
-    return low, high
 
 
 def _grid_plan_args(
@@ -264,8 +253,8 @@ def adaptive_roi_scan(
         An empty region, non-positive steps or sizes, a fine step not finer than the coarse
         one, a negative budget, an unknown strategy, live feedback without a live restorer.
     """
-    x0, x1 = _check_range("x_range_um", x_range_um)
-    y0, y1 = _check_range("y_range_um", y_range_um)
+    x0, x1 = range_um("x_range_um", x_range_um)
+    y0, y1 = range_um("y_range_um", y_range_um)
     for name, value in (("coarse_step_um", coarse_step_um), ("beam_fwhm_um", beam_fwhm_um)):
         if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
             raise ValueError(f"{name} must be > 0 µm, got {value!r}")

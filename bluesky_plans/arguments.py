@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 
@@ -13,3 +14,16 @@ def positive_number(name: str, value: Any) -> float:
     if value <= 0:
         raise ValueError(f"{name} must be > 0, got {value!r}")
     return float(value)
+
+
+def range_um(name: str, values: Sequence[float]) -> tuple[float, float]:
+    """``(start, stop)`` µm of a scan range, finite with stop > start, or ``ValueError``."""
+    try:
+        low, high = (float(v) for v in values)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be (start, stop) in µm, got {values!r}") from None
+    if not (math.isfinite(low) and math.isfinite(high)):
+        raise ValueError(f"{name} must be finite, got {values!r}")
+    if high <= low:
+        raise ValueError(f"{name} is empty: stop ({high:g}) must exceed start ({low:g}) µm")
+    return low, high

@@ -22,7 +22,7 @@ from bluesky.preprocessors import subs_wrapper
 from bluesky_queueserver import parameter_annotation_decorator
 
 from bluesky_plans.adaptive import AdaptiveReport, adaptive_roi_scan
-from bluesky_plans.arguments import positive_number
+from bluesky_plans.arguments import positive_number, range_um
 from bluesky_plans.budget import StageTiming, fine_step_um, grid_scan_time_s
 from bluesky_plans.maps import LiveMaps
 from bluesky_plans.presets import adaptive_options
@@ -31,15 +31,6 @@ from callbacks import LiveRestorer
 
 QUEUEABLE_PLANS = ("adaptive_rescan", "tomo_scan")
 """The plans of this module that the shipped profile offers (``user_group_permissions.yaml``)."""
-
-
-def _span(name: str, values: Any) -> float:
-    """The width of a ``[low, high]`` range, µm (the plan checks the range itself too)."""
-    try:
-        low, high = (float(value) for value in values)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be two numbers [low, high] in µm, got {values!r}") from None
-    return abs(high - low)
 
 
 def _dwell_of(detectors: Sequence[Any]) -> float:
@@ -147,10 +138,10 @@ def adaptive_rescan(
     beam = positive_number("beam_fwhm_um", beam_fwhm_um)
     step = positive_number("coarse_step_um", coarse_step_um)
     fine = fine_step_um(beam, positive_number("target_resolution_um", target_resolution_um), step)
-    width, height = _span("x_range_um", x_range_um), _span("y_range_um", y_range_um)
-    full_s = grid_scan_time_s(width, height, fine, timing)
+    (x0, x1), (y0, y1) = range_um("x_range_um", x_range_um), range_um("y_range_um", y_range_um)
+    full_s = grid_scan_time_s(x1 - x0, y1 - y0, fine, timing)
     restorer = LiveRestorer(element=element, normalize=normalize, method=method, every_rows=None)
-    try:  # the restorer's thread ends with the plan, however it ends (a bad range included)
+    try:  # the restorer's thread ends with the plan, however it ends (a refused argument too)
         plan = adaptive_roi_scan(
             detectors,
             x_motor,

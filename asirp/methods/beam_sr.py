@@ -55,6 +55,7 @@ from asirp.sr.runner import (
     check_scale,
     check_tiling,
     finish,
+    network_facts,
     network_for,
     per_map_networks,
     resolve_beam,
@@ -154,10 +155,7 @@ def run_adapted(problem: Problem, params: dict[str, Any]) -> MethodOutput:
         facts.append(found)
         problem.progress((index + 1) / batch)
     info = {
-        "weights": loaded.source,
-        "network": loaded.description,
-        "precision": "float16" if problem.device.type == "cuda" and params["half"] else "float32",
-        "beam_given_to_network": "sigma along rows and columns, measured px",
+        **network_facts(loaded, problem, params),
         "adapted_to_the_map": [fact["improved"] for fact in facts],
         "adapt_iterations_run": [fact["iterations_run"] for fact in facts],
         "adapt_stopped_by": [fact["stopped_by"] for fact in facts],

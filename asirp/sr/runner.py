@@ -502,6 +502,21 @@ def weights_file(method: str, params: dict[str, Any], scale: int) -> Path:
     return path
 
 
+def network_facts(
+    loaded: LoadedNetwork, problem: Problem, params: dict[str, Any]
+) -> dict[str, Any]:
+    """What a trained network's result records: its weights, architecture and precision."""
+    on_gpu = problem.device.type == "cuda"
+    info = {
+        "weights": loaded.source,
+        "network": loaded.description,
+        "precision": "float16" if on_gpu and params["half"] else "float32",
+    }
+    if loaded.told_the_beam:
+        info["beam_given_to_network"] = "sigma along rows and columns, measured px"
+    return info
+
+
 def run_pretrained(
     method: str,
     problem: Problem,
@@ -559,13 +574,7 @@ def run_pretrained(
         )
 
     fine = network(problem.data, progress or problem.progress)
-    info = {
-        "weights": loaded.source,
-        "network": loaded.description,
-        "precision": "float16" if on_gpu and params["half"] else "float32",
-    }
-    if loaded.told_the_beam:
-        info["beam_given_to_network"] = "sigma along rows and columns, measured px"
+    info = network_facts(loaded, problem, params)
 
     def halves(index: int, pair: torch.Tensor) -> torch.Tensor:
         return network(pair, beams=None if axes is None else [axes[index]] * 2)
