@@ -357,7 +357,7 @@ def adaptive_roi_scan(
     )
 
 
-def _fault_text(error: FailedStatus) -> str:
+def fault_text(error: FailedStatus) -> str:
     """What failed: the failed Status's own exception when it has one."""
     status = error.args[0] if error.args else None
     cause = status.exception() if hasattr(status, "exception") else None
@@ -487,7 +487,7 @@ def _adaptive_plan(
         except FailedStatus as error:
             # one rescan's device fault stays local: its run is closed as failed, the fault is
             # recorded, and the next region is scanned
-            fault = _fault_text(error)
+            fault = fault_text(error)
             report.failed.append(
                 {"roi_index": index, "uid": started[0] if started else None, "error": fault}
             )

@@ -2,7 +2,13 @@ r"""The RE Manager's startup module: the simulated beamline, a RunEngine and the
 
 Plans: bluesky's ``grid_scan`` and ``count`` (the panel's rescans), and ASIRP's
 :func:`~control_room.queue_plans.adaptive_rescan` (the spatial-feedback loop: coarse scan, live
-restoration, regions, fine rescans; serialisable arguments only).
+restoration, regions, fine rescans; serialisable arguments only),
+:func:`~control_room.queue_plans.coarse_map` and :func:`~control_room.queue_plans.roi_rescans`
+(the rescan agent's coarse maps and its approved rescans) and
+:func:`~control_room.queue_plans.tomo_scan`.
+
+With ``ASIRP_TILED_URI`` (and ``ASIRP_TILED_API_KEY``) in the manager's environment, every run
+is written to that tiled catalog (:mod:`control_room.worker_tiled`).
 
 bluesky-queueserver imports this module when its worker environment opens::
 
@@ -30,7 +36,13 @@ from bluesky.plans import count, grid_scan  # noqa: F401 (the worker finds plans
 import sim
 from asirp_gui.rescan import RESCAN_NAMES
 from control_room.qserver import TOMO_NAMES
-from control_room.queue_plans import adaptive_rescan, tomo_scan  # noqa: F401 (plans, in globals)
+from control_room.queue_plans import (  # noqa: F401 (plans, in globals)
+    adaptive_rescan,
+    coarse_map,
+    roi_rescans,
+    tomo_scan,
+)
+from control_room.worker_tiled import worker_catalog
 
 beamline = sim.make_beamline(sample="tissue", beam_fwhm_um=50.0, seed=0)
 """The simulated µ-XRF beamline: clustered tissue with Se, Zn and Fe hotspots (stage travel
@@ -59,3 +71,11 @@ globals().update(devices)
 
 RE = RunEngine({})
 """The RunEngine the worker runs plans with (the queue server requires the name ``RE``)."""
+
+_catalog = worker_catalog()
+if _catalog is not None:
+    from callbacks.publish import TiledSink
+
+    # every run of every plan goes to the beamline's catalog (ASIRP_TILED_URI); a tiled outage
+    # is logged by the sink and never stops a scan
+    RE.subscribe(TiledSink(_catalog, batch_size=100))

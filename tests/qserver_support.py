@@ -21,7 +21,7 @@ import sys
 import sysconfig
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import redis
@@ -60,8 +60,13 @@ def child_environment() -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def _child(argv: Sequence[str], log_path: Path, cwd: Path) -> Iterator[subprocess.Popen]:
-    """``argv`` in a new session, its output to ``log_path``; stopped when the block ends."""
+def child(
+    argv: Sequence[str], log_path: Path, cwd: Path, env: Mapping[str, str] | None = None
+) -> Iterator[subprocess.Popen]:
+    """``argv`` in a new session, its output to ``log_path``; stopped when the block ends.
+
+    ``env`` adds variables to :func:`child_environment`.
+    """
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             list(argv),
@@ -69,7 +74,7 @@ def _child(argv: Sequence[str], log_path: Path, cwd: Path) -> Iterator[subproces
             stdout=log,
             stderr=subprocess.STDOUT,
             cwd=cwd,
-            env=child_environment(),
+            env={**child_environment(), **dict(env or {})},
             start_new_session=True,
         )
     try:
@@ -82,7 +87,7 @@ def _child(argv: Sequence[str], log_path: Path, cwd: Path) -> Iterator[subproces
         stop_process(process)
 
 
-def _wait_for(ready, process: subprocess.Popen, timeout_s: float, what: str, log: Path) -> None:
+def wait_for(ready, process: subprocess.Popen, timeout_s: float, what: str, log: Path) -> None:
     """Poll ``ready()`` until it is true; raise with the log if the child exits or is late."""
     deadline = time.monotonic() + timeout_s
     while not ready():
@@ -121,7 +126,7 @@ def redis_server(tmp_path: Path) -> Iterator[str]:
         "--protected-mode", "yes",
     ]  # fmt: skip
     log = folder / "redis.log"
-    with _child(argv, log, folder) as process:
+    with child(argv, log, folder) as process:
         client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=1.0)
 
         def answers() -> bool:
@@ -131,7 +136,7 @@ def redis_server(tmp_path: Path) -> Iterator[str]:
                 return False
 
         try:
-            _wait_for(answers, process, REDIS_START_TIMEOUT_S, "redis-server", log)
+            wait_for(answers, process, REDIS_START_TIMEOUT_S, "redis-server", log)
         finally:
             client.close()
         yield f"127.0.0.1:{port}"
@@ -157,7 +162,10 @@ def re_manager(
     startup_dir: Path | None = None,
     permissions: Path | None = None,
     extra_args: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
     timeout_s: float = MANAGER_START_TIMEOUT_S,
+    control_port: int | None = None,
+    redis_prefix: str | None = None,
 ) -> Iterator[str]:
     """An RE Manager for this block only (its worker environment is not opened).
 
@@ -176,16 +184,23 @@ def re_manager(
         ``user_group_permissions.yaml`` (default: the one shipped beside the profile).
     extra_args : sequence of str
         More ``start-re-manager`` options.
+    env : mapping, optional
+        More environment variables (the worker inherits them: ``ASIRP_TILED_URI``).
     timeout_s : float
         How long the manager may take to answer ``status()``, s.
+    control_port : int, optional
+        Its control port (default: a free one); a restarted manager takes the same one.
+    redis_prefix : str, optional
+        Its redis keys' prefix (default: a new one); a restarted manager keeps its queue with
+        the same prefix.
 
     Yields
     ------
     str
         The zmq control address, ``"tcp://127.0.0.1:PORT"``.
     """
-    control_port, info_port = free_port(), free_port()
-    folder = tmp_path / f"re-manager-{control_port}"
+    control_port, info_port = control_port or free_port(), free_port()
+    folder = tmp_path / f"re-manager-{control_port}-{uuid.uuid4().hex[:6]}"
     folder.mkdir(parents=True)
     control = f"tcp://127.0.0.1:{control_port}"
     argv = [
@@ -199,15 +214,15 @@ def re_manager(
         "--existing-plans-devices", str(folder / "existing_plans_and_devices.yaml"),
         "--update-existing-plans-devices", "ENVIRONMENT_OPEN",
         "--redis-addr", redis_addr,
-        "--redis-name-prefix", f"asirp_test_{uuid.uuid4().hex[:8]}",
+        "--redis-name-prefix", redis_prefix or f"asirp_test_{uuid.uuid4().hex[:8]}",
         "--zmq-control-addr", control,
         "--zmq-info-addr", f"tcp://127.0.0.1:{info_port}",
         "--console-output", "OFF",
         *extra_args,
     ]  # fmt: skip
     log = folder / "re-manager.log"
-    with _child(argv, log, folder) as process:
-        _wait_for(
+    with child(argv, log, folder, env) as process:
+        wait_for(
             lambda: manager_status(control) is not None,
             process,
             timeout_s,
