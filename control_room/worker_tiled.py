@@ -44,3 +44,15 @@ def worker_catalog() -> Any | None:
         raise ConnectionError(
             f"cannot connect to the tiled server {where} ({TILED_URI_ENV}): {type(error).__name__}"
         ) from None
+
+
+def close_worker_catalog() -> None:
+    """Close the process's catalog client (if one was made) and forget it."""
+    if worker_catalog.cache_info().currsize:
+        try:
+            catalog = worker_catalog()
+        except ConnectionError:
+            catalog = None
+        if catalog is not None:
+            catalog.context.close()
+    worker_catalog.cache_clear()

@@ -7,6 +7,7 @@ coarse map, the operator reviews with ``asirp agent accept``/``edit``/``reject``
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -21,6 +22,7 @@ from bluesky_queueserver_api import BPlan
 from callbacks.tiled_server import connect
 from control_room.agent import records
 from control_room.agent.ledger import Ledger
+from tests.asirp_device.conftest import free_port
 from tests.qserver_support import (
     child,
     console_script,
@@ -245,3 +247,49 @@ def test_a_killed_agent_restarts_and_every_proposal_runs_once(beamline):
     assert [h["reason"] for h in halts] == [
         "queue autostart was turned off (the queue was stopped, or an item failed)"
     ]
+
+
+def test_a_restarted_manager_keeps_the_agents_items_and_runs_each_once(tmp_path):
+    campaign = "manager-restart"
+    control_port = free_port()
+    prefix = f"asirp_restart_{control_port}"
+    with contextlib.ExitStack() as stack:
+        uri, key = stack.enter_context(tiled_server(tmp_path / "tiled"))
+        redis_addr = stack.enter_context(redis_server(tmp_path))
+        env = {"ASIRP_TILED_URI": uri, "ASIRP_TILED_API_KEY": key}
+
+        def manager():  # the same port and the same redis keys each time
+            return re_manager(
+                redis_addr, tmp_path, env=env, control_port=control_port, redis_prefix=prefix
+            )
+
+        with manager() as control, manager_api(control) as api:
+            open_environment(api)
+            line = Beamline(tmp_path, uri, key, control, api)
+            stack.callback(line.catalog.context.close)
+            agent = stack.enter_context(
+                line.agent(campaign, "--mode", "automatic", "--max-items", "3", "--no-autostart")
+            )
+            line.queue_coarse_map(campaign)
+            api.queue_start()
+            wait_until(lambda: len(line.ledger(campaign).submissions) == 3, "three submissions")
+            queued = [item["item_uid"] for item in api.queue_get()["items"]]
+            assert len(queued) == 3  # waiting: the queue was not started again
+        # the manager is gone; the agent keeps polling (and failing) without losing anything
+        time.sleep(3.0)
+        assert agent.poll() is None
+        with manager() as control, manager_api(control) as api:
+            open_environment(api)
+            assert [item["item_uid"] for item in api.queue_get()["items"]] == queued
+            api.queue_start()
+            ledger = wait_until(
+                lambda: len((led := line.ledger(campaign)).outcomes) == 3 and led,
+                "the three rescans after the restart",
+            )
+            time.sleep(2.0)  # a few more polls: nothing is submitted again
+            assert api.queue_get()["items"] == []
+            history = [i for i in api.history_get()["items"] if i["name"] == "roi_rescans"]
+            assert agent.poll() is None
+    assert len(history) == 3
+    assert all(len(runs) == 1 for runs in ledger.rescans.values())
+    assert all(o["exit_status"] == "success" for o in ledger.outcomes.values())
