@@ -44,6 +44,16 @@ def register(subcommands: Any) -> None:
     run.add_argument("--max-items", type=int, default=20, help="automatic: most rescans")
     run.add_argument("--target-resolution-um", type=float, default=20.0, metavar="UM")
     run.add_argument("--max-per-map", type=int, default=10, help="most proposals per coarse map")
+    run.add_argument(
+        "--actuators",
+        nargs=2,
+        default=("sample_x", "sample_y"),
+        metavar=("X", "Y"),
+        help="the profile's fast and slow stage motors (sample_x sample_y)",
+    )
+    run.add_argument(
+        "--sensors", nargs="+", default=("xrf", "i0"), help="the profile's detectors (xrf i0)"
+    )
     run.add_argument("--poll-s", type=float, default=1.0, help="seconds between polls")
     run.add_argument("--user", default="asirp agent", help="the items' submitter")
     run.add_argument("--user-group", default="primary", help="the submitter's user group")
@@ -117,6 +127,8 @@ def _run(args: argparse.Namespace) -> int:
             limits=limits,
             target_resolution_um=args.target_resolution_um,
             max_per_map=args.max_per_map,
+            actuators=tuple(args.actuators),
+            sensors=tuple(args.sensors),
             autostart=not args.no_autostart,
         )
         agent.start()

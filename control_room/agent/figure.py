@@ -77,20 +77,15 @@ def draw_campaign(
         decided = (
             seen["restored"] if used == "restored" and seen["restored"] is not None else seen["raw"]
         )
-        low, high = np.nanpercentile(seen["raw"], [1, 99.5])
         for ax, image, title in (
             (axes[row, 0], seen["raw"], f"raw coarse map ({seen['step_um']:g} µm step)"),
             (axes[row, 1], decided, f"{used} map, proposals and rescans"),
         ):
+            low, high = np.nanpercentile(image, [1, 99.5])
             ax.imshow(
-                image,
-                origin="lower",
-                extent=extent,
-                cmap="magma",
-                interpolation="nearest",
-                vmin=low if image is seen["raw"] else None,
-                vmax=high if image is seen["raw"] else None,
-            )
+                image, origin="lower", extent=extent, cmap="magma", interpolation="nearest",
+                vmin=low, vmax=high,
+            )  # fmt: skip
             ax.set_title(f"{decision.get('element')} {title}", fontsize=10)
             ax.set_xlabel("x (µm)")
             ax.set_ylabel("y (µm)")
