@@ -8,12 +8,13 @@ from qtpy.QtWidgets import QMainWindow, QTabWidget
 
 from asirp_gui.live_tab import LiveTab
 from asirp_gui.offline_tab import OfflineTab
+from asirp_gui.proposals_tab import ProposalsTab
 from asirp_gui.rescan import RescanSender
 from asirp_gui.results_browser import ResultsBrowser
 
 
 class MainWindow(QMainWindow):
-    """Tabs ``Live``, ``Offline`` and ``Results``; settings are saved when the window closes.
+    """Tabs ``Live``, ``Offline``, ``Results`` and ``Proposals``; settings saved on closing.
 
     Parameters
     ----------
@@ -30,10 +31,12 @@ class MainWindow(QMainWindow):
         self.live = LiveTab(settings, sender)
         self.offline = OfflineTab(settings)
         self.results = ResultsBrowser(settings)
+        self.proposals = ProposalsTab(settings)
         self.tabs = QTabWidget()
         self.tabs.addTab(self.live, "Live")
         self.tabs.addTab(self.offline, "Offline")
         self.tabs.addTab(self.results, "Results")
+        self.tabs.addTab(self.proposals, "Proposals")
         self.setCentralWidget(self.tabs)
         self.resize(1400, 800)
 
@@ -45,4 +48,5 @@ class MainWindow(QMainWindow):
             self.offline.worker.wait()
         self.live.shutdown()
         self.results.shutdown()
+        self.proposals.shutdown()
         super().closeEvent(event)
