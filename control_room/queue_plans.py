@@ -194,6 +194,9 @@ RESCAN_ROLE = "rescan"
 MAX_SUGGESTIONS = 100
 """Most regions one :func:`roi_rescans` item may scan."""
 
+MAX_RESCAN_POINTS = 100_000
+"""Most points one region of :func:`roi_rescans` may have."""
+
 
 def _grid_spans(x_range, y_range, step_um: float) -> tuple[tuple, tuple]:
     """``grid_scan``'s ``(y0, y1, ny)``, ``(x0, x1, nx)`` covering the ranges from their start."""
@@ -328,8 +331,8 @@ def _checked_suggestion(suggestion: Any) -> tuple[str, tuple, tuple]:
         raise ValueError(f"each suggestion needs an '_id' string (1-200 characters), got {ident!r}")
     step = positive_number("step_um", suggestion.get("step_um"))
     y_span, x_span = _grid_spans(suggestion.get("x_range_um"), suggestion.get("y_range_um"), step)
-    if y_span[2] * x_span[2] > 100_000:
-        raise ValueError(f"suggestion {ident!r} asks for more than 100000 points")
+    if y_span[2] * x_span[2] > MAX_RESCAN_POINTS:
+        raise ValueError(f"suggestion {ident!r} asks for more than {MAX_RESCAN_POINTS} points")
     return ident, y_span, x_span
 
 

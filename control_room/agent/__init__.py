@@ -8,23 +8,34 @@ proposal is accepted (by an operator with ``asirp agent accept``/``edit``/``reje
 itself within a budget in automatic mode), submits a
 :func:`~control_room.queue_plans.roi_rescans` item. Its state is what tiled holds, so a
 restarted agent submits nothing twice.
+
+This package imports bluesky, tiled and the queue-server API lazily: importing it (as the
+``asirp`` command does to register ``asirp agent``) stays cheap.
 """
 
-from control_room.agent.agent import Limits, RescanAgent, stopped_by_person
-from control_room.agent.evaluation import TiledEvaluation
-from control_room.agent.ledger import Ledger
-from control_room.agent.optimizer import RoiOptimizer, proposal_id
-from control_room.agent.review import ReviewError, proposals_table, review
+from __future__ import annotations
 
-__all__ = [
-    "Ledger",
-    "Limits",
-    "RescanAgent",
-    "ReviewError",
-    "RoiOptimizer",
-    "TiledEvaluation",
-    "proposal_id",
-    "proposals_table",
-    "review",
-    "stopped_by_person",
-]
+from importlib import import_module
+from typing import Any
+
+_EXPORTS = {
+    "Ledger": "control_room.agent.ledger",
+    "Limits": "control_room.agent.agent",
+    "RescanAgent": "control_room.agent.agent",
+    "ReviewError": "control_room.agent.reviews",
+    "RoiOptimizer": "control_room.agent.optimizer",
+    "TiledEvaluation": "control_room.agent.evaluation",
+    "proposal_id": "control_room.agent.optimizer",
+    "proposals_table": "control_room.agent.reviews",
+    "review": "control_room.agent.reviews",
+    "stopped_by_person": "control_room.agent.agent",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'control_room.agent' has no attribute {name!r}")
+    return getattr(import_module(module), name)

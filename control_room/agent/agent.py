@@ -199,8 +199,14 @@ class RescanAgent:
             try:
                 for event in self.step():
                     _LOG.info("%s", event)
-            except Exception:
-                _LOG.exception("agent step failed; trying again in %g s", poll_s)
+            except Exception as error:  # tiled or the manager away: one line, then retry
+                _LOG.warning(
+                    "agent step failed (%s: %s); trying again in %g s",
+                    type(error).__name__,
+                    " ".join(str(error).split())[:300],
+                    poll_s,
+                )
+                _LOG.debug("the failed step", exc_info=True)
             if self.halted:
                 return f"halted: {self.halted}"
             if deadline is not None and time.monotonic() > deadline:
@@ -319,7 +325,8 @@ class RescanAgent:
     def _queue_items(self) -> dict[str, dict[str, Any]]:
         """Proposal id -> the queue's or the history's item that carries it."""
         found: dict[str, dict[str, Any]] = {}
-        for listing in (self.manager.history_get(), self.manager.queue_get()):
+        # the queue first: a failed item is in both, and its history entry has the result
+        for listing in (self.manager.queue_get(), self.manager.history_get()):
             for item in listing.get("items", []):
                 if item.get("name") != ACQUISITION_PLAN:
                     continue
@@ -353,7 +360,12 @@ class RescanAgent:
                         "agent_mode": self.mode,
                     },
                 )
-                item_uid = self.manager.item_add(item)["item"]["item_uid"]
+                try:
+                    item_uid = self.manager.item_add(item)["item"]["item_uid"]
+                except self.manager.RequestFailedError as error:
+                    # refused by the manager (permissions, arguments): final, not retried
+                    events.append(self._refused(ident, str(error)))
+                    continue
                 events.append(f"{ident}: submitted as item {item_uid}")
             records.write_record(
                 self.catalog,
@@ -362,6 +374,19 @@ class RescanAgent:
                 {"proposal_id": ident, "item_uid": item_uid, "proposal": proposal},
             )
         return events
+
+    def _refused(self, ident: str, why: str) -> str:
+        content = {
+            "proposal_id": ident,
+            "run_uid": None,
+            "exit_status": "refused",
+            "reason": " ".join(why.split())[:2000],
+            "counts": None,
+            "runs": 0,
+        }
+        self.problem.optimizer.register_failures([{"_id": ident}])
+        records.write_record(self.catalog, records.OUTCOME, self.campaign, content)
+        return f"{ident}: the manager refused the item: {content['reason']}"
 
     # -- 4. outcomes -----------------------------------------------------------------------------
     def _record_outcomes(self, ledger: Ledger, items: dict[str, dict[str, Any]]) -> list[str]:

@@ -144,7 +144,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _proposals(args: argparse.Namespace) -> int:
-    from control_room.agent.review import proposals_table
+    from control_room.agent.reviews import proposals_table
 
     table = proposals_table(_catalog(args.tiled), args.campaign)
     if args.json:
@@ -162,7 +162,7 @@ def _proposals(args: argparse.Namespace) -> int:
 
 
 def _review(args: argparse.Namespace) -> int:
-    from control_room.agent.review import ReviewError, proposals_table, review
+    from control_room.agent.reviews import ReviewError, proposals_table, review
 
     catalog = _catalog(args.tiled)
     ids = list(args.ids)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from control_room.agent import records
+from control_room.queue_plans import RESCAN_ROLE
 
 ACCEPTING = ("accept", "edit")
 REVIEW_ACTIONS = ("accept", "edit", "reject")
@@ -64,7 +65,7 @@ class Ledger:
             ledger.submissions.setdefault(submission["proposal_id"], submission)
         for outcome in records.find_records(catalog, records.OUTCOME, campaign):
             ledger.outcomes.setdefault(outcome["proposal_id"], outcome)
-        for start, stop in records.find_runs(catalog, campaign, asirp_role="rescan"):
+        for start, stop in records.find_runs(catalog, campaign, asirp_role=RESCAN_ROLE):
             ledger.rescans.setdefault(start["asirp_proposal_id"], []).append((start, stop))
         ledger.halts = records.find_records(catalog, records.HALT, campaign)
         return ledger

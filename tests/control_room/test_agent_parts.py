@@ -247,6 +247,8 @@ def test_reviews_are_records_and_refuse_what_is_not_pending(tiled):
         review(catalog, "reviews", "p-review-0", "edit", operator="me", x_range_um=[5, 5])
     with pytest.raises(ReviewError, match="step_um"):
         review(catalog, "reviews", "p-review-0", "edit", operator="me", step_um=0)
+    with pytest.raises(ReviewError, match="points"):
+        review(catalog, "reviews", "p-review-0", "edit", operator="me", step_um=0.01)
     review(catalog, "reviews", "p-review-0", "edit", operator="me", x_range_um=[10, 40])
     review(catalog, "reviews", "p-review-1", "reject", operator="me", reason="known feature")
     with pytest.raises(ReviewError, match="accepted, not pending"):

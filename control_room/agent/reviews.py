@@ -13,8 +13,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from bluesky_plans.arguments import range_um
+from bluesky_plans.budget import grid_points
 from control_room.agent import records
 from control_room.agent.ledger import REVIEW_ACTIONS, Ledger
+from control_room.queue_plans import MAX_RESCAN_POINTS
 
 
 class ReviewError(ValueError):
@@ -108,6 +110,14 @@ def review(
             if not (isinstance(step_um, int | float) and math.isfinite(step_um) and step_um > 0):
                 raise ReviewError(f"step_um must be > 0 µm, got {step_um!r}")
             proposal["step_um"] = float(step_um)
+        (x0, x1), (y0, y1) = proposal["x_range_um"], proposal["y_range_um"]
+        step = float(proposal["step_um"])
+        points = grid_points(x1 - x0, step) * grid_points(y1 - y0, step)
+        if points > MAX_RESCAN_POINTS:
+            raise ReviewError(
+                f"the edited rescan has {points} points (> {MAX_RESCAN_POINTS}): a smaller box "
+                "or a larger step"
+            )
         proposal["edited_by"] = operator
     return records.write_record(
         catalog,
