@@ -7,9 +7,9 @@ it (:func:`control_room.agent.proposals_table`), refreshed every few seconds. **
 **Reject** and **Edit** (with the box in the four fields below the table) record a review in
 tiled (:func:`control_room.agent.reviews.review`), exactly as ``asirp agent accept``,
 ``reject`` and ``edit`` do; the agent submits what was accepted at its next poll. Every tiled
-call runs in a :class:`~asirp_gui.workers.TaskWorker`, so a server that is down gives one line in the message
-area, never a frozen window; a review that cannot be made (no longer pending, a bad box) says
-why and records nothing.
+call runs in a :class:`~asirp_gui.workers.TaskWorker`, so a server that is down gives one
+line in the message area, never a frozen window; a review that cannot be made (no longer
+pending, a bad box) says why and records nothing.
 """
 
 from __future__ import annotations
