@@ -15,7 +15,6 @@ pending, a bad box) says why and records nothing.
 from __future__ import annotations
 
 import getpass
-import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -43,7 +42,7 @@ from asirp_gui.tiled_results import (
     open_client,
     storable_uri,
 )
-from asirp_gui.workers import TaskWorker
+from asirp_gui.workers import TaskWorker, start_task
 from callbacks.address import redact, uri_secrets
 
 URI_SETTING = "proposals/tiled_uri"
@@ -160,15 +159,7 @@ class ProposalsTab(QWidget):
         self.message.setText(redact(text, self._secrets))
 
     def _run(self, task: Callable[[], Any], done: Callable[[Any], None]) -> None:
-        def wrapped(progress: Callable[[float], None], cancel: threading.Event) -> Any:
-            return task()
-
-        worker = TaskWorker(wrapped)
-        worker.failed.connect(self._failed)
-        worker.finished_ok.connect(done)
-        worker.finished.connect(lambda: self.workers.remove(worker))
-        self.workers.append(worker)
-        worker.start()
+        start_task(self.workers, task, done, self._failed)
 
     def _failed(self, text: str) -> None:
         for prefix in ("ConnectionError: ", "ValueError: ", "ReviewError: "):

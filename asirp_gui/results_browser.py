@@ -11,7 +11,6 @@ message area, never a frozen window.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -50,7 +49,7 @@ from asirp_gui.tiled_results import (
     read_result,
     storable_uri,
 )
-from asirp_gui.workers import TaskWorker, one_line
+from asirp_gui.workers import TaskWorker, one_line, start_task
 from callbacks.address import redact, uri_secrets
 
 URI_SETTING = "results/tiled_uri"
@@ -160,17 +159,7 @@ class ResultsBrowser(QWidget):
 
     def _run(self, task: Callable[[], Any], done: Callable[[Any], None]) -> None:
         """Run ``task()`` in a worker; its result goes to ``done``, an error to the message."""
-
-        def wrapped(progress: Callable[[float], None], cancel: threading.Event) -> Any:
-            return task()
-
-        worker = TaskWorker(wrapped)
-        worker.failed.connect(self._failed)
-        worker.finished_ok.connect(done)
-        # removed after the outcome's slot has run: busy() is False only once it is shown
-        worker.finished.connect(lambda: self.workers.remove(worker))
-        self.workers.append(worker)
-        worker.start()
+        start_task(self.workers, task, done, self._failed)
 
     def _failed(self, text: str) -> None:
         for prefix in ("ConnectionError: ", "ValueError: "):

@@ -79,3 +79,29 @@ class TaskWorker(QObject):
 
     def _report(self, fraction: float) -> None:
         self.progress.emit(float(fraction))
+
+
+def start_task(
+    workers: list[TaskWorker],
+    task: Callable[[], Any],
+    done: Callable[[Any], None] | None,
+    failed: Callable[[str], None],
+) -> TaskWorker:
+    """Run ``task()`` in a :class:`TaskWorker` that stays in ``workers`` until it is reported.
+
+    ``done(result)`` or ``failed(message)`` runs in the GUI thread; the worker leaves
+    ``workers`` only after that slot ran, so ``bool(workers)`` is false only once the outcome is
+    shown (what a tab's ``busy()`` reports).
+    """
+
+    def wrapped(progress: Callable[[float], None], cancel: threading.Event) -> Any:
+        return task()
+
+    worker = TaskWorker(wrapped)
+    worker.failed.connect(failed)
+    if done is not None:
+        worker.finished_ok.connect(done)
+    worker.finished.connect(lambda: workers.remove(worker))
+    workers.append(worker)
+    worker.start()
+    return worker

@@ -50,15 +50,18 @@ def _dwell_of(detectors: Sequence[Any]) -> float:
 
 # A type hint stops the queue server from turning names into devices; these tell it which names
 # are devices (readable detectors, movable motors) and validate them against the allowed ones.
-@parameter_annotation_decorator(
-    {
+def _map_scan_devices() -> dict[str, Any]:
+    """The device parameters of a map scan (detectors, x and y motors), a new dict each time."""
+    return {
         "parameters": {
             "detectors": {"annotation": "typing.List[__READABLE__]"},
             "x_motor": {"annotation": "__MOVABLE__"},
             "y_motor": {"annotation": "__MOVABLE__"},
         }
     }
-)
+
+
+@parameter_annotation_decorator(_map_scan_devices())
 def adaptive_rescan(
     detectors: Sequence[Any],
     x_motor: Any,
@@ -205,15 +208,7 @@ def _grid_spans(x_range, y_range, step_um: float) -> tuple[tuple, tuple]:
     return (y0, y0 + (rows - 1) * step_um, rows), (x0, x0 + (columns - 1) * step_um, columns)
 
 
-@parameter_annotation_decorator(
-    {
-        "parameters": {
-            "detectors": {"annotation": "typing.List[__READABLE__]"},
-            "x_motor": {"annotation": "__MOVABLE__"},
-            "y_motor": {"annotation": "__MOVABLE__"},
-        }
-    }
-)
+@parameter_annotation_decorator(_map_scan_devices())
 def coarse_map(
     detectors: Sequence[Any],
     x_motor: Any,
@@ -284,6 +279,10 @@ def coarse_map(
     if y_span[2] < 2 or x_span[2] < 2:
         raise ValueError(f"the map needs at least 2 x 2 points at {step:g} µm")
     timeout_s = positive_number("restore_timeout_s", restore_timeout_s)
+    try:
+        dwell_s: float | None = _dwell_of(detectors)
+    except ValueError:  # a detector without a dwell signal: the agent assumes its default
+        dwell_s = None
     catalog = worker_catalog()
     if catalog is None:
         raise ValueError(
@@ -300,9 +299,7 @@ def coarse_map(
         "x_range_um": [x_span[0], x_span[1]],
         "y_range_um": [y_span[0], y_span[1]],
         "normalize": normalize,
-        "dwell_s": next(
-            (float(d.dwell_time.get()) for d in detectors if hasattr(d, "dwell_time")), None
-        ),
+        "dwell_s": dwell_s,
         "queued_plan": "coarse_map",
     }
     restorer = LiveRestorer(
