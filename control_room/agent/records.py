@@ -37,6 +37,35 @@ RECORD_PLAN_NAME = "asirp_rescan_agent"
 """``plan_name`` of every record (no motor moved; the run is a document of a decision)."""
 
 
+def record_documents(
+    role: str, campaign: str, content: Mapping[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The start and stop documents of one record (event-model's ``compose_run``).
+
+    Raises
+    ------
+    ValueError
+        Unknown role, or ``content`` overrides a reserved key.
+    """
+    from event_model import compose_run
+
+    if role not in ROLES:
+        raise ValueError(f"unknown record role {role!r}; one of {ROLES}")
+    reserved = {"asirp_role", "campaign", "plan_name", "uid", "time"}
+    if reserved & set(content):
+        raise ValueError(f"record content may not set {sorted(reserved & set(content))}")
+    bundle = compose_run(
+        metadata={
+            **plain_metadata(dict(content)),
+            "asirp_role": role,
+            "campaign": campaign,
+            "plan_name": RECORD_PLAN_NAME,
+        }
+    )
+    stop = bundle.compose_stop(exit_status="success", time=time.time())
+    return dict(bundle.start_doc), dict(stop)
+
+
 def write_record(catalog: Any, role: str, campaign: str, content: Mapping[str, Any]) -> str:
     """Write one record as a run (start and stop documents) to tiled; its uid.
 
@@ -58,25 +87,11 @@ def write_record(catalog: Any, role: str, campaign: str, content: Mapping[str, A
     Exception
         Whatever tiled raises: a record that is not stored is not taken as made.
     """
-    from event_model import compose_run
-
-    if role not in ROLES:
-        raise ValueError(f"unknown record role {role!r}; one of {ROLES}")
-    reserved = {"asirp_role", "campaign", "plan_name", "uid", "time"}
-    if reserved & set(content):
-        raise ValueError(f"record content may not set {sorted(reserved & set(content))}")
-    bundle = compose_run(
-        metadata={
-            **plain_metadata(dict(content)),
-            "asirp_role": role,
-            "campaign": campaign,
-            "plan_name": RECORD_PLAN_NAME,
-        }
-    )
+    start, stop = record_documents(role, campaign, content)
     writer = raw_run_writer(catalog, batch_size=1)
-    writer("start", bundle.start_doc)
-    writer("stop", bundle.compose_stop(exit_status="success", time=time.time()))
-    return bundle.start_doc["uid"]
+    writer("start", start)
+    writer("stop", stop)
+    return start["uid"]
 
 
 def find_records(catalog: Any, role: str, campaign: str) -> list[dict[str, Any]]:

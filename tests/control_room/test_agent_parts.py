@@ -278,3 +278,16 @@ def test_limits_refuse_absurd_values():
                 {"max_items": -1}, {"max_items": True}, {"max_items": 10**6}):  # fmt: skip
         with pytest.raises(ValueError, match="must be"):
             Limits(**bad)
+
+
+def test_records_are_documents_event_model_validates():
+    from event_model import DocumentNames, schema_validators
+
+    start, stop = records.record_documents(
+        records.DECISION, "valid", {"coarse_uid": "c", "proposals": [{"_id": "p", "score": 1}]}
+    )
+    schema_validators[DocumentNames.start].validate(start)
+    schema_validators[DocumentNames.stop].validate(stop)
+    assert stop["run_start"] == start["uid"]
+    assert start["asirp_role"] == "agent_decision"
+    assert start["campaign"] == "valid"
