@@ -323,11 +323,13 @@ class RescanAgent:
 
     # -- 3. submissions --------------------------------------------------------------------------
     def _queue_items(self) -> dict[str, dict[str, Any]]:
-        """Proposal id -> the queue's or the history's item that carries it."""
+        """Proposal id -> the queue's (running included) or the history's item that carries it."""
         found: dict[str, dict[str, Any]] = {}
+        queue = self.manager.queue_get()
+        running = [queue["running_item"]] if queue.get("running_item") else []
         # the queue first: a failed item is in both, and its history entry has the result
-        for listing in (self.manager.queue_get(), self.manager.history_get()):
-            for item in listing.get("items", []):
+        for items in (queue.get("items", []), running, self.manager.history_get().get("items", [])):
+            for item in items:
                 if item.get("name") != ACQUISITION_PLAN:
                     continue
                 for suggestion in (item.get("kwargs") or {}).get("suggestions") or []:

@@ -215,14 +215,6 @@ def test_a_killed_agent_restarts_and_every_proposal_runs_once(beamline):
     assert len(accepted) == 3  # --max-items
     assert len(decision["proposals"]) > 3
     assert all("items are used" in why for why in decision["held"].values())
-    # as if the agent had died after adding an item and before recording it
-    unrecorded = next((i for i in accepted if i not in ledger.submissions), None)
-    if unrecorded is not None:
-        beamline.api.item_add(
-            BPlan("roi_rescans", suggestions=[ledger.proposals[unrecorded]],
-                  actuators=["sample_x", "sample_y"], sensors=["xrf", "i0"],
-                  md={"campaign": campaign, "coarse_uid": decision["coarse_uid"]})
-        )  # fmt: skip
     with beamline.agent(campaign, "--mode", "automatic", "--max-items", "3") as second:
         ledger = wait_until(
             lambda: all(i in (led := beamline.ledger(campaign)).outcomes for i in accepted) and led,
@@ -247,6 +239,53 @@ def test_a_killed_agent_restarts_and_every_proposal_runs_once(beamline):
     assert [h["reason"] for h in halts] == [
         "queue autostart was turned off (the queue was stopped, or an item failed)"
     ]
+
+
+def test_an_item_added_just_before_the_agent_died_is_not_added_again(beamline):
+    from control_room.agent import RescanAgent
+
+    campaign = "crash-window"
+    proposal = {
+        "_id": "p-crash-0", "x_range_um": [0.0, 20.0], "y_range_um": [0.0, 20.0],
+        "step_um": 10.0, "coarse_uid": "crash-coarse", "sample": "s", "score": 1.0,
+        "estimated_s": 1.0, "why": "test",
+    }  # fmt: skip
+    records.write_record(
+        beamline.catalog, records.DECISION, campaign,
+        {"coarse_uid": "crash-coarse", "derived_uid": None, "proposals": [proposal],
+         "auto_accepted": ["p-crash-0"], "mode": "automatic"},
+    )  # fmt: skip
+    # the dead agent's item: in the queue (not started), never recorded
+    beamline.api.queue_autostart(False)
+    wait_until(lambda: beamline.api.status()["manager_state"] == "idle", "an idle manager")
+    added = beamline.api.item_add(
+        BPlan("roi_rescans", suggestions=[proposal], actuators=["sample_x", "sample_y"],
+              sensors=["xrf", "i0"], md={"campaign": campaign})
+    )["item"]["item_uid"]  # fmt: skip
+    agent = RescanAgent(
+        beamline.catalog, beamline.api, campaign=campaign, mode="automatic", autostart=False
+    )
+    agent.start()
+    assert agent.step() == [f"p-crash-0: found in the queue as item {added}"]
+    beamline.api.queue_autostart(True)  # now the item runs
+    ledger = wait_until(
+        lambda: (
+            agent.step() is not None
+            and "p-crash-0" in (led := beamline.ledger(campaign)).outcomes
+            and led
+        ),
+        "its outcome",
+    )
+    for _ in range(3):
+        agent.step()  # more polls add nothing
+    assert ledger.submissions["p-crash-0"]["item_uid"] == added
+    assert len(ledger.rescans["p-crash-0"]) == 1
+    items = [
+        item for item in beamline.history("roi_rescans")
+        if item["kwargs"]["suggestions"][0]["_id"] == "p-crash-0"
+    ]  # fmt: skip
+    assert [item["item_uid"] for item in items] == [added]
+    assert beamline.api.queue_get()["items"] == []
 
 
 def test_a_restarted_manager_keeps_the_agents_items_and_runs_each_once(tmp_path):
