@@ -143,13 +143,14 @@ def test_approval_mode_runs_nothing_until_the_operator_reviews(beamline):
 
         # one rejected, one edited, and one whose stage will stall (a motor fault)
         rejected, edited, faulty = proposals[:3]
-        others = set().union(*(_columns(p) for p in proposals if p is not faulty))
+        x0, x1 = edited["x_range_um"]
+        new_x = [x0 - 25.0, x1]
+        edited_box = {**edited, "x_range_um": new_x}
+        others = set().union(*(_columns(p) for p in (*proposals, edited_box) if p is not faulty))
         stall = next(x for x in sorted(_columns(faulty)) if x not in others)
         beamline.api.script_upload(f"beamline.x.fault_zone_um = ({stall} - 1e-6, {stall} + 1e-6)\n")
         wait_until(lambda: beamline.api.status()["manager_state"] == "idle", "the script")
         beamline.asirp("reject", rejected["_id"], "--campaign", campaign, "--why", "known")
-        x0, x1 = edited["x_range_um"]
-        new_x = [x0 - 25.0, x1]
         beamline.asirp(
             "edit", edited["_id"], "--campaign", campaign, "--x-range", *map(str, new_x),
             "--operator", "beamline scientist",
