@@ -26,9 +26,15 @@ from bluesky_queueserver import parameter_annotation_decorator
 
 from bluesky_plans.adaptive import AdaptiveReport, adaptive_roi_scan, fault_text
 from bluesky_plans.arguments import positive_number, range_um
-from bluesky_plans.budget import StageTiming, fine_step_um, grid_points, grid_scan_time_s
+from bluesky_plans.budget import (
+    StageTiming,
+    fine_step_um,
+    grid_scan_time_s,
+    region_grid,
+)
 from bluesky_plans.maps import LiveMaps
 from bluesky_plans.presets import adaptive_options
+from bluesky_plans.roi import RegionOfInterest
 from bluesky_plans.tomo import tomo_scan as _tomo_scan
 from callbacks import LiveRestorer
 from control_room.worker_tiled import TILED_URI_ENV, worker_catalog
@@ -204,8 +210,7 @@ MAX_RESCAN_POINTS = 100_000
 def _grid_spans(x_range, y_range, step_um: float) -> tuple[tuple, tuple]:
     """``grid_scan``'s ``(y0, y1, ny)``, ``(x0, x1, nx)`` covering the ranges from their start."""
     (x0, x1), (y0, y1) = range_um("x_range_um", x_range), range_um("y_range_um", y_range)
-    rows, columns = grid_points(y1 - y0, step_um), grid_points(x1 - x0, step_um)
-    return (y0, y0 + (rows - 1) * step_um, rows), (x0, x0 + (columns - 1) * step_um, columns)
+    return region_grid(RegionOfInterest(x0, x1, y0, y1, 0.0, "queued"), step_um)
 
 
 @parameter_annotation_decorator(_map_scan_devices())
@@ -319,8 +324,13 @@ def coarse_map(
         restorer.close(10.0, cancel=True)
 
 
-def _checked_suggestion(suggestion: Any) -> tuple[str, tuple, tuple]:
-    """``(id, y_span, x_span)`` of one region to rescan, or one clear ``ValueError``."""
+def check_suggestion(suggestion: Any) -> tuple[str, tuple, tuple]:
+    """``(id, y_span, x_span)`` of one region to rescan, or one clear ``ValueError``.
+
+    The check :func:`roi_rescans` makes before anything moves (and an operator's edit is held
+    to): an ``_id`` of 1-200 characters, finite ranges with stop > start (µm), a step > 0 µm,
+    at most :data:`MAX_RESCAN_POINTS` points.
+    """
     if not isinstance(suggestion, Mapping):
         raise ValueError(f"each suggestion must be a dict, got {type(suggestion).__name__}")
     ident = suggestion.get("_id")
@@ -389,7 +399,7 @@ def roi_rescans(
         raise ValueError(f"actuators must be [x_motor, y_motor], got {len(actuators)} devices")
     if not sensors:
         raise ValueError("sensors must name at least one detector")
-    checked = [_checked_suggestion(suggestion) for suggestion in suggestions]
+    checked = [check_suggestion(suggestion) for suggestion in suggestions]
     if len({ident for ident, _, _ in checked}) != len(checked):
         raise ValueError("suggestion '_id's must be unique")
     x_motor, y_motor = actuators

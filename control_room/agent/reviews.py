@@ -8,15 +8,13 @@ or already reviewed, is refused: what runs is what was on record when it was sub
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
-from bluesky_plans.arguments import range_um
-from bluesky_plans.budget import grid_points
+from bluesky_plans.arguments import positive_number, range_um
 from control_room.agent import records
 from control_room.agent.ledger import REVIEW_ACTIONS, Ledger
-from control_room.queue_plans import MAX_RESCAN_POINTS
+from control_room.queue_plans import check_suggestion
 
 
 class ReviewError(ValueError):
@@ -99,25 +97,16 @@ def review(
     if action == "edit":
         if x_range_um is None and y_range_um is None and step_um is None:
             raise ReviewError("an edit needs a new x range, y range or step")
-        try:
+        try:  # the edited box is held to the check the plan makes before it moves
             if x_range_um is not None:
                 proposal["x_range_um"] = list(range_um("x_range_um", x_range_um))
             if y_range_um is not None:
                 proposal["y_range_um"] = list(range_um("y_range_um", y_range_um))
+            if step_um is not None:
+                proposal["step_um"] = positive_number("step_um", step_um)
+            check_suggestion(proposal)
         except ValueError as error:
             raise ReviewError(str(error)) from None
-        if step_um is not None:
-            if not (isinstance(step_um, int | float) and math.isfinite(step_um) and step_um > 0):
-                raise ReviewError(f"step_um must be > 0 µm, got {step_um!r}")
-            proposal["step_um"] = float(step_um)
-        (x0, x1), (y0, y1) = proposal["x_range_um"], proposal["y_range_um"]
-        step = float(proposal["step_um"])
-        points = grid_points(x1 - x0, step) * grid_points(y1 - y0, step)
-        if points > MAX_RESCAN_POINTS:
-            raise ReviewError(
-                f"the edited rescan has {points} points (> {MAX_RESCAN_POINTS}): a smaller box "
-                "or a larger step"
-            )
         proposal["edited_by"] = operator
     return records.write_record(
         catalog,
