@@ -12,11 +12,19 @@ import secrets
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 
 from tests.asirp_device.conftest import free_port
-from tests.qserver_support import child, wait_for
+from tests.qserver_support import (
+    child,
+    manager_api,
+    open_environment,
+    re_manager,
+    redis_server,
+    wait_for,
+)
 
 TILED_START_TIMEOUT_S = 60.0
 
@@ -58,3 +66,24 @@ def tiled_server(folder: Path) -> Iterator[tuple[str, str]]:
 
         wait_for(answers, process, TILED_START_TIMEOUT_S, "tiled server", log)
         yield uri, key
+
+
+@contextlib.contextmanager
+def campaign_stack(folder: Path, *, timeout_s: float = 10.0) -> Iterator[tuple[str, str, str, Any]]:
+    """tiled, redis and an RE Manager whose worker writes to that tiled, environment open.
+
+    Yields
+    ------
+    (tiled_uri, api_key, zmq_control_addr, api)
+        ``api`` is a ``REManagerAPI`` client (user group ``primary``, ``timeout_s`` replies).
+    """
+    with (
+        tiled_server(folder / "tiled") as (uri, key),
+        redis_server(folder) as redis_addr,
+        re_manager(
+            redis_addr, folder, env={"ASIRP_TILED_URI": uri, "ASIRP_TILED_API_KEY": key}
+        ) as control,
+        manager_api(control, timeout_s=timeout_s) as api,
+    ):
+        open_environment(api)
+        yield uri, key, control, api

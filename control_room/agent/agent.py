@@ -24,11 +24,12 @@ Each :meth:`RescanAgent.step`:
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -223,15 +224,16 @@ class RescanAgent:
             records.write_record(self.catalog, records.HALT, self.campaign, {"reason": why})
             self.halted = why
             return [f"halted: {why}"]
-        events = self._decide(Ledger.load(self.catalog, self.campaign))
-        ledger = Ledger.load(self.catalog, self.campaign)
-        items = self._queue_items()
+        events, ledger = self._decide(Ledger.load(self.catalog, self.campaign))
+        # the queue and its (growing) history are read only when a proposal needs them
+        items = functools.cache(self._queue_items)
         events += self._submit(ledger, items)
         events += self._record_outcomes(ledger, items)
         return events
 
     # -- 2. decisions ----------------------------------------------------------------------------
-    def _decide(self, ledger: Ledger) -> list[str]:
+    def _decide(self, ledger: Ledger) -> tuple[list[str], Ledger]:
+        """Decide on each new coarse map; the events and the ledger as it now stands."""
         events = []
         for start, stop in records.find_runs(self.catalog, self.campaign, asirp_role=COARSE_ROLE):
             uid = start["uid"]
@@ -263,8 +265,8 @@ class RescanAgent:
                 f"decision {decision_uid} on coarse map {uid}: {len(content['proposals'])} "
                 f"proposal(s), {len(content['auto_accepted'])} accepted automatically"
             )
-            ledger = Ledger.load(self.catalog, self.campaign)
-        return events
+            ledger = Ledger.load(self.catalog, self.campaign)  # the next decision counts this one
+        return events, ledger
 
     def _decision(self, start, observation, proposals, why: str) -> dict[str, Any]:
         saw: dict[str, Any] = {"exit_status": "success" if observation else why}
@@ -337,14 +339,14 @@ class RescanAgent:
                         found[str(suggestion["_id"])] = item
         return found
 
-    def _submit(self, ledger: Ledger, items: dict[str, dict[str, Any]]) -> list[str]:
+    def _submit(self, ledger: Ledger, items: Callable[[], dict[str, dict]]) -> list[str]:
         events = []
         for ident in ledger.proposals:
             proposal = ledger.approved(ident)
             if proposal is None or ident in ledger.submissions or ident in ledger.rescans:
                 continue
-            if ident in items:  # submitted before a restart, not yet recorded
-                item_uid = items[ident].get("item_uid")
+            if ident in items():  # submitted before a restart, not yet recorded
+                item_uid = items()[ident].get("item_uid")
                 events.append(f"{ident}: found in the queue as item {item_uid}")
             else:
                 review = ledger.reviews.get(ident)
@@ -391,7 +393,7 @@ class RescanAgent:
         return f"{ident}: the manager refused the item: {content['reason']}"
 
     # -- 4. outcomes -----------------------------------------------------------------------------
-    def _record_outcomes(self, ledger: Ledger, items: dict[str, dict[str, Any]]) -> list[str]:
+    def _record_outcomes(self, ledger: Ledger, items: Callable[[], dict[str, dict]]) -> list[str]:
         events = []
         optimizer = self.problem.optimizer
         for ident in list(ledger.submissions) + [
@@ -413,7 +415,7 @@ class RescanAgent:
                     "runs": len(ledger.rescans[ident]),
                 }
             else:  # an item that ended without a run (refused by the plan's own checks)
-                result = (items.get(ident) or {}).get("result") or {}
+                result = (items().get(ident) or {}).get("result") or {}
                 if not result or result.get("exit_status") == "completed" or result.get("run_uids"):
                     continue
                 content = {

@@ -28,26 +28,44 @@ def _final_index(stream: Any) -> int | None:
     return int(np.flatnonzero(finals)[-1]) if finals.any() else None
 
 
-def _raw_from_events(
-    run: Any, start: Mapping[str, Any]
+def grid_map_from_events(
+    run: Any, element: str, normalize: str | None, step_um: float, origin_um: Sequence[float]
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(map, x_um, y_um)`` of an unsnaked grid scan, from its primary stream (µm, counts)."""
-    rows, columns = (int(n) for n in start["shape"])
+    """``(map, x_um, y_um)`` of an unsnaked grid scan, from its primary stream.
+
+    Parameters
+    ----------
+    run : tiled run
+        The run (its start document's ``shape`` is ``(rows, columns)``).
+    element : str
+        The element; the field is ``xrf_<element>`` (the profile's detector).
+    normalize : str, optional
+        Monitor field the counts are divided by (then times its mean), or ``None``.
+    step_um : float
+        Step on both axes, µm.
+    origin_um : (x0, y0)
+        The first point, µm.
+
+    Returns
+    -------
+    map : numpy.ndarray
+        ``(rows, columns)`` float32 counts, NaN where no point was measured.
+    x_um, y_um : numpy.ndarray
+        ``(columns,)`` and ``(rows,)`` point positions, µm.
+    """
+    rows, columns = (int(n) for n in run.metadata["start"]["shape"])
     stream = run["primary"]
-    field = f"xrf_{start['element']}"
-    counts = np.asarray(stream[field].read(), dtype=np.float64)
-    normalize = start.get("normalize")
+    counts = np.asarray(stream[f"xrf_{element}"].read(), dtype=np.float64)
     if normalize:
         monitor = np.asarray(stream[normalize].read(), dtype=np.float64)
         counts = counts / np.where(monitor > 0, monitor, np.nan) * np.nanmean(monitor)
     image = np.full(rows * columns, np.nan)
     image[: min(counts.size, image.size)] = counts[: image.size]
-    step = float(start["step_um"])
-    x0, y0 = float(start["x_range_um"][0]), float(start["y_range_um"][0])
+    x0, y0 = (float(v) for v in origin_um)
     return (
         image.reshape(rows, columns).astype(np.float32),
-        x0 + step * np.arange(columns),
-        y0 + step * np.arange(rows),
+        x0 + step_um * np.arange(columns),
+        y0 + step_um * np.arange(rows),
     )
 
 
@@ -149,6 +167,12 @@ class TiledEvaluation:
             )
         else:
             observation["reason"] = "no restoration in tiled"
-        raw, x_um, y_um = _raw_from_events(run, start)
+        raw, x_um, y_um = grid_map_from_events(
+            run,
+            start["element"],
+            start.get("normalize"),
+            float(start["step_um"]),
+            (start["x_range_um"][0], start["y_range_um"][0]),
+        )
         observation.update(raw=raw, x_um=x_um, y_um=y_um)
         return observation

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from asirp.safe_files import atomic_write
-from control_room.agent.evaluation import TiledEvaluation
+from control_room.agent.evaluation import TiledEvaluation, grid_map_from_events
 from control_room.agent.ledger import Ledger
 
 STATE_COLOURS = {
@@ -29,18 +29,12 @@ STATE_COLOURS = {
 def _rescan_image(catalog: Any, run_uid: str, element: str) -> tuple[np.ndarray, list[float]]:
     """A completed rescan's map ``(rows, columns)`` and its extent ``[x0, x1, y0, y1]`` µm."""
     run = catalog[run_uid]
-    start = run.metadata["start"]
-    rows, columns = (int(n) for n in start["shape"])
-    counts = np.asarray(run["primary"][f"xrf_{element}"].read(), dtype=np.float64)
-    monitor = np.asarray(run["primary"]["i0"].read(), dtype=np.float64)
-    image = (counts / np.where(monitor > 0, monitor, np.nan) * np.nanmean(monitor))[
-        : rows * columns
-    ]
-    proposal = start["proposal"]
-    x0, y0 = proposal["x_range_um"][0], proposal["y_range_um"][0]
+    proposal = run.metadata["start"]["proposal"]
     step = float(proposal["step_um"])
-    extent = [x0 - step / 2, x0 + (columns - 0.5) * step, y0 - step / 2, y0 + (rows - 0.5) * step]
-    return image.reshape(rows, columns), extent
+    origin = (proposal["x_range_um"][0], proposal["y_range_um"][0])
+    image, x_um, y_um = grid_map_from_events(run, element, "i0", step, origin)
+    half = step / 2
+    return image, [x_um[0] - half, x_um[-1] + half, y_um[0] - half, y_um[-1] + half]
 
 
 def draw_campaign(

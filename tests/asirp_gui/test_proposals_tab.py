@@ -94,4 +94,3 @@ def test_a_server_that_is_not_there_is_one_line(qtbot, window):
     assert tab.client is None
     tab.accept_button.click()
     assert tab.message.text() == "Not connected."
-

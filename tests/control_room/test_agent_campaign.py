@@ -31,7 +31,7 @@ from tests.qserver_support import (
     re_manager,
     redis_server,
 )
-from tests.tiled_support import tiled_server
+from tests.tiled_support import campaign_stack, tiled_server
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -95,15 +95,7 @@ def wait_until(condition: Callable[[], object], what: str, timeout_s: float = WA
 def beamline(tmp_path_factory) -> Iterator[Beamline]:
     before = {c.pid for c in psutil.Process().children(recursive=True)}
     folder = tmp_path_factory.mktemp("campaign")
-    with (
-        tiled_server(folder / "tiled") as (uri, key),
-        redis_server(folder) as redis_addr,
-        re_manager(
-            redis_addr, folder, env={"ASIRP_TILED_URI": uri, "ASIRP_TILED_API_KEY": key}
-        ) as control,
-        manager_api(control) as api,
-    ):
-        open_environment(api)
+    with campaign_stack(folder) as (uri, key, control, api):
         running = Beamline(folder, uri, key, control, api)
         try:
             yield running
