@@ -165,7 +165,8 @@ def main(argv: list[str] | None = None) -> int:
                     if not args.json:
                         print(
                             f"round {round_index}: peer {peer['s']:.1f} s "
-                            f"({peer['rescans']} rescans), agent {agent['s']:.1f} s ({agent['rescans']} rescans, decision "
+                            f"({peer['rescans']} rescans), agent {agent['s']:.1f} s "
+                            f"({agent['rescans']} rescans, decision "
                             f"{agent['decision_latency_s']:.1f} s after the coarse run)"
                         )
             finally:
